@@ -1,0 +1,162 @@
+"""Capture throughput: tstream's batch and streaming modes against plain trio baselines.
+
+Generates its own input (1,000,000 lines of 20 to 150 bytes, fixed seed), has ``cat`` write
+it, and prints lines per second for each way of capturing it, with the ratio to its
+baseline measured in the same run:
+
+* ``trio.run_process`` capture, the baseline of tstream's batch mode (target ratio >= 0.98,
+  i.e. overhead under 2%);
+* a bare trio loop reading 64 KiB chunks, splitting and decoding lines, the baseline of the
+  streaming modes (target ratio >= 0.8 for streaming without processors);
+* streaming with one ``block`` processor, and ``tstream run --quiet`` end to end (process
+  start-up and recording into a SQLite store included).
+
+Usage: ``python scripts/bench_capture.py [--lines N] [--repeat R]``; each figure is the best
+of R runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import trio
+
+from trio_stream import StreamConfig, run, run_stream
+from trio_stream.processors.base import LineBatch
+
+TSTREAM = [sys.executable, "-c", "from trio_stream.cli import main; main()"]
+
+
+def generate(path: Path, count: int) -> int:
+    """Write ``count`` lines of 20 to 150 printable bytes; return the file's size."""
+    rng = random.Random(1234)
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789 .,:;-_=+"
+    pool = ["".join(rng.choices(alphabet, k=150)) for _ in range(64)]
+    with path.open("w") as out:
+        for i in range(count):
+            out.write(pool[i % 64][: rng.randint(20, 150)] + "\n")
+    return path.stat().st_size
+
+
+async def trio_capture(command: list[str]) -> int:
+    done = await trio.run_process(command, capture_stdout=True, capture_stderr=True)
+    return done.stdout.count(b"\n")
+
+
+async def batch_mode(command: list[str]) -> int:
+    done = await run(command)
+    return done.stdout.count(b"\n")
+
+
+async def bare_loop(command: list[str]) -> int:
+    """Read 64 KiB chunks, split and decode lines: the least any streaming capture does."""
+    lines = 0
+    held = b""
+    process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE)
+    assert process.stdout is not None
+    async with process.stdout:
+        while chunk := await process.stdout.receive_some(65536):
+            parts = (held + chunk).split(b"\n")
+            held = parts.pop()
+            lines += len([p.decode() for p in parts])
+    await process.wait()
+    return lines
+
+
+class Noop:
+    name = "noop"
+
+    async def process(self, batch: LineBatch, publish: object) -> None:
+        pass
+
+    async def on_complete(self, completion: object, publish: object) -> None:
+        pass
+
+    async def on_error(self, error: BaseException, publish: object) -> None:
+        pass
+
+
+async def streaming(command: list[str]) -> int:
+    return (await run_stream(command, StreamConfig())).lines
+
+
+async def streaming_one_processor(command: list[str]) -> int:
+    return (await run_stream(command, StreamConfig(processors=[Noop()]))).lines
+
+
+def end_to_end(command: list[str], store: Path) -> None:
+    """``tstream run --quiet``, recording into a store of its own (SQLite, as by default)."""
+    subprocess.run(
+        [*TSTREAM, "run", "--quiet", "--store", f"sqlite:{store}", "--", *command],
+        check=True,
+    )
+
+
+def best(repeat: int, once: Callable[[], object]) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        once()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def timed(
+    fn: Callable[[list[str]], Awaitable[int]], command: list[str], expected: int
+) -> Callable[[], None]:
+    def once() -> None:
+        got = trio.run(fn, command)
+        if got != expected:
+            raise SystemExit(f"{fn.__name__} captured {got} lines, not {expected}")
+
+    return once
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "input.txt"
+        size = generate(data, args.lines)
+        command = ["cat", str(data)]
+        n = args.lines
+        print(f"input: {n:,} lines, {size / 1e6:.1f} MB; best of {args.repeat} runs")
+        rows = [
+            ("trio.run_process capture (baseline A)", timed(trio_capture, command, n), None),
+            ("tstream batch mode: run()", timed(batch_mode, command, n), 0),
+            (
+                "bare trio loop: 64 KiB, split, decode (baseline B)",
+                timed(bare_loop, command, n),
+                None,
+            ),
+            ("tstream streaming, no processors", timed(streaming, command, n), 2),
+            (
+                "tstream streaming, one block processor",
+                timed(streaming_one_processor, command, n),
+                2,
+            ),
+            (
+                "tstream run --quiet (end to end, recorded)",
+                lambda: end_to_end(command, Path(tmp) / "bench.db"),
+                2,
+            ),
+        ]
+        seconds: list[float] = []
+        for label, once, baseline in rows:
+            took = best(args.repeat, once)
+            seconds.append(took)
+            ratio = "" if baseline is None else f"  ratio {seconds[baseline] / took:.3f}"
+            print(f"{label:<52} {n / took:>12,.0f} lines/s  {took:7.3f} s{ratio}")
+
+
+if __name__ == "__main__":
+    main()

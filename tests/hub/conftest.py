@@ -1,0 +1,98 @@
+"""Fixtures: a real hub on loopback (port 0) over a memory store, and clients for it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import trio
+from trio_websocket import WebSocketConnection
+
+from trio_stream.hub.config import HubConfig, Listen
+from trio_stream.hub.server import ServedHub, serve_hub
+from trio_stream.store.memory import MemoryStore
+
+StartHub = Callable[..., Awaitable[ServedHub]]
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[MemoryStore]:
+    store = MemoryStore()
+    yield store
+    await store.aclose()
+
+
+@pytest.fixture
+def start_hub(nursery: trio.Nursery, store: MemoryStore) -> StartHub:
+    """Start a hub with these config values (listening on a free loopback port)."""
+
+    async def start(**values: Any) -> ServedHub:
+        values.setdefault("listen", (Listen(port=0),))
+        served: ServedHub = await nursery.start(serve_hub, HubConfig(**values), store)
+        return served
+
+    return start
+
+
+@pytest.fixture
+async def served(start_hub: StartHub) -> ServedHub:
+    return await start_hub()
+
+
+def base_url(served: ServedHub) -> str:
+    return served.urls[0]
+
+
+def ws_url(served: ServedHub, path: str) -> str:
+    return base_url(served).replace("http://", "ws://") + path
+
+
+@pytest.fixture
+async def http(served: ServedHub) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=base_url(served), timeout=10) as client:
+        yield client
+
+
+def output(text: str, **extra: Any) -> dict[str, Any]:
+    """A publishable output event."""
+    return {"type": "output", "data": {"source": "stdout", "text": text}, **extra}
+
+
+async def create(http: httpx.AsyncClient, sid: str, n: int = 0) -> None:
+    """Create stream ``sid`` with ``n`` output events ``line 0``…"""
+    answer = await http.post("/api/streams", json={"id": sid})
+    assert answer.status_code == 201, answer.text
+    if n:
+        answer = await http.post(
+            f"/api/streams/{sid}/events", json=[output(f"line {i}") for i in range(n)]
+        )
+        assert answer.status_code == 200, answer.text
+
+
+async def receive(ws: WebSocketConnection) -> dict[str, Any]:
+    with trio.fail_after(5):
+        message = await ws.get_message()
+    return orjson.loads(message)  # type: ignore[no-any-return]
+
+
+async def receive_until(ws: WebSocketConnection, kind: str) -> list[dict[str, Any]]:
+    """Messages up to and including the first of type ``kind``."""
+    out = []
+    for _ in range(10_000):
+        message = await receive(ws)
+        out.append(message)
+        if message["type"] == kind:
+            return out
+    raise AssertionError(f"no {kind} message")
+
+
+async def texts_until_end(ws: WebSocketConnection) -> list[str]:
+    """Texts of every event received until the stream's ``end`` frame."""
+    texts = []
+    for message in await receive_until(ws, "end"):
+        if message["type"] == "event":
+            texts.extend(e["data"].get("text", e["type"]) for e in message["events"])
+    return texts

@@ -1,0 +1,95 @@
+"""The broker and its clients without sockets: heartbeats, idle clients, history from the
+store, under the autojump clock."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from trio_stream.events import Event, EventType, Output
+from trio_stream.hub.broker import Broker
+from trio_stream.hub.clients import ClientKind, Closing, Deliver, EndReason, Heartbeat
+from trio_stream.hub.config import HubConfig
+from trio_stream.hub.protocol import Ping, ReplayOptions, parse_filters
+from trio_stream.store.memory import MemoryStore
+
+
+@pytest.fixture
+def autojump_clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+def line(text: str) -> Event:
+    return Event(EventType.OUTPUT, Output("stdout", text))
+
+
+async def test_heartbeats_then_idle_websocket_client_is_closed(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    broker = Broker(MemoryStore(), HubConfig(heartbeat=30, idle_timeout=30), nursery)
+    stream = await broker.create_stream("s")
+    client = broker.attach(stream, ClientKind.WEBSOCKET, "test")
+    start = trio.current_time()
+    items = await client.next_items()
+    assert isinstance(items[0], Heartbeat) and trio.current_time() - start == 30
+    client.push_command(Ping(1))  # the client answers: it stays
+    await client.next_items()
+    items = await client.next_items()
+    assert isinstance(items[0], Heartbeat) and trio.current_time() - start == 60
+    items = await client.next_items()
+    assert isinstance(items[-1], Closing) and items[-1].reason is EndReason.IDLE_TIMEOUT
+    assert trio.current_time() - start == 90
+    assert broker.connections == 0
+
+
+async def test_sse_clients_are_never_idle(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    broker = Broker(MemoryStore(), HubConfig(heartbeat=10, idle_timeout=5), nursery)
+    stream = await broker.create_stream("s")
+    client = broker.attach(stream, ClientKind.SSE, "test")
+    for _ in range(5):
+        items = await client.next_items()
+        assert [type(i) for i in items] == [Heartbeat]
+
+
+async def test_catch_up_reads_the_store_then_memory_without_gap(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    store = MemoryStore()
+    broker = Broker(store, HubConfig(history=5, tick=0.001), nursery)
+    stream = await broker.create_stream("s")
+    assert stream.log is not None
+    stream.log.append([line(f"l{i}") for i in range(2500)])
+    await stream.settle()
+    while stream.recorded < 2499:
+        await trio.sleep(0.01)
+    client = broker.attach(stream, ClientKind.WEBSOCKET, "test")
+    await client.subscribe(ReplayOptions(from_offset=10), parse_filters(None))
+    offsets: list[int] = []
+    while len(offsets) < 2489:
+        for item in await client.next_items():
+            if isinstance(item, Deliver):
+                offsets.extend(f.offset for f in item.frames)
+                client.delivered(item, 0)
+    stream.log.append([line("live")])
+    for item in await client.next_items():
+        if isinstance(item, Deliver):
+            offsets.extend(f.offset for f in item.frames)
+    assert offsets == list(range(11, 2501))
+
+
+async def test_shutdown_closes_clients_and_flushes_the_recorder(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    store = MemoryStore()
+    broker = Broker(store, HubConfig(), nursery)
+    stream = await broker.create_stream("s")
+    client = broker.attach(stream, ClientKind.SSE, "test")
+    assert stream.log is not None
+    stream.log.append([line("a"), line("b")])
+    await broker.shutdown()
+    assert await store.last_offset("s") == 1
+    items = await client.next_items()
+    assert isinstance(items[-1], Closing) and items[-1].reason is EndReason.SHUTDOWN

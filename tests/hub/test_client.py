@@ -1,0 +1,129 @@
+"""The WebSocket client helper against a real hub, over TCP and a Unix socket."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from trio_stream.hub.client import HubClientError, follow_stream
+from trio_stream.hub.config import Listen
+from trio_stream.hub.server import ServedHub
+
+from .conftest import StartHub, create, output
+
+
+async def test_follow_gets_history_live_and_stops_at_the_end(
+    served: ServedHub, http: httpx.AsyncClient
+) -> None:
+    await create(http, "s", 2)
+    texts = []
+    async with follow_stream(served.urls[0], "s", after=0) as events:
+        await http.post("/api/streams/s/events", json=[output("live")])
+        await http.post(
+            "/api/streams/s/events", json={"type": "session_ended", "data": {"exit_status": 0}}
+        )
+        with trio.fail_after(5):
+            async for event in events:
+                texts.append(getattr(event.data, "text", event.type.value))
+    assert texts == ["line 1", "live", "session_ended"]
+
+
+async def test_follow_over_a_unix_socket(start_hub: StartHub, tmp_path: Path) -> None:
+    path = tmp_path / "hub.sock"
+    served = await start_hub(listen=(Listen(path=str(path)),))
+    transport = httpx.AsyncHTTPTransport(uds=str(path))
+    async with httpx.AsyncClient(transport=transport, base_url="http://hub") as http:
+        await create(http, "u", 3)
+        await http.post(
+            "/api/streams/u/events", json={"type": "session_ended", "data": {"exit_status": 0}}
+        )
+    async with follow_stream(f"unix:{path}", "u") as events:
+        offsets = [event.offset async for event in events]
+    assert offsets == [0, 1, 2, 3]
+    del served
+
+
+async def test_follow_resumes_after_a_slow_consumer_cut_without_gap(
+    start_hub: StartHub,
+) -> None:
+    served = await start_hub(client_queue=150)
+    async with httpx.AsyncClient(base_url=served.urls[0]) as http:
+        await create(http, "s")
+        offsets = []
+        async with follow_stream(served.urls[0], "s", buffer=1) as events:
+            for _ in range(10):
+                await http.post("/api/streams/s/events", json=[output("x" * 500)] * 100)
+            await http.post(
+                "/api/streams/s/events",
+                json={"type": "session_ended", "data": {"exit_status": 0}},
+            )
+            with trio.fail_after(10):
+                async for event in events:
+                    offsets.append(event.offset)
+                    await trio.sleep(0)
+        assert offsets == list(range(1001))
+        assert served.hub.broker.slow_consumers >= 1
+
+
+async def test_unknown_stream_and_bad_token_raise_hub_client_errors(
+    start_hub: StartHub,
+) -> None:
+    from trio_stream.hub.config import TokenSpec
+
+    served = await start_hub(tokens=(TokenSpec("good-token-1"),))
+    with pytest.raises(HubClientError) as refused:
+        async with follow_stream(served.urls[0], "nope", token="good-token-1") as events:
+            async for _ in events:
+                pass
+    assert refused.value.code == "not_found"
+    with pytest.raises(HubClientError) as refused:
+        async with follow_stream(served.urls[0], "nope", token="bad-token-1") as events:
+            async for _ in events:
+                pass
+    assert refused.value.code == "unauthorized"
+
+
+def _placed(texts: list[str], first: int) -> list:
+    from trio_stream.events import Event, EventType, Output
+
+    return [
+        Event(EventType.OUTPUT, Output("stdout", text)).with_offset("p", first + i)
+        for i, text in enumerate(texts)
+    ]
+
+
+async def test_publisher_creates_the_stream_and_resumes_without_duplicates(
+    served: ServedHub, http: httpx.AsyncClient
+) -> None:
+    from trio_stream.events import Event, EventType, Status
+    from trio_stream.hub.client import open_publisher
+
+    sent = _placed(["a", "b", "c"], 0)
+    async with open_publisher(served.urls[0], "p") as hub:
+        assert hub.last_offset == -1
+        ack = await hub.publish(sent[:2])
+        assert (ack.accepted, ack.first_offset, ack.last_offset) == (2, 0, 1)
+    # A reconnecting publisher learns where the hub is, and a resend is harmless.
+    async with open_publisher(served.urls[0], "p", create=False) as hub:
+        assert hub.last_offset == 1
+        ack = await hub.publish(sent)
+        assert (ack.accepted, ack.duplicates, hub.last_offset) == (1, 2, 2)
+        with pytest.raises(HubClientError) as refused:
+            await hub.publish(_placed(["z"], 9))
+        assert refused.value.code == "offset_gap" and refused.value.last_offset == 2
+        ack = await hub.publish([Event(EventType.STATUS, Status("appended"))])
+        assert ack.first_offset == 3
+    history = (await http.get("/api/streams/p/history")).json()["events"]
+    assert [e["offset"] for e in history] == [0, 1, 2, 3]
+
+
+async def test_publisher_without_create_needs_the_stream(served: ServedHub) -> None:
+    from trio_stream.hub.client import open_publisher
+
+    with pytest.raises(HubClientError) as refused:
+        async with open_publisher(served.urls[0], "missing", create=False):
+            pass
+    assert refused.value.code == "not_found"

@@ -1,0 +1,34 @@
+import pytest
+
+from trio_stream.events import EventType, Output, Status, make_event
+from trio_stream.store import SessionInfo, open_store
+
+
+def lines(session, first, texts, *, source="stdout", ts=1000.0):
+    """Placed output events for ``texts`` starting at offset ``first``."""
+    return [
+        make_event(
+            EventType.OUTPUT,
+            Output(source, text, line=first + i),
+            session=session,
+            offset=first + i,
+            ts=ts + i,
+        )
+        for i, text in enumerate(texts)
+    ]
+
+
+def status(session, offset, text, ts=2000.0):
+    return make_event(EventType.STATUS, Status(text), session=session, offset=offset, ts=ts)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request, tmp_path):
+    url = "memory:" if request.param == "memory" else f"sqlite:{tmp_path / 'store.db'}"
+    async with open_store(url) as opened:
+        yield opened
+
+
+@pytest.fixture
+def info():
+    return SessionInfo("build-1", command=["make", "-j4"], cwd="/src", created=1000.0)

@@ -1,0 +1,234 @@
+import socket
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+import trio
+
+from trio_stream.events import EventType, Output, make_event
+from trio_stream.store import (
+    HistoryQuery,
+    SessionInfo,
+    SessionStatus,
+    StoreError,
+    chunks,
+    open_store,
+)
+from trio_stream.store.query import read_batches
+from trio_stream.store.sqlite import APPLICATION_ID, SCHEMA_VERSION
+
+from .conftest import lines
+
+
+@pytest.fixture
+def db(tmp_path):
+    return tmp_path / "store.db"
+
+
+async def test_history_and_epoch_survive_reopening(db):
+    async with open_store(db) as store:
+        await store.create_session(SessionInfo("s"))
+        await store.append("s", lines("s", 0, ["a", "b"]))
+        epoch = store.epoch
+    async with open_store(f"sqlite:{db}") as store:
+        assert store.epoch == epoch
+        assert [e.data.text for e in await store.read("s")] == ["a", "b"]
+
+
+async def test_database_is_in_wal_mode_and_marked_as_a_tstream_store(db):
+    async with open_store(db):
+        pass
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+async def test_exact_bytes_and_line_endings_round_trip(db):
+    odd = make_event(
+        EventType.OUTPUT,
+        Output("stderr", "caf\ufffd", "\r", 7, True, b"caf\xe9\r"),
+        session="s",
+        offset=0,
+    )
+    async with open_store(db) as store:
+        await store.create_session(SessionInfo("s"))
+        await store.append("s", [odd])
+        assert await store.read("s") == [odd]
+
+
+async def test_newer_schema_is_refused_not_rewritten(db):
+    conn = sqlite3.connect(db)
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}, newer"):
+        async with open_store(db):
+            pass
+    assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+
+
+async def test_other_sqlite_databases_are_refused(db):
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE mine (x)")
+    conn.close()
+    with pytest.raises(StoreError, match="not a tstream store"):
+        async with open_store(db):
+            pass
+
+
+async def test_corrupt_file_gives_a_store_error(db):
+    db.write_bytes(b"this is not a database at all" * 200)
+    with pytest.raises(StoreError, match="corrupt or not a tstream database"):
+        async with open_store(db):
+            pass
+
+
+async def test_missing_directory_is_named(tmp_path):
+    with pytest.raises(StoreError, match="does not exist"):
+        async with open_store(tmp_path / "no" / "such.db"):
+            pass
+
+
+async def test_locked_database_gives_a_store_error(db):
+    async with open_store(db, busy_timeout=0.05) as store:
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(StoreError, match="is locked by another process"):
+                await store.create_session(SessionInfo("s"))
+        finally:
+            holder.execute("ROLLBACK")
+        await store.create_session(SessionInfo("s"))
+
+
+def dead_pid():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+async def test_sessions_of_dead_recorders_are_marked_interrupted_on_open(db):
+    host = socket.gethostname()
+    async with open_store(db) as store:
+        await store.create_session(SessionInfo("dead", pid=dead_pid(), host=host))
+        await store.create_session(SessionInfo("alive"))
+        await store.create_session(SessionInfo("elsewhere", pid=dead_pid(), host="other-host"))
+        await store.append("dead", lines("dead", 0, ["a"], ts=5000.0))
+    async with open_store(db) as store:
+        dead = await store.get_session("dead")
+        assert dead.status is SessionStatus.INTERRUPTED
+        assert dead.ended == dead.last_activity
+        assert (await store.get_session("alive")).status is SessionStatus.RUNNING
+        assert (await store.get_session("elsewhere")).status is SessionStatus.RUNNING
+
+
+async def test_reused_pid_does_not_keep_a_session_running(db):
+    async with open_store(db) as store:
+        await store.create_session(SessionInfo("s"))
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE sessions SET pid_start = pid_start + 1")
+    conn.commit()
+    conn.close()
+    async with open_store(db) as store:
+        assert (await store.get_session("s")).status is SessionStatus.INTERRUPTED
+
+
+async def test_reader_sees_a_consistent_prefix_while_a_writer_appends(db):
+    async with open_store(db) as store:
+        await store.create_session(SessionInfo("s"))
+        seen = []
+
+        async def writer():
+            for batch in range(50):
+                await store.append("s", lines("s", batch * 100, ["x"] * 100))
+                await trio.sleep(0)
+
+        async def reader():
+            while len(seen) < 5000:
+                events = await store.read("s", HistoryQuery(after=len(seen) - 1))
+                assert [e.offset for e in events] == list(range(len(seen), len(seen) + len(events)))
+                seen.extend(events)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer)
+            nursery.start_soon(reader)
+        assert len(seen) == 5000
+
+
+async def test_two_stores_write_into_one_file_at_once(db):
+    async with open_store(db) as first, open_store(db) as second:
+
+        async def fill(store, sid):
+            await store.create_session(SessionInfo(sid))
+            for batch in range(20):
+                await store.append(sid, lines(sid, batch * 50, ["y"] * 50))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fill, first, "one")
+            nursery.start_soon(fill, second, "two")
+        assert await first.count("two") == 1000
+        assert await second.count("one") == 1000
+
+
+async def test_read_batches_walks_a_session_in_pieces(db):
+    async with open_store(db) as store:
+        await store.create_session(SessionInfo("s"))
+        await store.append("s", lines("s", 0, [str(n) for n in range(25)]))
+        batches = [b async for b in read_batches(store, "s", HistoryQuery(after=4), batch=10)]
+        assert [len(b) for b in batches] == [10, 10]
+        assert [e.offset for b in batches for e in b] == list(range(5, 25))
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    monkeypatch.setattr(chunks, "MAX_CHUNK_EVENTS", 3)
+
+
+async def test_queries_across_chunk_boundaries(db, small_chunks):
+    async with open_store(db) as store:
+        await store.create_session(SessionInfo("s"))
+        await store.append("s", lines("s", 0, [f"t{n}" for n in range(10)], ts=0.0))
+        await store.append("s", lines("s", 10, ["u10", "u11"], ts=10.0))
+
+        async def offsets(**kw):
+            return [e.offset for e in await store.read("s", HistoryQuery(**kw))]
+
+        assert await offsets(after=4, limit=4) == [5, 6, 7, 8]
+        assert await offsets(last=5) == [7, 8, 9, 10, 11]
+        assert await offsets(last=5, search_text="U1") == [10, 11]
+        assert await offsets(start_time=4.0, end_time=6.0) == [4, 5, 6]
+        assert await offsets(after=2, skip=2, limit=2) == [5, 6]
+        assert await store.count("s", HistoryQuery(after=8)) == 3
+
+
+async def test_compaction_cuts_inside_a_chunk(db, small_chunks):
+    async with open_store(db) as store:
+        await store.create_session(SessionInfo("s"))
+        await store.append("s", lines("s", 0, [str(n) for n in range(10)]))
+        assert await store.compact("s", 5) == 5
+        assert [e.offset for e in await store.read("s")] == [5, 6, 7, 8, 9]
+        assert [e.offset for e in await store.read("s", HistoryQuery(start_time=1005.0))] == [
+            5,
+            6,
+            7,
+            8,
+            9,
+        ]
+        assert await store.count("s") == 5
+        assert await store.compact("s", 0) == 5
+        assert await store.read("s") == []
+
+
+async def test_a_damaged_chunk_is_a_store_error(db):
+    async with open_store(db) as store:
+        await store.create_session(SessionInfo("s"))
+        await store.append("s", lines("s", 0, ["a"]))
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE chunks SET body = '[[0, \"id\", 1.0, \"nope\", {}]]'")
+    conn.commit()
+    conn.close()
+    async with open_store(db) as store:
+        with pytest.raises(StoreError, match="holds an event this tstream cannot read"):
+            await store.read("s")

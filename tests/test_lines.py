@@ -1,0 +1,106 @@
+"""The sans-IO line splitter."""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trio_stream.lines import Line, LineSplitter
+
+
+def split_all(chunks: list[bytes], limit: int = 1 << 20) -> list[Line]:
+    splitter = LineSplitter(limit)
+    out: list[Line] = []
+    for chunk in chunks:
+        out.extend(splitter.feed(chunk))
+    out.extend(splitter.close())
+    return out
+
+
+def test_lines_as_they_arrive_and_partial_held():
+    s = LineSplitter()
+    assert s.feed(b"one\ntw") == [Line("one")]
+    assert s.pending == 2
+    assert s.feed(b"o\n") == [Line("two")]
+
+
+def test_final_line_without_newline_delivered_at_close():
+    assert split_all([b"a\nlast"]) == [Line("a"), Line("last", eol="")]
+
+
+def test_crlf_and_lone_cr():
+    lines = split_all([b"a\r\nb\r", b"\nprogress 1\rprogress 2\rdone\n"])
+    assert lines == [
+        Line("a", "\r\n"),
+        Line("b", "\r\n"),
+        Line("progress 1", "\r"),
+        Line("progress 2", "\r"),
+        Line("done"),
+    ]
+
+
+def test_cr_at_end_of_stream_is_a_line_ending():
+    assert split_all([b"50%\r"]) == [Line("50%", "\r")]
+
+
+def test_long_line_cut_into_marked_pieces():
+    lines = split_all([b"x" * 10 + b"\n"], limit=4)
+    assert [(x.text, x.partial, x.eol) for x in lines] == [
+        ("xxxx", True, ""),
+        ("xxxx", True, ""),
+        ("xx", False, "\n"),
+    ]
+
+
+def test_long_line_memory_bounded_while_streaming():
+    s = LineSplitter(8)
+    for _ in range(1000):
+        s.feed(b"y" * 7)
+        assert s.pending <= 8
+
+
+def test_cut_never_splits_a_utf8_character():
+    lines = split_all([("é" * 5 + "\n").encode()], limit=5)
+    assert all(line.raw is None for line in lines)
+    assert "".join(line.text for line in lines) == "é" * 5
+
+
+def test_invalid_utf8_replaced_and_raw_kept():
+    (line,) = split_all([b"bad \xff\xfe byte\n"])
+    assert line.text == "bad \ufffd\ufffd byte"
+    assert line.raw == b"bad \xff\xfe byte\n"
+    assert line.data == b"bad \xff\xfe byte\n"
+
+
+def test_binary_output_never_crashes():
+    data = bytes(range(256)) * 50
+    lines = split_all([data])
+    assert b"".join(line.data for line in lines) == data
+
+
+def test_bytes_round_trip_exactly():
+    data = b"a\r\nb\rc\n\xffd\n"
+    assert b"".join(line.data for line in split_all([data])) == data
+
+
+@st.composite
+def chunked(draw):
+    alphabet = st.sampled_from([b"a", b"b", b"\n", b"\r", b"\xc3\xa9", b"\xff", b"\xe2\x82\xac"])
+    data = b"".join(draw(st.lists(alphabet, max_size=200)))
+    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=20)))
+    chunks, prev = [], 0
+    for cut in cuts:
+        chunks.append(data[prev:cut])
+        prev = cut
+    chunks.append(data[prev:])
+    return data, chunks
+
+
+@settings(max_examples=400, deadline=None)
+@given(chunked(), st.integers(4, 12))
+def test_any_chunking_gives_the_same_lines(case, limit):
+    data, chunks = case
+    whole = split_all([data], limit)
+    assert split_all(chunks, limit) == whole
+    assert split_all([bytes([b]) for b in data], limit) == whole
+    assert b"".join(line.data for line in whole) == data
+    for line in whole:
+        assert len(line.data) - len(line.eol) <= limit

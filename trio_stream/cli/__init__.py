@@ -1,0 +1,56 @@
+"""The ``tstream`` command: one click group, each subcommand in a module of its own."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import click
+
+from .. import __version__
+
+# name -> "module:attribute"; modules are imported only when their command runs, so
+# ``tstream run`` does not pay for importing the hub.
+COMMANDS: dict[str, str] = {
+    "run": "trio_stream.cli.run:run",
+    "ls": "trio_stream.cli.history:ls",
+    "show": "trio_stream.cli.history:show",
+    "replay": "trio_stream.cli.history:replay",
+    "export": "trio_stream.cli.history:export",
+    "import": "trio_stream.cli.history:import_",
+    "prune": "trio_stream.cli.history:prune",
+    "serve": "trio_stream.cli.serve:serve",
+    "attach": "trio_stream.cli.attach:attach",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(name for name in COMMANDS if self._load(name) is not None)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        return self._load(name)
+
+    @staticmethod
+    def _load(name: str) -> Any:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                return None
+            raise
+        return getattr(module, attr, None)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tstream")
+def cli() -> None:
+    """Run commands with live, structured, replayable output streams."""
+
+
+def main() -> None:
+    cli(prog_name="tstream")

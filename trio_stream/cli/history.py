@@ -1,0 +1,499 @@
+"""History commands: ``tstream ls``, ``show``, ``replay``, ``export``, ``import``, ``prune``.
+
+Exit statuses shared by these commands: 0 on success, 1 for an unknown or ambiguous
+session or an invalid session file, 2 for a usage error (including a session id already in
+use), 125 when the store itself fails (unreadable, locked, corrupt, newer), with one line
+on stderr and no traceback.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import os
+import shlex
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import IO, Any, NoReturn, TypeVar
+
+import click
+import orjson
+import trio
+
+from ..durations import DURATION, parse_duration
+from ..events import SOURCES, Event, EventType, Output, converter, event_to_json
+from ..render import compact_line
+from ..store import (
+    AmbiguousSessionError,
+    HistoryQuery,
+    SessionExistsError,
+    SessionInfo,
+    SessionStatus,
+    Store,
+    StoreError,
+    UnknownSessionError,
+    open_store,
+)
+from ..store.file import SessionFileError, export_session, import_session
+from ..store.query import read_batches
+from ..store.retention import DEFAULT_MAX_EVENTS, DEFAULT_RETENTION, prune_once
+
+EXIT_NOT_FOUND = 1
+EXIT_USAGE = 2
+EXIT_STORE = 125
+EXIT_BROKEN_PIPE = 141
+
+_T = TypeVar("_T")
+
+
+def fail(message: str, status: int) -> NoReturn:
+    """Print ``tstream: message`` on stderr and exit with ``status``."""
+    click.echo(f"tstream: {message}", err=True)
+    sys.exit(status)
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def run_with_store(url: str | None, main: Callable[[Store], Awaitable[_T]]) -> _T:
+    """Open the store at ``url``, run ``main(store)`` under trio, map errors to exit statuses.
+
+    Returns:
+        What ``main`` returned.
+    """
+
+    async def opened() -> _T:
+        async with open_store(url) as store:
+            return await main(store)
+
+    try:
+        return trio.run(opened)
+    except BaseException as raised:
+        exc = _leaf(raised)
+        if isinstance(exc, UnknownSessionError | AmbiguousSessionError | SessionFileError):
+            fail(str(exc), EXIT_NOT_FOUND)
+        if isinstance(exc, SessionExistsError):
+            fail(f"{exc} (choose another with --id)", EXIT_USAGE)
+        if isinstance(exc, StoreError):
+            fail(str(exc), EXIT_STORE)
+        if isinstance(exc, BrokenPipeError):
+            _quiet_broken_pipe()
+        if exc is not raised:
+            raise exc from None
+        raise
+
+
+def _quiet_broken_pipe() -> NoReturn:
+    # The reader went away (``tstream show x | head``): stop quietly, as a shell tool would.
+    # Point stdout at /dev/null so that the interpreter's final flush does not fail again.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(EXIT_BROKEN_PIPE)
+
+
+def store_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The ``--store URL`` option every history command takes."""
+    return click.option(
+        "--store",
+        "store_url",
+        metavar="URL",
+        envvar="TSTREAM_STORE",
+        show_envvar=True,
+        help="The store: sqlite:PATH, a path, or memory: (default: tstream.db in the XDG "
+        "data directory).",
+    )(command)
+
+
+class TimeParam(click.ParamType):
+    """A point in time: a duration ago (``10m``), an ISO 8601 time, or epoch seconds."""
+
+    name = "time"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        text = str(value).strip()
+        try:
+            return time.time() - parse_duration(text)
+        except ValueError:
+            pass
+        if text.startswith("@"):
+            try:
+                return float(text[1:])
+            except ValueError:
+                pass
+        try:
+            moment = datetime.datetime.fromisoformat(text)
+        except ValueError:
+            self.fail(
+                f"invalid time {text!r}: use a duration ago (10m, 2h), an ISO 8601 time "
+                "(2026-11-23T00:45:00) or @EPOCH_SECONDS",
+                param,
+                ctx,
+            )
+        return moment.timestamp()
+
+
+TIME = TimeParam()
+
+
+# -- formatting --------------------------------------------------------------------
+
+
+def format_duration(seconds: float) -> str:
+    """``0.4s``, ``12s``, ``3m04s``, ``2h05m``, ``3d04h``."""
+    if seconds < 10:
+        return f"{max(0.0, seconds):.1f}s"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def session_row(info: SessionInfo, now: float) -> list[str]:
+    """The ``ls`` table cells for one session."""
+    end = info.ended if info.ended is not None else now
+    started = datetime.datetime.fromtimestamp(info.created).strftime("%Y-%m-%d %H:%M:%S")
+    return [
+        info.id,
+        info.status.value,
+        _shorten(shlex.join(info.command), 40),
+        started,
+        format_duration(end - info.created),
+        "-" if info.exit_status is None else str(info.exit_status),
+        str(info.events),
+    ]
+
+
+def table(header: list[str], rows: Iterable[list[str]]) -> str:
+    """Left-aligned columns (numbers right-aligned) separated by two spaces."""
+    rows = [header, *rows]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    numeric = {i for i, name in enumerate(header) if name in {"EXIT", "EVENTS"}}
+    return "\n".join(
+        "  ".join(
+            cell.rjust(widths[i]) if i in numeric else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
+        ).rstrip()
+        for row in rows
+    )
+
+
+def session_dict(info: SessionInfo) -> dict[str, Any]:
+    return converter.unstructure(info)  # type: ignore[no-any-return]
+
+
+# -- writing output as the terminal saw it -----------------------------------------
+
+
+def line_bytes(data: Output) -> bytes:
+    """The exact bytes the child wrote for a captured line."""
+    return data.raw if data.raw is not None else (data.text + data.eol).encode()
+
+
+class TerminalWriter:
+    """Writes events as a terminal showed them: stdout lines to stdout, stderr lines to
+    stderr and, with ``compact``, other events as their compact line on stderr (as
+    ``tstream run`` shows them when stderr is a terminal). Consecutive lines of one stream
+    are joined into one write."""
+
+    def __init__(self, stdout: IO[bytes], stderr: IO[bytes], *, compact: bool = False) -> None:
+        self._streams = {"stdout": stdout, "stderr": stderr}
+        self._compact = compact
+        self._pending: list[bytes] = []
+        self._source = "stdout"
+
+    def add(self, event: Event) -> None:
+        data = event.data
+        if type(data) is Output:
+            chunk, source = line_bytes(data), data.source
+        else:
+            text = compact_line(event) if self._compact else None
+            if text is None:
+                return
+            chunk, source = (text + "\n").encode(), "stderr"
+        if source != self._source:
+            self.flush()
+            self._source = source
+        self._pending.append(chunk)
+
+    def flush(self) -> None:
+        if self._pending:
+            stream = self._streams[self._source]
+            stream.write(b"".join(self._pending))
+            stream.flush()
+            self._pending = []
+
+
+async def replay_events(
+    batches: AsyncIterator[list[Event]],
+    writer: TerminalWriter,
+    *,
+    speed: float = 1.0,
+    max_idle: float | None = None,
+) -> None:
+    """Write output events with the pauses between them as recorded.
+
+    Each pause is first capped at ``max_idle`` seconds (as asciinema's idle time limit),
+    then divided by ``speed``. Lines less than a millisecond apart are written together.
+
+    Raises:
+        ValueError: for a ``speed`` that is not positive or a negative ``max_idle``.
+    """
+    if speed <= 0:
+        raise ValueError(f"speed must be positive, not {speed}")
+    if max_idle is not None and max_idle < 0:
+        raise ValueError(f"max_idle must be 0 or more, not {max_idle}")
+    previous: float | None = None
+    async for events in batches:
+        for event in events:
+            if event.type is not EventType.OUTPUT:
+                continue
+            if previous is not None:
+                pause = max(0.0, event.ts - previous)
+                if max_idle is not None:
+                    pause = min(pause, max_idle)
+                pause /= speed
+                if pause >= 0.001:
+                    writer.flush()
+                    await trio.sleep(pause)
+            previous = event.ts
+            writer.add(event)
+    writer.flush()
+
+
+# -- commands ----------------------------------------------------------------------
+
+
+@click.command()
+@store_option
+@click.option("--json", "as_json", is_flag=True, help="Print the sessions as a JSON array.")
+@click.option(
+    "--status",
+    type=click.Choice([s.value for s in SessionStatus]),
+    help="Only sessions with this status.",
+)
+@click.option("--limit", type=click.IntRange(min=0), help="At most this many (newest first).")
+def ls(store_url: str | None, as_json: bool, status: str | None, limit: int | None) -> None:
+    """List recorded sessions, newest first."""
+
+    async def main(store: Store) -> list[SessionInfo]:
+        return await store.list_sessions(
+            status=None if status is None else SessionStatus(status), limit=limit
+        )
+
+    sessions = run_with_store(store_url, main)
+    if as_json:
+        sys.stdout.buffer.write(
+            orjson.dumps([session_dict(s) for s in sessions], option=orjson.OPT_INDENT_2) + b"\n"
+        )
+        return
+    if not sessions:
+        click.echo("no sessions", err=True)
+        return
+    now = time.time()
+    header = ["ID", "STATUS", "COMMAND", "STARTED", "DURATION", "EXIT", "EVENTS"]
+    click.echo(table(header, (session_row(s, now) for s in sessions)))
+
+
+def history_query(
+    types: tuple[str, ...],
+    sources: tuple[str, ...],
+    since: float | None,
+    until: float | None,
+    grep: str | None,
+    last: int | None,
+) -> HistoryQuery:
+    return HistoryQuery(
+        types=frozenset(EventType(t) for t in types) or None,
+        sources=frozenset(sources) or None,
+        start_time=since,
+        end_time=until,
+        search_text=grep,
+        last=last,
+    )
+
+
+def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The event filters ``show`` offers (the same as the store's queries)."""
+    options = [
+        click.option(
+            "--type",
+            "types",
+            multiple=True,
+            type=click.Choice([t.value for t in EventType]),
+            help="Only events of this type (repeatable).",
+        ),
+        click.option(
+            "--source",
+            "sources",
+            multiple=True,
+            type=click.Choice(SOURCES),
+            help="Only output lines from this stream (repeatable); other events stay.",
+        ),
+        click.option("--since", type=TIME, help="Only events at or after this time."),
+        click.option("--until", type=TIME, help="Only events at or before this time."),
+        click.option("--grep", metavar="TEXT", help="Only events containing TEXT (any case)."),
+        click.option("--last", type=click.IntRange(min=0), help="Only the last N events."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@click.command()
+@store_option
+@click.argument("session")
+@click.option("--json", "as_json", is_flag=True, help="Print events as JSON lines.")
+@filter_options
+def show(
+    store_url: str | None,
+    session: str,
+    as_json: bool,
+    types: tuple[str, ...],
+    sources: tuple[str, ...],
+    since: float | None,
+    until: float | None,
+    grep: str | None,
+    last: int | None,
+) -> None:
+    """Show a session's history as the terminal saw it, or as JSON events.
+
+    SESSION is a session id, a unique prefix of one, or ``latest``.
+    """
+    query = history_query(types, sources, since, until, grep, last)
+    stdout, stderr = sys.stdout.buffer, sys.stderr.buffer
+
+    async def main(store: Store) -> None:
+        info = await store.resolve(session)
+        batches = read_batches(store, info.id, query)
+        if as_json:
+            async for events in batches:
+                stdout.write(b"".join([event_to_json(e) + b"\n" for e in events]))
+            stdout.flush()
+            return
+        writer = TerminalWriter(stdout, stderr, compact=sys.stderr.isatty())
+        async for events in batches:
+            for event in events:
+                writer.add(event)
+            writer.flush()
+
+    run_with_store(store_url, main)
+
+
+@click.command()
+@store_option
+@click.argument("session")
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Play this many times faster.",
+)
+@click.option(
+    "--max-idle",
+    type=DURATION,
+    help="Shorten every pause to at most this long (1s, 500ms) before --speed applies.",
+)
+def replay(store_url: str | None, session: str, speed: float, max_idle: float | None) -> None:
+    """Replay a session's output with its original timing.
+
+    SESSION is a session id, a unique prefix of one, or ``latest``.
+    """
+    writer = TerminalWriter(sys.stdout.buffer, sys.stderr.buffer)
+
+    async def main(store: Store) -> None:
+        info = await store.resolve(session)
+        query = HistoryQuery(types=frozenset({EventType.OUTPUT}))
+        await replay_events(
+            read_batches(store, info.id, query), writer, speed=speed, max_idle=max_idle
+        )
+
+    run_with_store(store_url, main)
+
+
+@click.command()
+@store_option
+@click.argument("session")
+@click.option(
+    "-o",
+    "--output",
+    type=click.File("wb"),
+    default="-",
+    help="Write to this file instead of stdout.",
+)
+def export(store_url: str | None, session: str, output: IO[bytes]) -> None:
+    """Write a session's events as JSON lines (one event per line).
+
+    SESSION is a session id, a unique prefix of one, or ``latest``.
+    """
+
+    async def main(store: Store) -> None:
+        info = await store.resolve(session)
+        await export_session(store, info.id, output.write)
+        output.flush()
+
+    run_with_store(store_url, main)
+
+
+@click.command("import")
+@store_option
+@click.argument("file", type=click.File("rb"))
+@click.option("--id", "session_id", metavar="NAME", help="Import under this session id.")
+def import_(store_url: str | None, file: IO[bytes], session_id: str | None) -> None:
+    """Record a session from a JSON lines FILE written by ``tstream export`` (``-``: stdin).
+
+    Every line is checked; the first bad one is named by its number and nothing is kept.
+    """
+
+    async def main(store: Store) -> SessionInfo:
+        return await import_session(store, file, session_id=session_id)
+
+    info = run_with_store(store_url, main)
+    click.echo(info.id)
+
+
+@click.command()
+@store_option
+@click.option(
+    "--older-than",
+    type=DURATION,
+    default=f"{int(DEFAULT_RETENTION // 86400)}d",
+    show_default=True,
+    help="Remove finished sessions idle for longer than this.",
+)
+@click.option(
+    "--max-events",
+    type=click.IntRange(min=0),
+    default=DEFAULT_MAX_EVENTS,
+    show_default=True,
+    help="Keep at most this many events of each session (the newest).",
+)
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+def prune(store_url: str | None, older_than: float, max_events: int, dry_run: bool) -> None:
+    """Remove old sessions and trim long ones."""
+    removed = run_with_store(
+        store_url,
+        functools.partial(
+            prune_once, older_than=older_than, max_events=max_events, dry_run=dry_run
+        ),
+    )
+    for session_id in removed:
+        click.echo(session_id)
+    verb = "would remove" if dry_run else "removed"
+    click.echo(f"{verb} {len(removed)} session(s)", err=True)

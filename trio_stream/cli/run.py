@@ -1,0 +1,380 @@
+"""``tstream run``: run a command as if bare, while its output is captured and processed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections import deque
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any, Final
+
+import click
+import trio
+
+from ..channels import Overflow
+from ..durations import DURATION
+from ..events import EventType, event_to_json
+from ..lines import DEFAULT_MAX_LINE_LENGTH
+from ..process import EXIT_FAILURE, SpawnError, terminal_size
+from ..session import (
+    DEFAULT_BUFFER,
+    DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_KILL_AFTER,
+    Session,
+    StreamConfig,
+    open_session,
+)
+from ..store import (
+    InvalidSessionIdError,
+    SessionExistsError,
+    StoreError,
+    check_session_id,
+    open_store,
+)
+from ..terminal import TerminalWriter
+from .processing import build_pipeline, processor_options
+
+# Forwarded to the child's group as they are; SIGINT, SIGTSTP, SIGCONT and SIGWINCH get
+# their own handling below.
+# A session id already in use is a usage error: the command line named it.
+EXIT_ID_IN_USE: Final = 2
+
+FORWARDED: Final = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+class SignalName(click.ParamType):
+    """A signal by name (``TERM``, ``SIGTERM``, ``term``) or number (``15``)."""
+
+    name = "signal"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper()
+        if text.isdigit():
+            number = int(text)
+            if number in signal.valid_signals():
+                return number
+        else:
+            name = text if text.startswith("SIG") else f"SIG{text}"
+            found = getattr(signal.Signals, name, None)
+            if found is not None:
+                return int(found)
+        self.fail(f"unknown signal {value!r} (use a name such as TERM or INT, or a number)")
+
+
+def _check_id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return check_session_id(value)
+    except InvalidSessionIdError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.command(context_settings={"allow_interspersed_args": False})
+@click.option(
+    "--timeout",
+    type=DURATION,
+    default=None,
+    help="Terminate the command after this long (1.5, 500ms, 30s, 5m); exit status 124.",
+)
+@click.option(
+    "--kill-after",
+    type=DURATION,
+    default=DEFAULT_KILL_AFTER,
+    show_default=True,
+    help="Grace period between the --signal and SIGKILL.",
+)
+@click.option(
+    "-s",
+    "--signal",
+    "kill_signal",
+    type=SignalName(),
+    default="TERM",
+    show_default=True,
+    help="Signal sent to the command's process group on timeout.",
+)
+@click.option(
+    "--preserve-status",
+    is_flag=True,
+    help="On timeout, exit with the command's status rather than 124.",
+)
+@click.option(
+    "--merge-stderr",
+    is_flag=True,
+    help="Capture stderr and stdout through one pipe (exact interleaving, all as stdout).",
+)
+@click.option(
+    "--pty",
+    is_flag=True,
+    help="Run the command on a pseudo-terminal (line-buffered output, colours; one stream).",
+)
+@click.option(
+    "--max-line-length",
+    type=click.IntRange(min=4),
+    default=DEFAULT_MAX_LINE_LENGTH,
+    show_default=True,
+    help="Longest line kept whole, in bytes; longer lines are cut into marked pieces.",
+)
+@click.option(
+    "--buffer",
+    type=click.IntRange(min=1),
+    default=DEFAULT_BUFFER,
+    show_default=True,
+    help="Capacity of each processor's channel, in batches of lines.",
+)
+@click.option(
+    "--overflow",
+    type=click.Choice([o.value for o in Overflow]),
+    default=Overflow.BLOCK.value,
+    show_default=True,
+    help="What a full processor channel does: block (slow the command), drop-oldest, "
+    "drop-newest, or fail (stop that processor).",
+)
+@click.option(
+    "--json",
+    "json_output",
+    is_flag=True,
+    help="Print every event of the session as one JSON object per line on stdout, "
+    "instead of the command's output.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Do not show the command's output.")
+@click.option(
+    "--store",
+    "store_url",
+    metavar="URL",
+    envvar="TSTREAM_STORE",
+    show_envvar=True,
+    help="Record the session in this store: sqlite:PATH, a path, or memory: (kept only "
+    "while tstream runs). Default: tstream.db in the XDG data directory.",
+)
+@click.option(
+    "--id",
+    "session_id",
+    metavar="NAME",
+    callback=_check_id,
+    help="Name the session: 1 to 64 of A-Z a-z 0-9 . _ - (default: generated from the "
+    "time). An id already in use is refused with exit status 2.",
+)
+@processor_options
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def run(
+    command: tuple[str, ...],
+    timeout: float | None,
+    kill_after: float,
+    kill_signal: int,
+    preserve_status: bool,
+    merge_stderr: bool,
+    pty: bool,
+    max_line_length: int,
+    buffer: int,
+    overflow: str,
+    json_output: bool,
+    quiet: bool,
+    store_url: str | None,
+    session_id: str | None,
+    **processing: Any,
+) -> None:
+    """Run COMMAND, showing its output as if it ran bare, while capturing every line.
+
+    Put -- before the command so that its own options are not read as tstream's:
+    tstream run --timeout 5m -- make -j8
+    """
+    if merge_stderr and pty:
+        raise click.UsageError("--merge-stderr and --pty cannot be used together")
+    if timeout is not None and timeout <= 0:
+        raise click.BadParameter("must be more than 0", param_hint="--timeout")
+    pipeline = build_pipeline(**processing)
+    config = StreamConfig(
+        mode="pty" if pty else "merge" if merge_stderr else "pipes",
+        max_line_length=max_line_length,
+        buffer=buffer,
+        overflow=Overflow(overflow),
+        processors=pipeline.processors,
+        transforms=pipeline.transforms,
+        timeout=timeout,
+        kill_signal=kill_signal,
+        kill_after=kill_after,
+        drain_timeout=DEFAULT_DRAIN_TIMEOUT,
+        preserve_status=preserve_status,
+        passthrough=not (quiet or json_output),
+        session_id=session_id,
+    )
+    sys.exit(
+        execute(list(command), config, json_output=json_output, record=True, store_url=store_url)
+    )
+
+
+def execute(
+    command: Sequence[str],
+    config: StreamConfig,
+    *,
+    json_output: bool = False,
+    record: bool = False,
+    store_url: str | None = None,
+) -> int:
+    """Run ``command`` as ``tstream run`` does and return the exit status for it.
+
+    Args:
+        command: the program and its arguments.
+        config: the session's configuration.
+        json_output: print every event as JSON lines on stdout.
+        record: open the store at ``store_url`` for the run and record the session there
+            (else ``config.store``, if any, is used as it is).
+        store_url: the store (None: ``$TSTREAM_STORE``, else the XDG default).
+
+    Returns:
+        The command's status as a shell reports it, or 125, 126, 127 for tstream's own
+        failures (a message has then been printed on stderr): 125 when the store fails,
+        2 when the session id is already in use.
+    """
+    try:
+        if record:
+            return trio.run(_recorded, command, config, json_output, store_url)
+        return trio.run(_main, command, config, json_output)
+    except Exception as exc:
+        error = _single(exc)
+        if isinstance(error, SpawnError):
+            click.echo(f"tstream: {error}", err=True)
+            return error.exit_status
+        if isinstance(error, SessionExistsError):
+            click.echo(f"tstream: {error} (choose another with --id)", err=True)
+            return EXIT_ID_IN_USE
+        if isinstance(error, StoreError):
+            click.echo(f"tstream: {error}", err=True)
+            return EXIT_FAILURE
+        if isinstance(error, BaseExceptionGroup):
+            raise
+        click.echo(f"tstream: error: {error}", err=True)
+        return EXIT_FAILURE
+
+
+def _single(exc: BaseException) -> BaseException:
+    """The one exception a chain of single-exception groups holds, else ``exc`` itself."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+async def _recorded(
+    command: Sequence[str], config: StreamConfig, json_output: bool, store_url: str | None
+) -> int:
+    """Run the session with the store at ``store_url`` open (and recording) throughout."""
+    async with open_store(store_url) as store:
+        config.store = store
+        return await _main(command, config, json_output)
+
+
+async def _main(command: Sequence[str], config: StreamConfig, json_output: bool) -> int:
+    writer = TerminalWriter()
+    config.terminal = writer
+    compact = not json_output and os.isatty(2)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run)
+        try:
+            with SignalQueue(_handled_signals(config)) as signals:
+                async with open_session(command, config) as session:
+                    if json_output or compact:
+                        nursery.start_soon(_print_events, session, writer, json_output)
+                    async with trio.open_nursery() as forwarding:
+                        forwarding.start_soon(_forward_signals, signals, session)
+                        await session.wait()
+                        forwarding.cancel_scope.cancel()
+        finally:
+            writer.close()
+    assert session.result is not None
+    return session.result.exit_status
+
+
+def _handled_signals(config: StreamConfig) -> list[int]:
+    handled = [signal.SIGINT, *FORWARDED, signal.SIGTSTP, signal.SIGCONT]
+    if config.mode == "pty":
+        handled.append(signal.SIGWINCH)
+    return handled
+
+
+async def _print_events(session: Session, writer: TerminalWriter, json_output: bool) -> None:
+    """Print the session's events: all as JSON on stdout, or non-output ones on stderr."""
+    from ..render import compact_line
+
+    async for events in session.events():
+        if json_output:
+            await writer.write(1, b"".join([event_to_json(e) + b"\n" for e in events]))
+            continue
+        shown = []
+        for event in events:
+            if event.type is EventType.OUTPUT:
+                continue
+            line = compact_line(event, color=True)
+            if line is not None:
+                shown.append(line + "\n")
+        if shown:
+            await writer.write(2, "".join(shown).encode(errors="replace"))
+
+
+async def _forward_signals(signals: SignalQueue, session: Session) -> None:
+    """Pass our signals on to the command's process group, as if it received them."""
+    interrupts = 0
+    while True:
+        sig = await signals.receive()
+        if sig == signal.SIGINT:
+            interrupts += 1
+            session.send_signal(signal.SIGINT if interrupts == 1 else signal.SIGKILL)
+        elif sig == signal.SIGTSTP:
+            # Like dumb-init: stop the command's group, then ourselves; SIGCONT resumes both.
+            session.send_signal(signal.SIGSTOP)
+            os.kill(os.getpid(), signal.SIGSTOP)
+        elif sig == signal.SIGCONT:
+            session.send_signal(signal.SIGCONT)
+        elif sig == signal.SIGWINCH:
+            size = terminal_size()
+            if size is not None:
+                session.resize(*size)
+        else:
+            session.send_signal(sig)
+
+
+class SignalQueue:
+    """Every delivery of some signals, in order, for a trio task to receive.
+
+    ``trio.open_signal_receiver`` reports a signal once however many times it arrived
+    before it was read; a second Ctrl-C must not be lost that way, so each delivery is
+    queued here by our own handler.
+    """
+
+    def __init__(self, signals: Sequence[int]) -> None:
+        self._signals = list(signals)
+        self._pending: deque[int] = deque()
+        self._arrived = trio.Event()
+        self._previous: dict[int, Any] = {}
+        self._token: trio.lowlevel.TrioToken | None = None
+
+    def __enter__(self) -> SignalQueue:
+        self._token = trio.lowlevel.current_trio_token()
+        for sig in self._signals:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self._pending.append(signum)
+        assert self._token is not None
+        # Signal handlers must not touch trio's state directly; this is safe from them.
+        self._token.run_sync_soon(self._wake, idempotent=True)
+
+    def _wake(self) -> None:
+        self._arrived.set()
+
+    async def receive(self) -> int:
+        """The next signal delivered, waiting for one."""
+        while not self._pending:
+            if self._arrived.is_set():
+                self._arrived = trio.Event()
+            await self._arrived.wait()
+        return self._pending.popleft()

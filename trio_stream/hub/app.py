@@ -1,0 +1,96 @@
+"""The Quart-Trio application: routes, JSON errors, CORS and request accounting."""
+
+from __future__ import annotations
+
+import logging
+
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from ..store.base import StoreError, UnknownSessionError
+from .auth import AuthError, cors_headers, origin_allowed, preflight_headers
+from .context import Hub, error_response, response_for
+from .errors import HubError
+from .protocol import ProtocolError
+
+logger = logging.getLogger("trio_stream.hub")
+
+
+def create_app(hub: Hub) -> QuartTrio:
+    """The hub's ASGI app, serving ``hub``.
+
+    Args:
+        hub: the shared state (broker, config, auth, limits).
+
+    Returns:
+        The app, ready for :func:`hypercorn.trio.serve`.
+    """
+    from . import polling, rest, sse, websocket
+
+    app = QuartTrio(__name__)
+    app.config["TSTREAM_HUB"] = hub
+    app.config["MAX_CONTENT_LENGTH"] = hub.config.max_body_size
+    app.config["BODY_TIMEOUT"] = 30
+    app.config["RESPONSE_TIMEOUT"] = 60
+    for module in (rest, sse, polling, websocket):
+        app.register_blueprint(module.blueprint)
+
+    origins = list(hub.config.cors_origins)
+
+    @app.before_request
+    async def check_origin() -> Response | None:
+        """Answer CORS preflights; refuse state changes from foreign origins."""
+        origin = request.headers.get("Origin")
+        if request.method == "OPTIONS" and origin is not None:
+            headers = preflight_headers(origin, origins)
+            if not headers:
+                return error_response(403, "forbidden_origin", f"origin {origin!r} is not allowed")
+            return Response(b"", status=204, headers=headers)
+        if request.method not in ("GET", "HEAD") and not origin_allowed(
+            origin, request.headers.get("Host"), origins
+        ):
+            # A form on another site could POST without a preflight: refuse it outright.
+            return error_response(403, "forbidden_origin", f"origin {origin!r} is not allowed")
+        return None
+
+    @app.after_request
+    async def account(response: Response) -> Response:
+        """Count the answer for the metrics and add the CORS headers."""
+        hub.count_response(response.status_code)
+        response.headers.update(cors_headers(request.headers.get("Origin"), origins))
+        return response
+
+    @app.errorhandler(HubError)
+    async def hub_error(exc: HubError) -> Response:
+        """A hub error as its JSON error answer."""
+        return response_for(exc)
+
+    @app.errorhandler(AuthError)
+    async def auth_error(exc: AuthError) -> Response:
+        """An authentication error as its JSON error answer (401/403)."""
+        return response_for(exc)
+
+    @app.errorhandler(ProtocolError)
+    async def protocol_error(exc: ProtocolError) -> Response:
+        """A bad parameter as a 400 JSON error answer."""
+        return error_response(400, exc.code, exc.message)
+
+    @app.errorhandler(UnknownSessionError)
+    async def unknown(exc: UnknownSessionError) -> Response:
+        """An unknown session as a 404 JSON error answer."""
+        return error_response(404, "not_found", str(exc))
+
+    @app.errorhandler(StoreError)
+    async def store_error(exc: StoreError) -> Response:
+        """A failing store as a 503 JSON error answer."""
+        logger.error("store error: %s", exc)
+        return error_response(503, "store_error", str(exc))
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        """Werkzeug's errors (404, 405, 413…) as JSON error answers."""
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return error_response(exc.code or 500, code, exc.description or exc.name)
+
+    return app

@@ -1,0 +1,414 @@
+"""The broker: the hub's streams, publishing into them, and their clients.
+
+Each live stream (:mod:`trio_stream.hub.streams`) has one
+:class:`~trio_stream.log.SessionLog` (the single place offsets are assigned), a recorder
+task writing it into the store, and a fan-out task that wakes once per tick, serializes
+the tick's events once and queues the bytes for every client. The broker owns those
+tasks (in the nursery it is given), creates, reopens, ends and deletes streams, and keeps
+the connection limits.
+
+Publishing from outside may place events at explicit offsets (:meth:`Broker.publish`):
+an offset already in the log is a duplicate and is skipped, an offset beyond the next one
+is a gap and is refused with the stream's last offset, so a remote publisher can resume
+from the hub's last acknowledged offset.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import secrets
+import time
+from collections import Counter, deque
+from collections.abc import Sequence
+from typing import Any, Final, final
+
+import attrs
+import trio
+
+from ..events import Event, EventType, SessionEnded, SessionStarted
+from ..ids import new_session_id
+from ..log import SessionLog
+from ..store.base import (
+    HistoryQuery,
+    SessionExistsError,
+    SessionInfo,
+    SessionStatus,
+    Store,
+    StoreError,
+    check_session_id,
+)
+from .clients import Client, ClientKind, EndReason
+from .config import HubConfig
+from .errors import Conflict, HubError, NotFound, OffsetGap, StreamEndedError, TooManyClients
+from .streams import Stream
+
+logger = logging.getLogger("trio_stream.hub")
+
+RESERVED_IDS: Final = frozenset({"metrics"})
+# A client stuck in a write when the hub shuts down is dropped after this long.
+SHUTDOWN_WRITE_TIMEOUT: Final = 1.0
+
+
+@final
+@attrs.frozen
+class PublishResult:
+    """What a publish did: events placed, duplicates skipped, the stream's last offset."""
+
+    accepted: int
+    duplicates: int
+    last_offset: int
+    first_offset: int | None
+
+
+def _status_of(ended: SessionEnded) -> SessionStatus:
+    if ended.interrupted:
+        return SessionStatus.INTERRUPTED
+    if ended.timed_out:
+        return SessionStatus.TIMED_OUT
+    if ended.signal is not None:
+        return SessionStatus.KILLED
+    return SessionStatus.COMPLETED if ended.exit_status == 0 else SessionStatus.FAILED
+
+
+@final
+class Broker:
+    """The hub's streams. Its tasks (recorders, fan-outs) run in ``nursery``.
+
+    Args:
+        store: where sessions are recorded.
+        config: limits and defaults.
+        nursery: owns every stream's tasks.
+    """
+
+    def __init__(self, store: Store, config: HubConfig, nursery: trio.Nursery) -> None:
+        self.store = store
+        self.config = config
+        self.nursery = nursery
+        self.streams: dict[str, Stream] = {}
+        self.connections = 0
+        self.clients_by_kind: Counter[str] = Counter()
+        self.shutting_down = False
+        self.events_total = 0
+        self.bytes_total = 0
+        self.slow_consumers = 0
+        self.event_times: deque[tuple[float, int]] = deque()
+        self._ids = itertools.count(1)
+        # Loading or creating a stream awaits the store; one at a time, so that two
+        # requests never start two logs for one stream.
+        self._loading = trio.Lock()
+        self._no_clients = trio.Event()
+        self._no_clients.set()
+
+    # -- metrics hooks -------------------------------------------------------------------
+
+    def metrics_events(self, count: int, size: int) -> None:
+        """Count ``count`` events of ``size`` bytes fanned out."""
+        self.events_total += count
+        self.bytes_total += size
+        now = time.monotonic()
+        self.event_times.append((now, count))
+        while self.event_times and self.event_times[0][0] < now - 10:
+            self.event_times.popleft()
+
+    def events_per_second(self) -> float:
+        """Events fanned out per second over the last ten seconds."""
+        now = time.monotonic()
+        return sum(c for t, c in self.event_times if t >= now - 10) / 10.0
+
+    # -- streams -------------------------------------------------------------------------
+
+    def forget_if_idle(self, stream: Stream) -> None:
+        """Drop an ended stream without clients from memory (the store serves it)."""
+        if (
+            stream.finished
+            and stream.end_stored
+            and not stream.clients
+            and self.streams.get(stream.id) is stream
+        ):
+            del self.streams[stream.id]
+
+    async def create_stream(
+        self,
+        stream_id: str | None = None,
+        *,
+        workflow_session_id: str | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> Stream:
+        """Create a live stream (and its session in the store).
+
+        Raises:
+            HubError: for a bad or reserved id; Conflict when the id is taken.
+        """
+        sid = new_session_id() if stream_id is None else stream_id
+        try:
+            check_session_id(sid)
+        except ValueError as exc:
+            raise HubError(str(exc), field="id") from None
+        if sid in RESERVED_IDS:
+            raise HubError(f"stream id {sid!r} is reserved", field="id")
+        self._check_open()
+        async with self._loading:
+            if sid in self.streams:
+                raise Conflict(f"stream {sid} already exists")
+            info = SessionInfo(
+                sid,
+                created=time.time(),
+                last_activity=time.time(),
+                workflow_session_id=workflow_session_id,
+                metadata={"config": config} if config else {},
+            )
+            try:
+                info = await self.store.create_session(info)
+            except SessionExistsError:
+                raise Conflict(f"stream {sid} already exists") from None
+            return self._start(info)
+
+    def _start(self, info: SessionInfo) -> Stream:
+        log = SessionLog(info.id, first_offset=info.last_offset + 1, history=self.config.history)
+        stream = Stream(self, info, log)
+        self.streams[info.id] = stream
+        self.nursery.start_soon(stream.record)
+        self.nursery.start_soon(stream.pump)
+        return stream
+
+    async def get_stream(
+        self, stream_id: str, *, revive: bool = True, reopen: bool = False
+    ) -> Stream:
+        """The live stream ``stream_id``, reopened if the store says it still runs
+        (a hub restarted under a running publisher), else a read-only ended view.
+
+        Args:
+            stream_id: the stream.
+            revive: reopen a stream the store says is running.
+            reopen: also reopen a stream the store marked interrupted (its recording hub
+                died); a publisher resuming after a hub restart does this.
+
+        Raises:
+            NotFound: for an unknown or invalid id.
+        """
+        stream = self.streams.get(stream_id)
+        if stream is not None:
+            return stream
+        try:
+            check_session_id(stream_id)
+        except ValueError as exc:
+            raise NotFound(str(exc)) from None
+        async with self._loading:
+            stream = self.streams.get(stream_id)
+            if stream is not None:
+                return stream
+            try:
+                info = await self.store.get_session(stream_id)
+            except LookupError:
+                raise NotFound(f"unknown stream: {stream_id}") from None
+            if self.shutting_down:
+                return Stream(self, info, None)
+            if info.status is SessionStatus.RUNNING and revive:
+                return self._start(info)
+            if info.status is SessionStatus.INTERRUPTED and reopen:
+                last = await self.store.read(stream_id, HistoryQuery(last=1))
+                if not last or last[0].type is not EventType.SESSION_ENDED:
+                    info = await self.store.update_session(
+                        stream_id, status=SessionStatus.RUNNING, ended=None, pid=os.getpid()
+                    )
+                    return self._start(info)
+            return Stream(self, info, None)
+
+    def _check_open(self) -> None:
+        if self.shutting_down:
+            raise HubError("the hub is shutting down")
+
+    async def publish(
+        self, stream_id: str, events: Sequence[Event], placed: Sequence[bool]
+    ) -> PublishResult:
+        """Append events to a live stream.
+
+        Args:
+            stream_id: the stream.
+            events: the events; their ``offset`` counts where ``placed`` is True.
+            placed: per event, whether the publisher gave its offset.
+
+        Returns:
+            What was placed and the stream's last offset.
+
+        Raises:
+            NotFound, StreamEndedError, OffsetGap (with ``lastOffset``), HubError.
+        """
+        stream = await self.get_stream(stream_id, reopen=True)
+        log = stream.log
+        if log is None or log.closed:
+            raise StreamEndedError(f"stream {stream_id} has ended", lastOffset=stream.last_offset)
+        keep: list[Event] = []
+        next_offset = log.next_offset
+        duplicates = 0
+        ended: Event | None = None
+        for index, (event, has_offset) in enumerate(zip(events, placed, strict=True)):
+            if has_offset:
+                if event.offset < next_offset:
+                    duplicates += 1
+                    continue
+                if event.offset > next_offset:
+                    raise OffsetGap(
+                        f"events[{index}].offset: {event.offset} leaves a gap after "
+                        f"{next_offset - 1}; resume after lastOffset",
+                        lastOffset=log.last_offset,
+                    )
+            if ended is not None:
+                raise HubError(f"events[{index}]: no event may follow session_ended")
+            if event.type is EventType.SESSION_ENDED:
+                ended = event
+            keep.append(event)
+            next_offset += 1
+        first = log.next_offset if keep else None
+        placed_events = log.append(keep) if keep else []
+        stream.events_published += len(placed_events)
+        stream.duplicates += duplicates
+        if placed_events:
+            await self._note_session(stream, placed_events)
+        if ended is not None:
+            assert isinstance(ended.data, SessionEnded)
+            await self.end_stream(stream, ended.data)
+        elif placed_events:
+            await log.wait_recorded_room()
+        return PublishResult(len(placed_events), duplicates, log.last_offset, first)
+
+    async def _note_session(self, stream: Stream, events: list[Event]) -> None:
+        for event in events:
+            data = event.data
+            if isinstance(data, SessionStarted):
+                changes = {
+                    "command": list(data.command),
+                    "cwd": data.cwd,
+                    "pid": data.pid,
+                    "host": data.hostname,
+                }
+                try:
+                    stream.info = await self.store.update_session(stream.id, **changes)
+                except (StoreError, LookupError) as exc:
+                    logger.warning("stream %s: could not note its start: %s", stream.id, exc)
+
+    async def end_stream(self, stream: Stream, ended: SessionEnded | None = None) -> None:
+        """End a live stream: close its log (after appending an ``interrupted``
+        SESSION_ENDED when ``ended`` is None, the stream being cut short), wait for the
+        recorder, and mark the session ended in the store.
+
+        Args:
+            stream: the stream.
+            ended: the SESSION_ENDED payload already appended, if any.
+        """
+        log = stream.log
+        if log is None or log.closed:
+            return
+        if ended is None:
+            ended = SessionEnded(exit_status=None, interrupted=True)
+            log.append([Event(EventType.SESSION_ENDED, ended)])
+        log.close()
+        with trio.CancelScope(shield=True):
+            await stream.recorder_done.wait()
+            try:
+                stream.info = await self.store.update_session(
+                    stream.id,
+                    status=_status_of(ended),
+                    ended=time.time(),
+                    exit_status=ended.exit_status,
+                )
+            except (StoreError, LookupError) as exc:
+                logger.warning("stream %s: could not mark it ended: %s", stream.id, exc)
+            stream.end_stored = True
+            self.forget_if_idle(stream)
+
+    async def delete_stream(self, stream_id: str) -> None:
+        """End the stream (clients get the final event and are closed), then destroy it.
+
+        Raises:
+            NotFound.
+        """
+        stream = await self.get_stream(stream_id, revive=False)
+        if stream.log is not None:
+            await self.end_stream(stream)
+            with trio.move_on_after(self.config.write_timeout):
+                while stream.clients:
+                    await stream.wait_advanced()
+                    await trio.sleep(self.config.tick or 0.001)
+        self.streams.pop(stream_id, None)
+        try:
+            await self.store.destroy_session(stream_id)
+        except LookupError:
+            raise NotFound(f"unknown stream: {stream_id}") from None
+
+    # -- clients -------------------------------------------------------------------------
+
+    def attach(self, stream: Stream, kind: ClientKind, remote: str) -> Client:
+        """A new client of ``stream``, within the connection limits.
+
+        Raises:
+            TooManyClients: over ``max_clients_per_stream`` or ``max_connections``.
+            HubError: when shutting down.
+        """
+        self.check_capacity(stream)
+        client_id = f"c{next(self._ids)}-{secrets.token_hex(3)}"
+        client = Client(
+            stream,
+            client_id,
+            kind,
+            remote,
+            queue_limit=self.config.client_queue,
+            heartbeat=self.config.heartbeat,
+            idle_timeout=self.config.idle_timeout if kind is ClientKind.WEBSOCKET else 0.0,
+            write_timeout=self.config.write_timeout,
+        )
+        stream.clients[client_id] = client
+        stream.connections += 1
+        self.connections += 1
+        if self._no_clients.is_set():
+            self._no_clients = trio.Event()
+        self.clients_by_kind[kind.value] += 1
+        return client
+
+    def check_capacity(self, stream: Stream) -> None:
+        """Raise TooManyClients (or HubError when shutting down) if ``stream`` may not
+        take one more client."""
+        self._check_open()
+        if len(stream.clients) >= self.config.max_clients_per_stream:
+            raise TooManyClients(
+                f"stream {stream.id} has {len(stream.clients)} clients, the most allowed"
+            )
+        if self.connections >= self.config.max_connections:
+            raise TooManyClients(f"the hub has {self.connections} connections, the most allowed")
+
+    def client_left(self, client: Client) -> None:
+        """Account for a client that is gone."""
+        self.connections -= 1
+        if not self.connections:
+            self._no_clients.set()
+        self.clients_by_kind[client.kind.value] -= 1
+        if client.end_reason is EndReason.SLOW_CONSUMER:
+            self.slow_consumers += 1
+            client.stream.cut += 1
+
+    def find_client(self, stream: Stream, client_id: str) -> Client:
+        """Raises NotFound."""
+        client = stream.clients.get(client_id)
+        if client is None:
+            raise NotFound(f"stream {stream.id} has no client {client_id!r}")
+        return client
+
+    async def wait_no_clients(self) -> None:
+        """Return once no client is connected."""
+        await self._no_clients.wait()
+
+    async def shutdown(self) -> None:
+        """Close every client (``shutdown``) and flush every recorder into the store."""
+        self.shutting_down = True
+        for stream in list(self.streams.values()):
+            for client in list(stream.clients.values()):
+                client.write_timeout = min(client.write_timeout, SHUTDOWN_WRITE_TIMEOUT)
+                client.end(EndReason.SHUTDOWN)
+        for stream in list(self.streams.values()):
+            if stream.log is not None and not stream.log.closed:
+                stream.log.close()
+        with trio.CancelScope(shield=True):
+            for stream in list(self.streams.values()):
+                await stream.recorder_done.wait()

@@ -1,0 +1,333 @@
+"""Clients of the hub's WebSocket protocol, over TCP or a Unix socket.
+
+Following a stream, resuming after dropped connections with no gap and no duplicate::
+
+    async with follow_stream("http://127.0.0.1:3001", "build-1", after=-1) as events:
+        async for event in events:
+            print(event.offset, event.type)
+
+The iteration ends after the stream's ``session_ended`` event. A connection that drops,
+or that the hub cuts as a slow consumer, is reopened after the last offset received;
+heartbeats are answered. What cannot be resumed raises :class:`HubClientError`.
+
+Publishing, idempotently: events placed at their offsets (as a session's log assigned
+them) can be sent again after a reconnection, and the hub skips what it already has::
+
+    async with open_publisher("unix:/run/user/1000/tstream/hub.sock", "build-1") as hub:
+        todo = [e for e in placed_events if e.offset > hub.last_offset]
+        ack = await hub.publish(todo)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Final, final
+from urllib.parse import quote, urlsplit
+
+import attrs
+import orjson
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    WebSocketConnection,
+    connect_websocket_url,
+    wrap_client_stream,
+)
+
+from ..events import Event, event_from_dict, event_to_json
+
+RESUMABLE: Final = frozenset({"slow_consumer"})
+DEFAULT_RETRIES: Final = 5
+MAX_MESSAGE: Final = 64 * 1024 * 1024
+
+
+class HubClientError(Exception):
+    """The hub refused a connection, a publish, or ended a subscription in a way that
+    cannot be resumed.
+
+    Attributes:
+        code: the hub's error code (``unauthorized``, ``not_found``, ``disconnected``,
+            ``offset_gap``…).
+        last_offset: following: the last offset received; publishing: the hub's last
+            offset, where to resume.
+    """
+
+    def __init__(self, code: str, message: str, last_offset: int) -> None:
+        self.code = code
+        self.last_offset = last_offset
+        super().__init__(f"{code}: {message}")
+
+
+@final
+class _Follower:
+    def __init__(
+        self,
+        hub: str,
+        stream_id: str,
+        *,
+        after: int,
+        token: str | None,
+        retries: int,
+        send: trio.MemorySendChannel[Event],
+    ) -> None:
+        self.hub = hub
+        self.stream_id = stream_id
+        self.last = after
+        self.token = token
+        self.retries = retries
+        self.send = send
+        self.epoch: str | None = None
+
+    def _resource(self) -> str:
+        query = f"after={self.last}"
+        if self.epoch is not None:
+            query += f"&epoch={quote(self.epoch)}"
+        return f"/api/streams/{quote(self.stream_id, safe='')}/ws?{query}"
+
+    async def run(self) -> None:
+        """Follow the stream, reconnecting, until it ends or cannot go on."""
+        failures = 0
+        async with self.send:
+            while True:
+                try:
+                    async with _websocket(self.hub, self._resource(), self.token) as ws:
+                        if await self._session(ws):
+                            return
+                        failures = 0
+                except ConnectionRejected as exc:
+                    raise _rejected(exc, self.last) from None
+                except (ConnectionClosed, OSError, trio.BrokenResourceError):
+                    failures += 1
+                if failures > self.retries:
+                    raise HubClientError(
+                        "unreachable", f"the hub at {self.hub} stopped answering", self.last
+                    )
+                await trio.sleep(min(5.0, 0.1 * math.pow(2, failures)))
+
+    async def _session(self, ws: WebSocketConnection) -> bool:
+        """Read one connection; True once the stream ended, False to reconnect."""
+        while True:
+            message: dict[str, Any] = orjson.loads(await ws.get_message())
+            kind = message.get("type")
+            if kind == "connection_ack":
+                self.epoch = message.get("epoch")
+            elif kind == "event":
+                for raw in message["events"]:
+                    event = event_from_dict(raw)
+                    if event.offset > self.last:
+                        self.last = event.offset
+                        await self.send.send(event)
+            elif kind == "heartbeat":
+                await ws.send_message('{"type":"pong"}')
+            elif kind == "end":
+                return True
+            elif kind == "error":
+                code = str(message.get("code"))
+                if code in RESUMABLE:
+                    return False
+                if "lastOffset" in message:
+                    raise HubClientError(code, str(message.get("message")), self.last)
+
+
+async def _open(
+    hub: str, resource: str, token: str | None, nursery: trio.Nursery
+) -> WebSocketConnection:
+    """A WebSocket to ``resource`` on ``hub`` (``http://…``, ``ws://…`` or ``unix:PATH``),
+    owned by ``nursery``."""
+    headers = [(b"Authorization", f"Bearer {token}".encode())] if token else []
+    if hub.startswith("unix:"):
+        stream = await trio.open_unix_socket(hub[5:])
+        return await wrap_client_stream(
+            nursery,
+            stream,
+            "localhost",
+            resource,
+            extra_headers=headers,
+            max_message_size=MAX_MESSAGE,
+        )
+    parts = urlsplit(hub)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    if scheme not in ("ws", "wss") or not parts.netloc:
+        raise ValueError(f"hub {hub!r}: use http://HOST:PORT, ws://HOST:PORT or unix:PATH")
+    return await connect_websocket_url(
+        nursery,
+        f"{scheme}://{parts.netloc}{resource}",
+        extra_headers=headers,
+        max_message_size=MAX_MESSAGE,
+    )
+
+
+def _lone(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The only exception in ``group`` (however nested), or None if there are several."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for sub in exc.exceptions:
+                walk(sub)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    return leaves[0] if len(leaves) == 1 else None
+
+
+@asynccontextmanager
+async def _websocket(
+    hub: str, resource: str, token: str | None
+) -> AsyncIterator[WebSocketConnection]:
+    """A WebSocket with its own reader task. A lone error (the hub's rejection, an error
+    of the caller's block) comes out as itself, not wrapped in an exception group."""
+    try:
+        async with trio.open_nursery() as nursery:
+            ws = await _open(hub, resource, token, nursery)
+            try:
+                yield ws
+            finally:
+                await ws.aclose()
+    except BaseExceptionGroup as group:
+        lone = _lone(group)
+        if lone is None:
+            raise
+        raise lone from None
+
+
+@final
+@attrs.frozen
+class PublishAck:
+    """The hub's answer to one publish."""
+
+    accepted: int
+    duplicates: int
+    first_offset: int | None
+    last_offset: int
+
+
+@final
+class HubPublisher:
+    """An open publishing connection (see :func:`open_publisher`).
+
+    Attributes:
+        last_offset: the stream's last offset on the hub, updated by every ack.
+        epoch: the hub's store epoch.
+    """
+
+    def __init__(self, ws: WebSocketConnection, stream_id: str, ack: dict[str, Any]) -> None:
+        self._ws = ws
+        self.stream_id = stream_id
+        self.last_offset: int = ack["lastOffset"]
+        self.epoch: str = ack["epoch"]
+
+    async def publish(self, events: Sequence[Event]) -> PublishAck:
+        """Send ``events`` (one message) and wait for the hub's answer.
+
+        Events with an offset of 0 or more are placed there (duplicates skipped); those
+        with -1 are appended.
+
+        Raises:
+            HubClientError: the hub refused them (``offset_gap`` with the hub's
+                ``last_offset``, ``stream_ended``, ``invalid_event``, ``rate_limited``…).
+            trio_websocket.ConnectionClosed: the connection dropped; open another and
+                send again what follows its ``last_offset``.
+        """
+        if not events:
+            return PublishAck(0, 0, None, self.last_offset)
+        parts = []
+        for event in events:
+            raw = event_to_json(event)
+            if event.offset < 0:
+                # Unplaced: the hub appends it (the key's absence says so).
+                raw = raw.replace(b',"offset":-1', b"", 1)
+            parts.append(raw)
+        await self._ws.send_message((b"[" + b",".join(parts) + b"]").decode())
+        answer: dict[str, Any] = orjson.loads(await self._ws.get_message())
+        if answer.get("type") != "ack":
+            last = answer.get("lastOffset", self.last_offset)
+            raise HubClientError(str(answer.get("code")), str(answer.get("message")), last)
+        self.last_offset = answer["lastOffset"]
+        return PublishAck(
+            answer["accepted"], answer["duplicates"], answer["firstOffset"], answer["lastOffset"]
+        )
+
+
+@asynccontextmanager
+async def open_publisher(
+    hub: str, stream_id: str, *, token: str | None = None, create: bool = True
+) -> AsyncIterator[HubPublisher]:
+    """Open a publishing WebSocket to ``stream_id`` on ``hub``.
+
+    Args:
+        hub: ``http://host:port`` (or ``ws://``) or ``unix:PATH``.
+        stream_id: the stream.
+        token: a bearer token with the ``publish`` scope.
+        create: create the stream if the hub does not have it.
+
+    Yields:
+        The publisher; its ``last_offset`` says where the hub's copy ends.
+
+    Raises:
+        HubClientError: the hub refused the connection (bad token, unknown stream).
+    """
+    resource = f"/api/streams/{quote(stream_id, safe='')}/publish"
+    if create:
+        resource += "?create=1"
+    try:
+        async with _websocket(hub, resource, token) as ws:
+            ack = orjson.loads(await ws.get_message())
+            yield HubPublisher(ws, stream_id, ack)
+    except ConnectionRejected as exc:
+        raise _rejected(exc, -1) from None
+
+
+def _rejected(exc: ConnectionRejected, last: int) -> HubClientError:
+    try:
+        error = orjson.loads(exc.body or b"")["error"]
+        return HubClientError(error["code"], error["message"], last)
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return HubClientError("refused", f"the hub answered HTTP {exc.status_code}", last)
+
+
+@asynccontextmanager
+async def follow_stream(
+    hub: str,
+    stream_id: str,
+    *,
+    after: int = -1,
+    token: str | None = None,
+    retries: int = DEFAULT_RETRIES,
+    buffer: int = 1000,
+) -> AsyncIterator[trio.MemoryReceiveChannel[Event]]:
+    """Follow ``stream_id`` on ``hub`` from the event after offset ``after``.
+
+    Args:
+        hub: ``http://host:port`` (or ``https://``, ``ws://``) or ``unix:PATH``.
+        stream_id: the stream.
+        after: the last offset already seen (-1: from the start).
+        token: a bearer token with the ``read`` scope.
+        retries: reconnections tried in a row before giving up.
+        buffer: events held for a slow reader of the channel.
+
+    Yields:
+        A channel of events in offset order; it closes after ``session_ended``.
+
+    Raises:
+        HubClientError: refused (unknown stream, bad token), disconnected by an
+            operator, or unreachable after ``retries`` attempts.
+    """
+    send, receive = trio.open_memory_channel[Event](buffer)
+    follower = _Follower(hub, stream_id, after=after, token=token, retries=retries, send=send)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follower.run)
+            async with receive:
+                yield receive
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The follower's own error is the caller's: unwrap it from the nursery's group.
+        lone = _lone(group)
+        if not isinstance(lone, HubClientError):
+            raise
+        raise lone from None

@@ -1,0 +1,145 @@
+"""What every route shares: the :class:`Hub` (broker, auth, limits, counters) and the
+helpers that check a request and turn errors into ``{"error": {"code", "message"}}``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any, final
+
+import orjson
+import trio
+from quart import Response, current_app
+
+from .auth import Auth, AuthError, host_allowed, token_from
+from .broker import Broker
+from .config import HubConfig
+from .errors import HubError
+from .limits import KeyedLimiter, retry_after
+
+logger = logging.getLogger("trio_stream.hub")
+
+
+class RateLimited(HubError):
+    """Too many requests: 429 with ``Retry-After``."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, wait: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after(wait)
+
+
+@final
+class Hub:
+    """The state behind the app's routes.
+
+    Args:
+        config: the hub's settings.
+        broker: the streams.
+    """
+
+    def __init__(self, config: HubConfig, broker: Broker) -> None:
+        self.config = config
+        self.broker = broker
+        self.auth = Auth(config.tokens)
+        self.requests = KeyedLimiter.per_minute(config.requests_per_minute)
+        self.connects = KeyedLimiter.per_minute(config.connections_per_minute)
+        self.publishers = KeyedLimiter(config.publish_per_second, config.publish_per_second)
+        self.started = time.time()
+        self.requests_total = 0
+        self.statuses: Counter[int] = Counter()
+        self.polls = 0
+
+    def count_response(self, status: int) -> None:
+        """Count an answer of ``status`` for the metrics."""
+        self.requests_total += 1
+        self.statuses[status] += 1
+
+    @property
+    def error_rate(self) -> float:
+        """The share of answers that were errors (status 400 and up)."""
+        if not self.requests_total:
+            return 0.0
+        errors = sum(n for status, n in self.statuses.items() if status >= 400)
+        return errors / self.requests_total
+
+
+def hub() -> Hub:
+    """The hub of the app serving the current request."""
+    return current_app.config["TSTREAM_HUB"]  # type: ignore[no-any-return]
+
+
+def remote_of(scope: Mapping[str, Any]) -> str:
+    """A client's address for limits and logs (``unix`` on a Unix socket)."""
+    client = scope.get("client")
+    if not client:
+        return "unix"
+    return f"{client[0]}:{client[1]}"
+
+
+def host_of(scope: Mapping[str, Any]) -> str:
+    """A client's host (its address without the port), the key of its limits."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unix"
+
+
+def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """``obj`` as a JSON answer."""
+    return Response(
+        orjson.dumps(obj), status=status, headers=headers, content_type="application/json"
+    )
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: Any
+) -> Response:
+    """An error answer: ``{"error": {"code", "message", …}}``."""
+    return json_response(
+        {"error": {"code": code, "message": message, **extra}}, status, headers=headers
+    )
+
+
+def response_for(exc: HubError | AuthError) -> Response:
+    """The JSON error answer for ``exc``."""
+    if isinstance(exc, AuthError):
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return error_response(exc.status, exc.code, exc.message, headers)
+    headers = {"Retry-After": exc.retry_after} if isinstance(exc, RateLimited) else None
+    return error_response(exc.status, exc.code, exc.message, headers, **exc.extra)
+
+
+def authorize(
+    h: Hub,
+    headers: Any,
+    args: Any,
+    cookies: Any,
+    scope: Mapping[str, Any],
+    needs: str,
+    *,
+    connection: bool = False,
+) -> None:
+    """Check the token and the caller's request (or connection) rate.
+
+    Raises:
+        AuthError: 401/403.
+        RateLimited: 429 with the seconds to wait.
+    """
+    # Over a Unix socket the Host header means nothing, and no web page can connect.
+    if scope.get("client") and not host_allowed(
+        headers.get("Host"), auth_enabled=h.auth.enabled, insecure=h.config.insecure
+    ):
+        raise AuthError(403, "forbidden_host", "this hub answers loopback names only")
+    h.auth.require(token_from(headers, args, cookies), needs)
+    host = host_of(scope)
+    now = trio.current_time()
+    wait = h.requests.take(host, now)
+    if wait:
+        raise RateLimited("too many requests from this address; retry later", wait)
+    if connection:
+        wait = h.connects.take(host, now)
+        if wait:
+            raise RateLimited("too many new connections from this address; retry later", wait)

@@ -1,0 +1,56 @@
+"""The hub's errors: each becomes ``{"error": {"code", "message", …}}`` with its status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class HubError(Exception):
+    """An error the REST layer turns into ``{"error": {"code", "message"}}``.
+
+    Attributes:
+        status: the HTTP status.
+        code: machine-readable.
+        extra: more fields for the error object (``lastOffset``).
+    """
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        self.message = message
+        self.extra = extra
+        super().__init__(message)
+
+
+class NotFound(HubError):
+    """No such stream or client (404)."""
+
+    status = 404
+    code = "not_found"
+
+
+class Conflict(HubError):
+    """The request conflicts with the stream (409)."""
+
+    status = 409
+    code = "conflict"
+
+
+class OffsetGap(Conflict):
+    """Published offsets would leave a gap (409, with ``lastOffset``)."""
+
+    code = "offset_gap"
+
+
+class StreamEndedError(Conflict):
+    """The stream has ended (409, with ``lastOffset``)."""
+
+    code = "stream_ended"
+
+
+class TooManyClients(HubError):
+    """A connection limit is reached (503)."""
+
+    status = 503
+    code = "too_many_clients"

@@ -1,0 +1,131 @@
+"""The hub's figures: the ``/api/streams/metrics`` JSON and ``/metrics`` for Prometheus."""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .context import Hub
+
+
+def memory_bytes() -> int:
+    """The process's resident memory (its peak where the current value is unknown)."""
+    try:
+        with open("/proc/self/statm", "rb") as file:
+            return int(file.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def metrics_json(h: Hub) -> dict[str, Any]:
+    """``GET /api/streams/metrics``: streams, clients by type, rates, memory, errors."""
+    broker = h.broker
+    live = [s for s in broker.streams.values() if not s.finished]
+    by_type = {kind: n for kind, n in sorted(broker.clients_by_kind.items()) if n}
+    by_type["poll"] = h.polls
+    return {
+        "streams": len(broker.streams),
+        "activeStreams": len(live),
+        "clients": broker.connections,
+        "clientsByType": by_type,
+        "eventsTotal": broker.events_total,
+        "eventsPerSecond": broker.events_per_second(),
+        "averageEventSize": broker.bytes_total / broker.events_total if broker.events_total else 0,
+        "slowConsumers": broker.slow_consumers,
+        "memoryBytes": memory_bytes(),
+        "requests": h.requests_total,
+        "errorRate": h.error_rate,
+        "rateLimited": h.requests.refused + h.connects.refused + h.publishers.refused,
+        "uptime": time.time() - h.started,
+        "epoch": broker.store.epoch,
+    }
+
+
+def _line(name: str, value: float, labels: dict[str, str] | None = None) -> str:
+    if labels:
+        inner = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
+        return f"{name}{{{inner}}} {value:g}"
+    return f"{name} {value:g}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def prometheus(h: Hub) -> str:
+    """``GET /metrics`` in the Prometheus text exposition format (version 0.0.4)."""
+    data = metrics_json(h)
+    out: list[str] = []
+
+    def metric(name: str, kind: str, help_text: str, samples: list[str]) -> None:
+        out.append(f"# HELP {name} {help_text}")
+        out.append(f"# TYPE {name} {kind}")
+        out.extend(samples)
+
+    metric(
+        "tstream_hub_streams",
+        "gauge",
+        "Streams the hub holds.",
+        [_line("tstream_hub_streams", data["streams"])],
+    )
+    metric(
+        "tstream_hub_active_streams",
+        "gauge",
+        "Live streams.",
+        [_line("tstream_hub_active_streams", data["activeStreams"])],
+    )
+    metric(
+        "tstream_hub_clients",
+        "gauge",
+        "Connected clients by transport.",
+        [_line("tstream_hub_clients", n, {"type": t}) for t, n in data["clientsByType"].items()],
+    )
+    metric(
+        "tstream_hub_events_total",
+        "counter",
+        "Events fanned out.",
+        [_line("tstream_hub_events_total", data["eventsTotal"])],
+    )
+    metric(
+        "tstream_hub_event_bytes_total",
+        "counter",
+        "Bytes of events fanned out.",
+        [_line("tstream_hub_event_bytes_total", h.broker.bytes_total)],
+    )
+    metric(
+        "tstream_hub_slow_consumers_total",
+        "counter",
+        "Clients cut as slow consumers.",
+        [_line("tstream_hub_slow_consumers_total", data["slowConsumers"])],
+    )
+    metric(
+        "tstream_hub_responses_total",
+        "counter",
+        "HTTP answers by status.",
+        [
+            _line("tstream_hub_responses_total", n, {"status": str(s)})
+            for s, n in sorted(h.statuses.items())
+        ],
+    )
+    metric(
+        "tstream_hub_rate_limited_total",
+        "counter",
+        "Requests refused by rate limits.",
+        [_line("tstream_hub_rate_limited_total", data["rateLimited"])],
+    )
+    metric(
+        "tstream_hub_memory_bytes",
+        "gauge",
+        "Resident memory of the hub process.",
+        [_line("tstream_hub_memory_bytes", data["memoryBytes"])],
+    )
+    metric(
+        "tstream_hub_uptime_seconds",
+        "gauge",
+        "Seconds since the hub started.",
+        [_line("tstream_hub_uptime_seconds", data["uptime"])],
+    )
+    return "\n".join(out) + "\n"

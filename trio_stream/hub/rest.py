@@ -1,0 +1,395 @@
+"""The REST API: streams, clients, history, replay, publishing, stats and metrics.
+
+Every answer is JSON; every error is ``{"error": {"code", "message", …}}`` with its HTTP
+status. Reading needs the ``read`` scope, changing anything the ``publish`` scope (when
+tokens are configured).
+"""
+
+from __future__ import annotations
+
+import gzip
+import time
+from typing import Any, Final
+
+import orjson
+import trio
+from quart import Blueprint, Response, request
+
+from ..events import Event, EventType, EventValidationError, event_from_dict, event_to_json
+from ..store.base import HistoryQuery, SessionStatus
+from .clients import EndReason, Frame
+from .context import RateLimited, authorize, host_of, hub, json_response
+from .errors import HubError
+from .metrics import metrics_json, prometheus
+from .protocol import EventFilter, ProtocolError, parse_filters, parse_replay_options
+from .sse import parse_offset, query_filters
+from .streams import Stream
+
+blueprint = Blueprint("rest", __name__)
+
+GZIP_TYPES: Final = "application/json"
+DEFAULT_HISTORY_LIMIT: Final = 1000
+MAX_HISTORY_LIMIT: Final = 10_000
+MAX_LIST: Final = 1000
+PAGE: Final = 1000
+# A pattern is matched by the hub, page by page; at most this many events are scanned.
+MAX_PATTERN_SCAN: Final = 1_000_000
+
+
+class EventsInvalid(HubError):
+    """Published events that do not fit the event model (``errors`` names each field)."""
+
+    code = "invalid_event"
+
+
+def parse_events(body: Any, stream_id: str) -> tuple[list[Event], list[bool]]:
+    """Check published events: one event object or a list of them.
+
+    Returns:
+        The events, and for each whether the publisher placed it at an ``offset``.
+
+    Raises:
+        HubError: for an empty list; EventsInvalid naming every bad field.
+    """
+    items = body if isinstance(body, list) else [body]
+    if not items:
+        raise HubError("body: an empty list publishes nothing")
+    events: list[Event] = []
+    placed: list[bool] = []
+    errors: list[str] = []
+    for index, item in enumerate(items):
+        where = f"events[{index}]" if isinstance(body, list) else "event"
+        try:
+            event = event_from_dict(item, require_placement=False)
+        except EventValidationError as exc:
+            errors.extend(f"{where}.{e}" for e in exc.errors)
+            continue
+        if event.session not in ("", stream_id):
+            errors.append(f"{where}.session: belongs to {event.session!r}, not {stream_id!r}")
+            continue
+        if "offset" in item and event.offset < 0:
+            errors.append(f"{where}.offset: must be 0 or more")
+            continue
+        events.append(event)
+        placed.append("offset" in item)
+    if errors:
+        raise EventsInvalid("; ".join(errors[:20]), errors=errors[:100])
+    return events, placed
+
+
+def body_response(body: bytes, status: int = 200) -> Response:
+    """A JSON answer, gzipped when it is over the threshold and the client accepts it."""
+    h = hub()
+    headers = {"Vary": "Accept-Encoding"}
+    if len(body) >= max(1, h.config.compression_threshold) and "gzip" in request.headers.get(
+        "Accept-Encoding", ""
+    ):
+        body = gzip.compress(body, compresslevel=5)
+        headers["Content-Encoding"] = "gzip"
+    return Response(body, status=status, headers=headers, content_type=GZIP_TYPES)
+
+
+def _int_arg(name: str, default: int | None, low: int, high: int) -> int | None:
+    text = request.args.get(name)
+    if text is None or text == "":
+        return default
+    if not text.lstrip("-").isdigit() or not low <= int(text) <= high:
+        raise ProtocolError("bad_request", f"{name}: expected an integer {low} to {high}")
+    return int(text)
+
+
+async def _json_body() -> Any:
+    if request.mimetype != "application/json":
+        raise HubError("Content-Type must be application/json")
+    raw = await request.get_data(cache=False)
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError("malformed_json", f"body is not valid JSON ({exc})") from None
+
+
+@blueprint.route("/healthz")
+async def healthz() -> Response:
+    """``GET /healthz``."""
+    h = hub()
+    return json_response(
+        {"status": "ok", "uptime": time.time() - h.started, "shuttingDown": h.broker.shutting_down}
+    )
+
+
+@blueprint.route("/metrics")
+async def metrics_text() -> Response:
+    """``GET /metrics``: Prometheus text."""
+    h = hub()
+    authorize(h, request.headers, request.args, request.cookies, request.scope, "read")
+    return Response(prometheus(h), content_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+@blueprint.route("/api/streams/metrics")
+async def metrics() -> Response:
+    """``GET /api/streams/metrics``."""
+    h = hub()
+    authorize(h, request.headers, request.args, request.cookies, request.scope, "read")
+    return json_response(metrics_json(h))
+
+
+@blueprint.route("/api/streams", methods=["GET"])
+async def list_streams() -> Response:
+    """``GET /api/streams``: newest first."""
+    h = hub()
+    authorize(h, request.headers, request.args, request.cookies, request.scope, "read")
+    limit = _int_arg("limit", 100, 1, MAX_LIST)
+    status_text = request.args.get("status")
+    status = None
+    if status_text is not None:
+        try:
+            status = SessionStatus(status_text)
+        except ValueError:
+            names = ", ".join(s.value for s in SessionStatus)
+            raise ProtocolError("bad_request", f"status: use one of {names}") from None
+    infos = await h.broker.store.list_sessions(status=status, limit=limit)
+    out = []
+    for info in infos:
+        live = h.broker.streams.get(info.id)
+        if live is not None:
+            out.append(live.describe())
+        else:
+            out.append(
+                {
+                    "id": info.id,
+                    "status": info.status.value,
+                    "live": False,
+                    "workflowSessionId": info.workflow_session_id,
+                    "command": info.command,
+                    "created": info.created,
+                    "lastActivity": info.last_activity,
+                    "ended": info.ended,
+                    "exitStatus": info.exit_status,
+                    "lastOffset": info.last_offset,
+                    "clients": 0,
+                }
+            )
+    return json_response({"streams": out})
+
+
+@blueprint.route("/api/streams", methods=["POST"])
+async def create_stream() -> Response:
+    """``POST /api/streams``."""
+    h = hub()
+    authorize(h, request.headers, request.args, request.cookies, request.scope, "publish")
+    body = await _json_body()
+    if not isinstance(body, dict):
+        raise HubError("body: expected an object")
+    unknown = sorted(set(body) - {"id", "workflowSessionId", "config"})
+    if unknown:
+        raise HubError(f"{unknown[0]}: unknown field", field=unknown[0])
+    sid = body.get("id")
+    if sid is not None and not isinstance(sid, str):
+        raise HubError("id: expected a string", field="id")
+    workflow = body.get("workflowSessionId")
+    if workflow is not None and (not isinstance(workflow, str) or len(workflow) > 256):
+        raise HubError(
+            "workflowSessionId: expected a string of at most 256 characters",
+            field="workflowSessionId",
+        )
+    config = body.get("config")
+    if config is not None and not isinstance(config, dict):
+        raise HubError("config: expected an object", field="config")
+    stream = await h.broker.create_stream(sid, workflow_session_id=workflow, config=config)
+    return json_response(stream.describe(), 201, headers={"Location": f"/api/streams/{stream.id}"})
+
+
+@blueprint.route("/api/streams/<stream_id>", methods=["GET"])
+async def get_stream(stream_id: str) -> Response:
+    """``GET /api/streams/{id}``."""
+    h = hub()
+    authorize(h, request.headers, request.args, request.cookies, request.scope, "read")
+    stream = await h.broker.get_stream(stream_id, revive=False)
+    return json_response(stream.describe())
+
+
+@blueprint.route("/api/streams/<stream_id>", methods=["DELETE"])
+async def delete_stream(stream_id: str) -> Response:
+    """``DELETE /api/streams/{id}``: end it, then delete it."""
+    h = hub()
+    authorize(h, request.headers, request.args, request.cookies, request.scope, "publish")
+    await h.broker.delete_stream(stream_id)
+    return json_response({"deleted": stream_id})
+
+
+@blueprint.route("/api/streams/<stream_id>/clients", methods=["GET"])
+async def list_clients(stream_id: str) -> Response:
+    """``GET /api/streams/{id}/clients``."""
+    h = hub()
+    authorize(h, request.headers, request.args, request.cookies, request.scope, "read")
+    stream = await h.broker.get_stream(stream_id, revive=False)
+    return json_response(
+        {"streamId": stream.id, "clients": [c.describe() for c in stream.clients.values()]}
+    )
+
+
+@blueprint.route("/api/streams/<stream_id>/clients/<client_id>", methods=["DELETE"])
+async def kick_client(stream_id: str, client_id: str) -> Response:
+    """``DELETE /api/streams/{id}/clients/{client}``: close it with 4004."""
+    h = hub()
+    authorize(h, request.headers, request.args, request.cookies, request.scope, "publish")
+    stream = await h.broker.get_stream(stream_id, revive=False)
+    client = h.broker.find_client(stream, client_id)
+    client.end(EndReason.DISCONNECTED)
+    return json_response({"disconnected": client.id, "lastOffset": client.position})
+
+
+async def _history(
+    stream: Stream, filters: EventFilter, *, after: int, limit: int, skip: int, last: int | None
+) -> list[Frame]:
+    """Matching events from the store, then those still waiting for the recorder."""
+    store = stream.broker.store
+    if filters.pattern is None or last is not None:
+        query = filters.to_query(after=after, limit=limit, skip=skip, last=last)
+        frames = [Frame(e, event_to_json(e)) for e in await store.read(stream.id, query)]
+        if filters.pattern is not None:
+            # With lastN, the pattern narrows the last N events of the other filters.
+            frames = [f for f in frames if filters.matches(f.event, f.raw)]
+        if last is not None or skip or len(frames) >= limit:
+            return frames
+        cursor = frames[-1].offset if frames else after
+    else:
+        # The store cannot match a regular expression: page through it, matching here.
+        frames = []
+        cursor = after
+        scanned = 0
+        while len(frames) < limit + skip and scanned < MAX_PATTERN_SCAN:
+            page = await store.read(stream.id, filters.to_query(after=cursor, limit=PAGE))
+            frames.extend(Frame(e, event_to_json(e)) for e in page if filters.matches(e))
+            scanned += len(page)
+            if len(page) < PAGE:
+                break
+            cursor = page[-1].offset
+        cursor = frames[-1].offset if len(frames) >= limit + skip else max(cursor, after)
+        frames = frames[skip:]
+        if len(frames) >= limit:
+            return frames[:limit]
+    seen = max(cursor, stream.recorded)
+    extra = [f for f in stream.frames if f.offset > seen and filters.matches(f.event, f.raw)]
+    return frames + extra[: limit - len(frames)]
+
+
+@blueprint.route("/api/streams/<stream_id>/history")
+async def history(stream_id: str) -> Response:
+    """``GET /api/streams/{id}/history``: filtered, paged, gzipped when large."""
+    h = hub()
+    authorize(h, request.headers, request.args, request.cookies, request.scope, "read")
+    filters = query_filters(request.args)
+    limit = _int_arg("limit", DEFAULT_HISTORY_LIMIT, 1, MAX_HISTORY_LIMIT)
+    assert limit is not None
+    skip = _int_arg("offset", 0, 0, 1 << 62) or 0
+    after = parse_offset(request.args.get("after", "-1"), "after")
+    last = _int_arg("lastN", None, 1, MAX_HISTORY_LIMIT)
+    stream = await h.broker.get_stream(stream_id, revive=False)
+    # Events already published but not yet taken by the fan-out would be in neither the
+    # store nor memory: wait for the tick that takes them.
+    await stream.settle()
+    frames = await _history(stream, filters, after=after, limit=limit, skip=skip, last=last)
+    tail = orjson.dumps(
+        {"lastOffset": stream.last_offset, "epoch": h.broker.store.epoch, "count": len(frames)}
+    )
+    body = b"".join(
+        (
+            b'{"streamId":',
+            orjson.dumps(stream.id),
+            b',"events":[',
+            b",".join(f.raw for f in frames),
+            b"],",
+            tail[1:],
+        )
+    )
+    return body_response(body)
+
+
+@blueprint.route("/api/streams/<stream_id>/replay/<client_id>", methods=["POST"])
+async def replay(stream_id: str, client_id: str) -> Response:
+    """``POST /api/streams/{id}/replay/{client}``: send a client history."""
+    h = hub()
+    authorize(h, request.headers, request.args, request.cookies, request.scope, "publish")
+    body = await _json_body()
+    if not isinstance(body, dict):
+        raise HubError("body: expected an object")
+    unknown = sorted(set(body) - {"replayOptions", "filters", "limit"})
+    if unknown:
+        raise HubError(f"{unknown[0]}: unknown field")
+    options = parse_replay_options(body.get("replayOptions", {"fromOffset": -1}))
+    filters = parse_filters(body.get("filters"))
+    limit = body.get("limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise HubError("limit: expected a positive integer")
+    stream = await h.broker.get_stream(stream_id, revive=False)
+    client = h.broker.find_client(stream, client_id)
+    client.request_replay(options, filters, limit)
+    return json_response({"clientId": client.id, "queued": True}, 202)
+
+
+@blueprint.route("/api/streams/<stream_id>/events", methods=["POST"])
+async def publish(stream_id: str) -> Response:
+    """``POST /api/streams/{id}/events``: one event or a list."""
+    h = hub()
+    authorize(h, request.headers, request.args, request.cookies, request.scope, "publish")
+    body = await _json_body()
+    count = len(body) if isinstance(body, list) else 1
+    if count > h.config.max_batch:
+        raise HubError(f"body: at most {h.config.max_batch} events per request")
+    wait = h.publishers.take(host_of(request.scope), trio.current_time(), count)
+    if wait:
+        raise RateLimited(f"publishing faster than {h.config.publish_per_second:g} events/s", wait)
+    events, placed = parse_events(body, stream_id)
+    result = await h.broker.publish(stream_id, events, placed)
+    return json_response(
+        {
+            "accepted": result.accepted,
+            "duplicates": result.duplicates,
+            "firstOffset": result.first_offset,
+            "lastOffset": result.last_offset,
+        }
+    )
+
+
+@blueprint.route("/api/streams/<stream_id>/stats")
+async def stats(stream_id: str) -> Response:
+    """``GET /api/streams/{id}/stats``: event types and client activity."""
+    h = hub()
+    authorize(h, request.headers, request.args, request.cookies, request.scope, "read")
+    filters = query_filters(request.args)
+    stream = await h.broker.get_stream(stream_id, revive=False)
+    await stream.wait_recorded(stream.last_offset)
+    distribution: dict[str, int] = {}
+    for etype in EventType:
+        if filters.types is not None and etype not in filters.types:
+            continue
+        query = HistoryQuery(
+            types=frozenset({etype}), start_time=filters.start_time, end_time=filters.end_time
+        )
+        count = await h.broker.store.count(stream.id, query)
+        if count:
+            distribution[etype.value] = count
+    clients = list(stream.clients.values())
+    by_type: dict[str, int] = {}
+    for client in clients:
+        by_type[client.kind.value] = by_type.get(client.kind.value, 0) + 1
+    return json_response(
+        {
+            "streamId": stream.id,
+            "window": {"startTime": filters.start_time, "endTime": filters.end_time},
+            "eventTypes": distribution,
+            "events": sum(distribution.values()),
+            "lastOffset": stream.last_offset,
+            "publishedHere": stream.events_published,
+            "duplicatesSkipped": stream.duplicates,
+            "clients": {
+                "active": len(clients),
+                "byType": by_type,
+                "connections": stream.connections,
+                "slowConsumers": stream.cut,
+                "eventsSent": sum(c.events_sent for c in clients),
+                "bytesSent": sum(c.bytes_sent for c in clients),
+            },
+        }
+    )

@@ -1,0 +1,318 @@
+"""Server-Sent Events: sans-IO framing and parsing, and the ``/sse`` route.
+
+The framing functions build the bytes of the ``text/event-stream`` format; the
+:class:`SSEParser` reads them back, as ``EventSource`` does (the tests and the client use
+it). The route serves a stream:
+
+* ``id:`` is the event's offset, so the browser's automatic reconnection resumes with
+  ``Last-Event-ID: <offset>``; the header wins over the ``lastEventId`` query parameter
+  (``EventSource`` sends no header on its first connect).
+* ``event: stream_event`` carries the event JSON; a tick's events are one write.
+* ``event: heartbeat`` (time, clients) every heartbeat interval.
+* ``event: notice`` says history the client asked for is gone (``history_lost``).
+* ``event: end`` follows the stream's ``session_ended``, then the response ends; a
+  reconnect after the end is answered 204, which stops ``EventSource`` for good.
+* ``event: error`` (``code``, ``message``, ``lastOffset``) comes before the hub closes the
+  response for any other reason (``slow_consumer``, ``shutdown``, ``disconnected``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from typing import Any, Final, final
+
+import attrs
+import orjson
+import trio
+from quart import Blueprint, Response, request
+
+from .clients import (
+    ClientKind,
+    Closing,
+    Control,
+    Deliver,
+    EndReason,
+    Heartbeat,
+    Item,
+    Subscribed,
+)
+from .context import Hub, authorize, hub, remote_of
+from .protocol import FILTER_KEYS, ProtocolError, ReplayOptions, parse_filters
+from .streams import Stream
+
+logger = logging.getLogger("trio_stream.hub")
+blueprint = Blueprint("sse", __name__)
+
+MAX_LINE: Final = 1 << 20
+_EOL: Final = re.compile(rb"\r\n|\r|\n")
+
+
+# -- framing ---------------------------------------------------------------------------
+
+
+def sse_event(data: bytes, *, event: str | None = None, id: str | int | None = None) -> bytes:
+    """One SSE event. ``data`` may hold newlines (each line becomes a ``data:`` field)."""
+    parts = []
+    if id is not None:
+        parts.append(b"id: %s\n" % str(id).encode())
+    if event is not None:
+        parts.append(b"event: %s\n" % event.encode())
+    for line in data.split(b"\n"):
+        parts.append(b"data: %s\n" % line)
+    parts.append(b"\n")
+    return b"".join(parts)
+
+
+def sse_comment(text: str) -> bytes:
+    """A comment line (ignored by clients; flushes headers and keeps proxies open)."""
+    return b"".join(b": %s\n" % line.encode() for line in text.split("\n")) + b"\n"
+
+
+def sse_retry(milliseconds: int) -> bytes:
+    """Tell ``EventSource`` how long to wait before reconnecting."""
+    return b"retry: %d\n\n" % milliseconds
+
+
+def parse_offset(text: str, where: str) -> int:
+    """An offset cursor as clients send it back (``Last-Event-ID``, ``after``).
+
+    Raises:
+        ProtocolError: ``bad_offset``, naming ``where``.
+    """
+    value = text.strip()
+    if value.startswith("-"):
+        digits = value[1:]
+        negative = True
+    else:
+        digits, negative = value, False
+    if not digits.isdigit() or len(digits) > 18 or not digits.isascii():
+        raise ProtocolError("bad_offset", f"{where}: expected an offset (an integer), got {text!r}")
+    offset = -int(digits) if negative else int(digits)
+    if offset < -1:
+        raise ProtocolError("bad_offset", f"{where}: must be -1 or more, not {offset}")
+    return offset
+
+
+@final
+@attrs.frozen
+class SSEMessage:
+    """One dispatched event, as ``EventSource`` would see it."""
+
+    event: str
+    data: str
+    id: str | None
+    retry: int | None = None
+
+
+@final
+class SSEParser:
+    """Incremental ``text/event-stream`` parser (WHATWG rules): feed bytes, get events.
+
+    ``last_id`` is what ``EventSource`` would send as ``Last-Event-ID``.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._data: list[str] = []
+        self._event = ""
+        self._id: str | None = None
+        self.last_id: str | None = None
+        self.retry: int | None = None
+        self.comments: list[str] = []
+
+    def feed(self, chunk: bytes) -> list[SSEMessage]:
+        """Parse ``chunk``; return the events it completed.
+
+        Raises:
+            ValueError: for a line longer than 1 MiB without an end.
+        """
+        self._buffer += chunk
+        out: list[SSEMessage] = []
+        pos = 0
+        while True:
+            match = _EOL.search(self._buffer, pos)
+            if match is None or (match.group() == b"\r" and match.end() == len(self._buffer)):
+                # No end of line yet (a CR at the very end may be the start of CRLF).
+                self._buffer = self._buffer[pos:]
+                if len(self._buffer) > MAX_LINE:
+                    raise ValueError("SSE line longer than 1 MiB")
+                return out
+            message = self._line(self._buffer[pos : match.start()].decode("utf-8", "replace"))
+            pos = match.end()
+            if message is not None:
+                out.append(message)
+
+    def _line(self, line: str) -> SSEMessage | None:
+        if not line:
+            if not self._data:
+                self._event = ""
+                return None
+            message = SSEMessage(
+                self._event or "message", "\n".join(self._data), self._id, self.retry
+            )
+            self._data = []
+            self._event = ""
+            return message
+        if line.startswith(":"):
+            self.comments.append(line[1:].lstrip(" "))
+            return None
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id" and "\0" not in value:
+            self._id = self.last_id = value
+        elif name == "retry" and value.isdigit():
+            self.retry = int(value)
+        return None
+
+
+# -- the route -------------------------------------------------------------------------
+
+
+def frame_items(items: list[Item]) -> bytes:
+    """The bytes of one SSE write carrying ``items``."""
+    out: list[bytes] = []
+    for item in items:
+        if isinstance(item, Deliver):
+            if item.replay:
+                out.extend(sse_event(f.raw, event="replay") for f in item.frames)
+                if item.done:
+                    out.append(sse_event(b'{"done":true}', event="replay_done"))
+            else:
+                out.extend(
+                    b"id: %d\nevent: stream_event\ndata: %s\n\n" % (f.offset, f.raw)
+                    for f in item.frames
+                )
+        elif isinstance(item, Heartbeat):
+            data = orjson.dumps({"time": item.time, "clients": item.clients})
+            out.append(sse_event(data, event="heartbeat"))
+        elif isinstance(item, Subscribed):
+            if not item.recovered:
+                notice = {
+                    "code": "history_lost",
+                    "message": "history you asked for is gone; sending what remains",
+                    "fromOffset": item.from_offset,
+                    "lastOffset": item.last_offset,
+                }
+                out.append(sse_event(orjson.dumps(notice), event="notice"))
+        elif isinstance(item, Closing):
+            body = {
+                "code": item.reason.value,
+                "message": item.message,
+                "lastOffset": item.last_offset,
+            }
+            kind = "end" if item.reason is EndReason.STREAM_ENDED else "error"
+            out.append(sse_event(orjson.dumps(body), event=kind))
+        elif isinstance(item, Control):
+            continue
+    return b"".join(out)
+
+
+def _options(args: Any, headers: Any) -> ReplayOptions | None:
+    header = headers.get("Last-Event-ID")
+    query = args.get("lastEventId")
+    raw, where = (header, "Last-Event-ID") if header is not None else (query, "lastEventId")
+    epoch = args.get("epoch")
+    if raw is not None and raw != "":
+        return ReplayOptions(from_offset=parse_offset(raw, where), epoch=epoch)
+    if args.get("lastN") is not None:
+        return ReplayOptions(last_n=_positive_int(args["lastN"], "lastN"))
+    if args.get("fromTimestamp") is not None:
+        try:
+            return ReplayOptions(from_timestamp=float(args["fromTimestamp"]))
+        except ValueError:
+            raise ProtocolError("bad_replay", "fromTimestamp: expected a number") from None
+    return None
+
+
+def _positive_int(text: str, where: str) -> int:
+    if not text.isdigit() or int(text) < 1 or len(text) > 9:
+        raise ProtocolError("bad_replay", f"{where}: expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def query_filters(args: Any) -> Any:
+    """Filters from query parameters (``eventTypes=a,b&searchText=…``)."""
+    values: dict[str, Any] = {}
+    for key in FILTER_KEYS:
+        if key in args:
+            raw = args.get(key)
+            if key in ("startTime", "endTime"):
+                try:
+                    values[key] = float(raw)
+                except ValueError:
+                    raise ProtocolError("bad_filter", f"{key}: expected a number") from None
+            else:
+                values[key] = raw
+    return parse_filters(values)
+
+
+@blueprint.route("/api/streams/<stream_id>/sse")
+async def sse(stream_id: str) -> Response:
+    """``GET /api/streams/{id}/sse``."""
+    h = hub()
+    authorize(
+        h, request.headers, request.args, request.cookies, request.scope, "read", connection=True
+    )
+    filters = query_filters(request.args)
+    options = _options(request.args, request.headers)
+    stream = await h.broker.get_stream(stream_id)
+    caught_up = options is None or (
+        options.from_offset is not None
+        and options.from_offset >= stream.last_offset
+        and (options.epoch is None or options.epoch == h.broker.store.epoch)
+    )
+    if stream.finished and caught_up:
+        # Nothing will ever follow: 204 tells EventSource not to reconnect.
+        return Response(b"", status=204)
+    h.broker.check_capacity(stream)
+    response = Response(
+        _body(h, stream, remote_of(request.scope), options, filters),
+        status=200,
+        headers={
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        },
+    )
+    response.timeout = None
+    return response
+
+
+async def _body(
+    h: Hub, stream: Stream, remote: str, options: ReplayOptions | None, filters: Any
+) -> AsyncIterator[bytes]:
+    # The client is attached only once the response is being sent, so that a request
+    # dropped before that leaves nothing behind.
+    client = h.broker.attach(stream, ClientKind.SSE, remote)
+    logger.info("sse %s connected to %s from %s", client.id, stream.id, client.remote)
+    reason = "disconnected by the client"
+    try:
+        # Cancelling the request's own nursery is the only way to drop a connection
+        # whose writes are stuck; a cut client gets ``write_timeout`` to drain first.
+        parent = trio.lowlevel.current_task().parent_nursery
+        if parent is not None:
+            client.abort_scope = parent.cancel_scope
+        hello = sse_comment(f"stream {client.stream.id} client {client.id}")
+        yield hello + sse_retry(h.config.sse_retry)
+        first = await client.subscribe(options, filters)
+        if frame := frame_items(first):
+            yield frame
+        while True:
+            items = await client.next_items()
+            data = frame_items(items)
+            if data:
+                yield data
+            for index, item in enumerate(items):
+                client.delivered(item, len(data) if index == 0 else 0)
+                if isinstance(item, Closing):
+                    reason = item.reason.value
+                    return
+    finally:
+        client.stream.detach(client)
+        logger.info("sse %s left %s: %s", client.id, client.stream.id, reason)

@@ -1,0 +1,304 @@
+"""One stream as the hub serves it: its log, its memory of serialized events, its fan-out
+and recorder tasks, its clients, and reading its history for clients that resume.
+
+A client resuming from an offset gets the store's part, then memory, then live events,
+with no gap and no duplicate; :meth:`Stream.register_from` is the synchronous step that
+hands a client over from history to the live fan-out.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any, Final, final
+
+import trio
+
+from ..events import Event, event_to_json
+from ..log import SessionLog
+from ..store.base import HistoryQuery, SessionInfo, SessionStatus, StoreError
+from .clients import Client, EndReason, Frame
+from .protocol import EventFilter, ReplayOptions
+
+if TYPE_CHECKING:
+    from .broker import Broker
+
+logger = logging.getLogger("trio_stream.hub")
+
+RECORD_RETRY: Final = 1.0
+
+
+@final
+class Stream:
+    """One stream as the hub serves it: live (with a log) or ended (store only).
+
+    Args:
+        broker: the broker.
+        info: the store's view of the session.
+        log: the live log, or None for an ended stream read from the store.
+    """
+
+    def __init__(self, broker: Broker, info: SessionInfo, log: SessionLog | None) -> None:
+        self.broker = broker
+        self.id = info.id
+        self.info = info
+        self.log = log
+        self.frames: deque[Frame] = deque(maxlen=broker.config.history)
+        start = info.last_offset if log is None else log.last_offset
+        self.pumped = start
+        self.recorded = start
+        self.finished = log is None
+        self.clients: dict[str, Client] = {}
+        self.live: dict[str, Client] = {}
+        self.events_published = 0
+        self.duplicates = 0
+        self.connections = 0
+        self.cut = 0
+        self.recorder_done = trio.Event()
+        # True once the store knows the stream ended: only then may it leave memory.
+        self.end_stored = log is None
+        if log is None:
+            self.recorder_done.set()
+        self._advanced = trio.Event()
+        self._stored = trio.Event()
+
+    @property
+    def last_offset(self) -> int:
+        """The offset of the newest event."""
+        return self.log.last_offset if self.log is not None else self.pumped
+
+    @property
+    def status(self) -> str:
+        """The stream's status (``running`` while live)."""
+        return SessionStatus.RUNNING.value if not self.finished else self.info.status.value
+
+    def first_held(self) -> int:
+        """The oldest offset in memory (``pumped + 1`` when memory is empty)."""
+        return self.frames[0].offset if self.frames else self.pumped + 1
+
+    # -- the fan-out ---------------------------------------------------------------------
+
+    async def pump(self) -> None:
+        """Follow the log: serialize each tick's events once and queue them for clients."""
+        assert self.log is not None
+        async for batch in self.log.follow(self.pumped, tick=self.broker.config.tick):
+            frames = [Frame(e, event_to_json(e)) for e in batch.events]
+            if not batch.complete:
+                # The fan-out fell behind the log's memory: live clients would miss
+                # events, so they are cut and resume from the store.
+                self.frames.clear()
+                for client in list(self.live.values()):
+                    client.end(EndReason.SLOW_CONSUMER)
+            self.frames.extend(frames)
+            self.pumped = frames[-1].offset
+            size = sum(len(f.raw) for f in frames)
+            self.broker.metrics_events(len(frames), size)
+            for client in list(self.live.values()):
+                client.offer(frames, self.pumped)
+            self._advance()
+        self.finished = True
+        for client in list(self.live.values()):
+            client.end(EndReason.STREAM_ENDED)
+        self._advance()
+        self.broker.forget_if_idle(self)
+
+    def _advance(self) -> None:
+        self._advanced.set()
+        self._advanced = trio.Event()
+
+    async def wait_advanced(self) -> None:
+        """Return after the next fan-out tick (or the end of the stream)."""
+        if self.finished:
+            return
+        await self._advanced.wait()
+
+    async def record(self) -> None:
+        """Write the log into the store in batches until it closes; retry store errors."""
+        assert self.log is not None
+        store = self.broker.store
+        held: list[Event] = []
+        try:
+            while True:
+                await self.log.wait_unrecorded()
+                held.extend(self.log.take_unrecorded())
+                if not held:
+                    if self.log.closed:
+                        return
+                    continue
+                try:
+                    await store.append(self.id, held)
+                except StoreError as exc:
+                    logger.error("stream %s: recording failed, retrying: %s", self.id, exc)
+                    await trio.sleep(RECORD_RETRY)
+                    continue
+                self.recorded = held[-1].offset
+                held = []
+                self._stored.set()
+                self._stored = trio.Event()
+        finally:
+            self.recorder_done.set()
+
+    # -- clients -------------------------------------------------------------------------
+
+    def register_from(self, client: Client, cursor: int) -> list[Frame] | None:
+        """Hand ``client`` the frames after ``cursor`` from memory and make it live.
+
+        Returns:
+            The frames it wants (filtered), or None when memory no longer holds the
+            offset after ``cursor`` (the client must read the store first).
+        """
+        if cursor + 1 < self.first_held():
+            return None
+        flt = client.filters
+        start = cursor + 1 - self.first_held()
+        frames = [
+            f
+            for f in itertools.islice(self.frames, max(0, start), None)
+            if flt.empty or flt.matches(f.event, f.raw)
+        ]
+        client.queued = max(cursor, self.pumped)
+        if self.finished:
+            client.end(EndReason.STREAM_ENDED)
+        else:
+            self.live[client.id] = client
+        return frames
+
+    def unregister(self, client: Client) -> None:
+        """Stop queuing events for ``client``."""
+        self.live.pop(client.id, None)
+
+    def detach(self, client: Client) -> None:
+        """``client`` is gone."""
+        self.live.pop(client.id, None)
+        if self.clients.pop(client.id, None) is not None:
+            self.broker.client_left(client)
+        self.broker.forget_if_idle(self)
+
+    # -- history -------------------------------------------------------------------------
+
+    async def wait_recorded(self, offset: int, *, timeout: float = 5.0) -> None:
+        """Return once the store holds every event up to ``offset`` (or after ``timeout``
+        seconds, or at once for a stream that is not live)."""
+        with trio.move_on_after(timeout):
+            while (
+                self.log is not None and self.recorded < offset and not self.recorder_done.is_set()
+            ):
+                await self._stored.wait()
+
+    async def settle(self) -> None:
+        """Return once the fan-out has taken every event appended so far (a tick)."""
+        while self.log is not None and not self.finished and self.pumped < self.log.last_offset:
+            await self.wait_advanced()
+
+    async def resolve_start(self, options: ReplayOptions | None) -> tuple[int, bool]:
+        """Where a subscription or replay starts (the offset it follows) and whether
+        everything the client asked for is still there."""
+        await self.settle()
+        last = self.last_offset
+        if options is None:
+            return last, True
+        if options.epoch is not None and options.epoch != self.broker.store.epoch:
+            return -1, False
+        if options.from_offset is not None:
+            after = options.from_offset
+            if after > last:
+                # An offset this stream never reached: the history the client knew is gone.
+                return -1, False
+            return after, await self.available_after(after)
+        if options.from_timestamp is not None:
+            return await self._offset_before_time(options.from_timestamp), True
+        if options.last_n is not None:
+            after = max(-1, last - options.last_n)
+            return after, True
+        return last, True
+
+    async def available_after(self, after: int) -> bool:
+        """Whether every event after ``after`` is still held (memory or store)."""
+        if after + 1 >= self.first_held():
+            return True
+        events = await self.broker.store.read(self.id, HistoryQuery(after=-1, limit=1))
+        first = events[0].offset if events else self.first_held()
+        return after + 1 >= first
+
+    async def _offset_before_time(self, ts: float) -> int:
+        for frame in self.frames:
+            if frame.event.ts >= ts:
+                if frame is self.frames[0]:
+                    break
+                return frame.offset - 1
+        else:
+            if self.frames:
+                return self.pumped
+        events = await self.broker.store.read(self.id, HistoryQuery(start_time=ts, limit=1))
+        return events[0].offset - 1 if events else self.pumped
+
+    async def read_page(
+        self, cursor: int, filters: EventFilter, size: int
+    ) -> tuple[list[Frame], int]:
+        """Up to ``size`` matching events after ``cursor`` from the store, and the cursor
+        after them (moved past events the filter skipped)."""
+        recorded = self.recorded
+        first_held = self.first_held()
+        events = await self.broker.store.read(self.id, filters.to_query(after=cursor, limit=size))
+        if filters.pattern is not None:
+            kept = [e for e in events if filters.matches(e)]
+        else:
+            kept = events
+        frames = [Frame(e, event_to_json(e)) for e in kept]
+        if len(events) >= size:
+            return frames, events[-1].offset
+        # Fewer than asked: the store holds no more matches up to what was recorded
+        # before the read.
+        new_cursor = max(cursor, events[-1].offset if events else cursor)
+        if self.finished and self.log is None:
+            new_cursor = max(new_cursor, self.pumped)
+        else:
+            new_cursor = max(new_cursor, min(first_held - 1, recorded))
+        if new_cursor == cursor and cursor + 1 < self.first_held():
+            # The recorder has not yet stored what memory dropped: wait for it.
+            with trio.move_on_after(RECORD_RETRY):
+                await self.wait_advanced()
+        return frames, new_cursor
+
+    async def read_history(
+        self, cursor: int, filters: EventFilter, size: int
+    ) -> tuple[list[Frame], int, bool]:
+        """A replay page: matching events after ``cursor`` from the store or memory.
+
+        Returns:
+            The frames, the cursor after them, and whether the history is exhausted.
+        """
+        if cursor + 1 >= self.first_held():
+            start = cursor + 1 - self.first_held()
+            frames: list[Frame] = []
+            new_cursor = cursor
+            for frame in itertools.islice(self.frames, max(0, start), None):
+                new_cursor = frame.offset
+                if filters.empty or filters.matches(frame.event, frame.raw):
+                    frames.append(frame)
+                    if len(frames) >= size:
+                        break
+            done = new_cursor >= self.pumped
+            return frames, new_cursor, done
+        frames, new_cursor = await self.read_page(cursor, filters, size)
+        return frames, new_cursor, new_cursor >= self.pumped and self.finished
+
+    def describe(self) -> dict[str, Any]:
+        """What ``GET /api/streams/{id}`` shows."""
+        info = self.info
+        return {
+            "id": self.id,
+            "status": self.status,
+            "live": self.log is not None and not self.finished,
+            "workflowSessionId": info.workflow_session_id,
+            "config": info.metadata.get("config", {}),
+            "command": info.command,
+            "created": info.created,
+            "lastActivity": info.last_activity,
+            "ended": info.ended,
+            "exitStatus": info.exit_status,
+            "lastOffset": self.last_offset,
+            "clients": len(self.clients),
+            "epoch": self.broker.store.epoch,
+        }

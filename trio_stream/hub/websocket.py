@@ -1,0 +1,266 @@
+"""The WebSocket transports: ``/api/streams/{id}/ws`` (subscribers) and
+``/api/streams/{id}/publish`` (publishers).
+
+The protocol itself (messages, frames, close codes) is described in
+:mod:`trio_stream.hub.protocol`. Each connection runs two tasks: a reader that parses
+client messages into commands (bad ones get an ``error`` frame and the connection stays
+up) and a writer that sends whatever :meth:`Client.next_items` hands it, one message per
+item. The Origin is checked before the handshake is accepted, so a page on another site
+cannot open a WebSocket with the user's cookie.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+import trio
+from quart import Blueprint, Response, websocket
+
+from .auth import origin_allowed
+from .clients import (
+    Client,
+    ClientKind,
+    Closing,
+    Control,
+    Deliver,
+    EndReason,
+    Heartbeat,
+    Item,
+    Subscribed,
+)
+from .context import Hub, authorize, error_response, host_of, hub, remote_of
+from .errors import HubError, NotFound
+from .protocol import (
+    CloseCode,
+    ProtocolError,
+    ReplayOptions,
+    connection_ack_frame,
+    end_frame,
+    error_frame,
+    events_frame,
+    heartbeat_frame,
+    parse_client_message,
+    subscribed_frame,
+)
+from .rest import parse_events
+from .sse import parse_offset, query_filters
+
+logger = logging.getLogger("trio_stream.hub")
+blueprint = Blueprint("websocket", __name__)
+
+CLOSE_CODES = {
+    EndReason.STREAM_ENDED: CloseCode.NORMAL,
+    EndReason.SHUTDOWN: CloseCode.GOING_AWAY,
+    EndReason.SLOW_CONSUMER: CloseCode.SLOW_CONSUMER,
+    EndReason.DISCONNECTED: CloseCode.DISCONNECTED,
+    EndReason.IDLE_TIMEOUT: CloseCode.IDLE_TIMEOUT,
+}
+
+
+def ws_message(stream_id: str, item: Item) -> str:
+    """The text message for one item."""
+    if isinstance(item, Deliver):
+        data = events_frame(
+            stream_id, (f.raw for f in item.frames), replay=item.replay, done=item.done
+        )
+    elif isinstance(item, Control):
+        data = item.data
+    elif isinstance(item, Subscribed):
+        data = subscribed_frame(
+            stream_id=stream_id,
+            from_offset=item.from_offset,
+            last_offset=item.last_offset,
+            recovered=item.recovered,
+        )
+    elif isinstance(item, Heartbeat):
+        data = heartbeat_frame(item.clients, item.time)
+    elif item.reason is EndReason.STREAM_ENDED:
+        data = end_frame(stream_id, item.last_offset)
+    else:
+        data = error_frame(item.reason.value, item.message, lastOffset=item.last_offset)
+    return data.decode()
+
+
+@blueprint.websocket("/api/streams/<stream_id>/ws")
+async def ws(stream_id: str) -> Response | None:
+    """``/api/streams/{id}/ws``: a subscriber."""
+    h = hub()
+    origin = websocket.headers.get("Origin")
+    if not origin_allowed(origin, websocket.headers.get("Host"), h.config.cors_origins):
+        logger.warning(
+            "ws refused from %s: origin %s not allowed", host_of(websocket.scope), origin
+        )
+        return error_response(403, "forbidden_origin", f"origin {origin!r} is not allowed")
+    authorize(
+        h,
+        websocket.headers,
+        websocket.args,
+        websocket.cookies,
+        websocket.scope,
+        "read",
+        connection=True,
+    )
+    options: ReplayOptions | None = None
+    after = websocket.args.get("after")
+    if after is not None:
+        options = ReplayOptions(
+            from_offset=parse_offset(after, "after"), epoch=websocket.args.get("epoch")
+        )
+    filters = query_filters(websocket.args)
+    stream = await h.broker.get_stream(stream_id)
+    client = h.broker.attach(stream, ClientKind.WEBSOCKET, remote_of(websocket.scope))
+    reason = "disconnected by the client"
+    try:
+        await websocket.accept()
+        logger.info("ws %s connected to %s from %s", client.id, stream.id, client.remote)
+        with trio.CancelScope() as scope:
+            client.abort_scope = scope
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_reader, h, client)
+                reason = await _writer(h, client, options, filters, after is not None)
+                nursery.cancel_scope.cancel()
+        if scope.cancelled_caught and client.end_reason is not None:
+            reason = f"{client.end_reason.value} (dropped: its writes were stuck)"
+    finally:
+        stream.detach(client)
+        logger.info("ws %s left %s: %s", client.id, stream.id, reason)
+    return None
+
+
+async def _reader(h: Hub, client: Client) -> None:
+    """Parse what the client sends into commands; runs until the connection goes (Quart
+    cancels the handler when the peer disconnects)."""
+    host = host_of(websocket.scope)
+    while True:
+        data = await websocket.receive()
+        wait = h.requests.take(host, trio.current_time())
+        if wait:
+            client.push_error("rate_limited", f"too many messages; retry in {wait:.1f}s")
+            continue
+        if isinstance(data, bytes):
+            client.push_error("invalid_message", "send JSON as text messages, not binary")
+            continue
+        try:
+            message = parse_client_message(data, stream_id=client.stream.id)
+        except ProtocolError as exc:
+            client.push_error(exc.code, exc.message)
+        else:
+            client.push_command(message)
+
+
+async def _writer(
+    h: Hub, client: Client, options: ReplayOptions | None, filters: Any, subscribe: bool
+) -> str:
+    stream = client.stream
+    first: list[Item] = []
+    recovered: bool | None = None
+    if subscribe:
+        first = await client.subscribe(options, filters)
+        recovered = client.recovered
+    ack = connection_ack_frame(
+        client_id=client.id,
+        stream_id=stream.id,
+        status=stream.status,
+        last_offset=stream.last_offset,
+        epoch=h.broker.store.epoch,
+        recovered=recovered,
+        heartbeat=h.config.heartbeat,
+    )
+    await websocket.send(ack.decode())
+    items = first
+    while True:
+        for item in items:
+            message = ws_message(stream.id, item)
+            await websocket.send(message)
+            client.delivered(item, len(message))
+            if isinstance(item, Closing):
+                await websocket.close(CLOSE_CODES[item.reason], item.reason.value)
+                return item.reason.value
+        items = await client.next_items()
+
+
+@blueprint.websocket("/api/streams/<stream_id>/publish")
+async def publish_ws(stream_id: str) -> Response | None:
+    """Publishing over one WebSocket (``?create=1`` creates a missing stream).
+
+    The first message is ``connection_ack`` (``streamId``, ``status``, ``lastOffset``,
+    ``epoch``): a resuming publisher sends what follows ``lastOffset``. Then each message
+    is what ``POST …/events`` takes (an event or a list), answered in order by an ``ack``
+    (``accepted``, ``duplicates``, ``firstOffset``, ``lastOffset``) or an ``error`` frame
+    (``offset_gap`` and ``stream_ended`` carry ``lastOffset``); the connection stays up
+    after errors and is closed with 1000 once the stream ends.
+    """
+    h = hub()
+    origin = websocket.headers.get("Origin")
+    if not origin_allowed(origin, websocket.headers.get("Host"), h.config.cors_origins):
+        return error_response(403, "forbidden_origin", f"origin {origin!r} is not allowed")
+    authorize(
+        h,
+        websocket.headers,
+        websocket.args,
+        websocket.cookies,
+        websocket.scope,
+        "publish",
+        connection=True,
+    )
+    try:
+        stream = await h.broker.get_stream(stream_id, reopen=True)
+    except NotFound:
+        if websocket.args.get("create") not in ("1", "true"):
+            raise
+        stream = await h.broker.create_stream(stream_id)
+    host = host_of(websocket.scope)
+    await websocket.accept()
+    logger.info("publisher connected to %s from %s", stream.id, remote_of(websocket.scope))
+    await websocket.send(
+        orjson.dumps(
+            {
+                "type": "connection_ack",
+                "streamId": stream.id,
+                "status": stream.status,
+                "lastOffset": stream.last_offset,
+                "epoch": h.broker.store.epoch,
+            }
+        ).decode()
+    )
+    reason = "disconnected by the client"
+    try:
+        while True:
+            data = await websocket.receive()
+            answer = await _publish_one(h, stream_id, host, data)
+            await websocket.send(answer.decode())
+            if stream.log is None or stream.log.closed:
+                reason = "stream ended"
+                await websocket.close(CloseCode.NORMAL, "stream_ended")
+                return None
+    finally:
+        logger.info("publisher left %s: %s", stream.id, reason)
+
+
+async def _publish_one(h: Hub, stream_id: str, host: str, data: str | bytes) -> bytes:
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        return error_frame("malformed_json", f"message is not valid JSON ({exc})")
+    count = len(body) if isinstance(body, list) else 1
+    if count > h.config.max_batch:
+        return error_frame("bad_request", f"at most {h.config.max_batch} events per message")
+    wait = h.publishers.take(host, trio.current_time(), count)
+    if wait:
+        return error_frame("rate_limited", f"publishing too fast; retry in {wait:.1f}s")
+    try:
+        events, placed = parse_events(body, stream_id)
+        result = await h.broker.publish(stream_id, events, placed)
+    except HubError as exc:
+        return error_frame(exc.code, exc.message, **exc.extra)
+    return orjson.dumps(
+        {
+            "type": "ack",
+            "accepted": result.accepted,
+            "duplicates": result.duplicates,
+            "firstOffset": result.first_offset,
+            "lastOffset": result.last_offset,
+        }
+    )

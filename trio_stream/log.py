@@ -1,0 +1,172 @@
+"""The live, ordered event log of one session: the single place offsets are assigned.
+
+Everything that produces events for a session (the line readers, processors, the publisher
+API) calls :meth:`SessionLog.append`, which is synchronous: offsets are dense and their
+order is the order of the calls. Everything that consumes events (the recorder, the
+terminal printer, the hub's subscribers, ``tstream attach``) follows the log from an offset.
+
+The log keeps the last ``history`` events in memory for live subscribers. A subscriber that
+asks for an offset the log no longer holds is told so (:attr:`Since.complete` is False) and
+must read the rest from the store; nothing is ever skipped silently.
+
+The recorder is different from other followers: it must never miss an event, so the log
+keeps everything not yet recorded (see :meth:`take_unrecorded`) and producers wait in
+:meth:`wait_recorded_room` while that backlog is over its bound.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+from typing import Final, final
+
+import attrs
+import trio
+
+from .events import Event
+
+DEFAULT_HISTORY: Final = 10_000
+DEFAULT_RECORD_BACKLOG: Final = 100_000
+
+
+@final
+@attrs.frozen
+class Since:
+    """Events after an offset, and whether they are all that followed it."""
+
+    events: list[Event]
+    complete: bool
+
+
+@final
+class SessionLog:
+    """The ordered, in-memory event log of one session.
+
+    Args:
+        session_id: the session the events belong to.
+        first_offset: the offset the next event gets (a resumed session continues).
+        history: events kept in memory for followers.
+        record_backlog: events allowed to wait for the recorder before producers wait;
+            None when nothing records this log.
+    """
+
+    def __init__(
+        self,
+        session_id: str,
+        *,
+        first_offset: int = 0,
+        history: int = DEFAULT_HISTORY,
+        record_backlog: int | None = DEFAULT_RECORD_BACKLOG,
+    ) -> None:
+        self.session_id = session_id
+        self.next_offset = first_offset
+        self._history: deque[Event] = deque(maxlen=max(1, history))
+        self._changed = trio.Event()
+        self._closed = False
+        self._record_backlog = record_backlog
+        self._unrecorded: list[Event] = []
+        self._recorded_room = trio.Event()
+        self._recorded_room.set()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def last_offset(self) -> int:
+        """Offset of the newest event, or ``first_offset - 1`` when none yet."""
+        return self.next_offset - 1
+
+    def append(self, events: Iterable[Event]) -> list[Event]:
+        """Place ``events`` at the next offsets and wake every follower.
+
+        Returns:
+            The placed events (with session and offset set).
+        """
+        if self._closed:
+            raise trio.ClosedResourceError(f"session {self.session_id} has ended")
+        placed = []
+        offset = self.next_offset
+        sid = self.session_id
+        for event in events:
+            # Events built already placed (events.placed_events) are kept, not copied.
+            if event.offset != offset or event.session != sid:
+                event = event.with_offset(sid, offset)
+            placed.append(event)
+            offset += 1
+        if not placed:
+            return placed
+        self.next_offset = offset
+        self._history.extend(placed)
+        if self._record_backlog is not None:
+            self._unrecorded.extend(placed)
+            if len(self._unrecorded) >= self._record_backlog:
+                self._recorded_room = trio.Event()
+        self._changed.set()
+        return placed
+
+    def close(self) -> None:
+        """The session ended: followers get what is left, then stop."""
+        self._closed = True
+        self._changed.set()
+
+    def since(self, after: int) -> Since:
+        """The held events with an offset greater than ``after``."""
+        if not self._history:
+            return Since([], after >= self.next_offset - 1)
+        first = self._history[0].offset
+        if after + 1 < first:
+            return Since(list(self._history), False)
+        start = after + 1 - first
+        if start >= len(self._history):
+            return Since([], True)
+        if start == 0:
+            return Since(list(self._history), True)
+        return Since([self._history[i] for i in range(start, len(self._history))], True)
+
+    async def wait_after(self, after: int) -> None:
+        """Return once an event after ``after`` exists or the log is closed."""
+        while self.next_offset - 1 <= after and not self._closed:
+            changed = self._changed
+            if changed.is_set():
+                self._changed = changed = trio.Event()
+            await changed.wait()
+
+    async def follow(self, after: int = -1, *, tick: float = 0.0) -> AsyncIterator[Since]:
+        """Yield batches of events after ``after`` until the log closes.
+
+        Args:
+            after: the last offset the follower already has.
+            tick: after a wake-up, wait this long so that one batch carries every event
+                of the tick (a follower wakes once per tick, not once per event).
+        """
+        while True:
+            await self.wait_after(after)
+            if tick > 0 and not self._closed:
+                await trio.sleep(tick)
+            batch = self.since(after)
+            if batch.events:
+                after = batch.events[-1].offset
+                yield batch
+            elif self._closed:
+                return
+
+    # -- the recorder's side -----------------------------------------------------------
+
+    def take_unrecorded(self) -> list[Event]:
+        """Every event not yet handed to the recorder (the recorder calls this)."""
+        events, self._unrecorded = self._unrecorded, []
+        self._recorded_room.set()
+        return events
+
+    async def wait_unrecorded(self) -> None:
+        """Return once events wait for the recorder or the log is closed."""
+        while not self._unrecorded and not self._closed:
+            changed = self._changed
+            if changed.is_set():
+                self._changed = changed = trio.Event()
+            await changed.wait()
+
+    async def wait_recorded_room(self) -> None:
+        """Producers call this after appending: flow control behind a slow recorder."""
+        await self._recorded_room.wait()

@@ -1,0 +1,322 @@
+"""JSON lines: every line of stdout that holds a JSON object or array becomes an event.
+
+A line that parses gives a ``JSON`` event (:class:`~trio_stream.events.Json`) *in addition*
+to its ``OUTPUT`` event, or a typed event when its shape names one: an object whose
+``"type"`` is one of :data:`TYPED_NAMES` and whose other keys are that event's payload
+fields, for example::
+
+    {"type": "status", "status": "deploying", "message": "3 of 5 hosts"}
+    {"type": "error", "message": "disk full", "code": "ENOSPC"}
+    {"type": "command_completed", "name": "migrate", "duration": 1.5}
+    {"type": "variable_update", "name": "progress", "value": 0.4}
+
+An object that names a type but does not fit it (a missing or unknown field, a wrong
+type) stays a ``JSON`` event and is counted as ``invalid``. Lines that are not JSON
+documents (plain text, a bare number, malformed JSON) stay ``OUTPUT`` only and are counted
+as ``unparsed``; they are never fatal.
+
+Pieces of a line cut at the maximum line length are joined again before parsing. A
+document nested deeper than :data:`MAX_DEPTH` levels is counted as unparsed, since its
+event could not be serialized.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+from collections.abc import Collection
+from typing import Any, Final, final
+
+import orjson
+
+from ..events import (
+    EventType,
+    EventValidationError,
+    Json,
+    Payload,
+    Source,
+    structure_data,
+)
+from ..publisher import Publisher
+from .base import Completion, LineBatch
+
+TYPED_NAMES: Final[frozenset[str]] = frozenset(
+    t.value
+    for t in EventType
+    if t
+    not in (
+        EventType.OUTPUT,
+        EventType.SESSION_STARTED,
+        EventType.SESSION_ENDED,
+        EventType.JSON,
+    )
+)
+"""Event types a document may name with its ``"type"`` key; the session's own kinds and
+``output`` are not among them, since a child must not forge them."""
+
+DEFAULT_MAX_DOCUMENT: Final = 16 * 1024 * 1024
+MAX_DEPTH: Final = 200
+"""The deepest nesting of a document kept: an event nests it a few levels further, and
+orjson serializes at most 255 levels."""
+MAX_NODES: Final = 1_000_000
+_OPENERS: Final = frozenset("{[")
+
+
+def typed_payload(document: Any) -> tuple[EventType, Payload] | None:
+    """The typed event a document names by its shape, if any.
+
+    Returns:
+        ``(type, payload)`` when ``document`` is an object whose ``"type"`` is one of
+        :data:`TYPED_NAMES`, else None.
+
+    Raises:
+        EventValidationError: when the document names a type but does not fit it.
+    """
+    if document.__class__ is not dict:
+        return None
+    name = document.get("type")
+    if name.__class__ is not str or name not in TYPED_NAMES:
+        return None
+    etype = EventType(name)
+    fields = {k: v for k, v in document.items() if k != "type"}
+    return etype, structure_data(etype, fields)
+
+
+def jsonable(value: Any, *, max_depth: int = MAX_DEPTH, max_nodes: int = MAX_NODES) -> Any:
+    """``value`` with what JSON cannot hold made plain (YAML dates, binary, sets, keys).
+
+    Raises:
+        ValueError: when the value is nested deeper than ``max_depth`` (events could not be
+            serialized) or holds more than ``max_nodes`` values once YAML aliases are
+            expanded (a document that refers to itself, or an alias bomb).
+    """
+    budget = [max_nodes]
+
+    def plain(item: Any, depth: int) -> Any:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise ValueError(f"holds more than {max_nodes} values once aliases are expanded")
+        if isinstance(item, dict | list | tuple | set | frozenset):
+            if depth >= max_depth:
+                raise ValueError(f"is nested deeper than {max_depth} levels")
+            if isinstance(item, dict):
+                return {_key(k): plain(v, depth + 1) for k, v in item.items()}
+            return [plain(v, depth + 1) for v in item]
+        if isinstance(item, datetime.date | datetime.time):
+            return item.isoformat()
+        if isinstance(item, bytes):
+            return base64.b64encode(item).decode()
+        return item
+
+    return plain(value, 0)
+
+
+def too_deep(document: Any, max_depth: int = MAX_DEPTH) -> bool:
+    """Whether ``document`` nests lists and objects deeper than ``max_depth``."""
+    level = [document]
+    for _ in range(max_depth):
+        level = [
+            child
+            for item in level
+            for child in (item.values() if isinstance(item, dict) else item)
+            if isinstance(child, dict | list)
+        ]
+        if not level:
+            return False
+    return True
+
+
+def text_too_deep(text: str, document: Any) -> bool:
+    """Whether the document parsed from ``text`` nests deeper than :data:`MAX_DEPTH`.
+
+    Each level opens with a bracket, so a text with few brackets is cleared without
+    walking its document.
+    """
+    if text.count("{") + text.count("[") <= MAX_DEPTH:
+        return False
+    return too_deep(document)
+
+
+def _key(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    if key is None or isinstance(key, bool):
+        return orjson.dumps(key).decode()
+    if isinstance(key, datetime.date | datetime.time):
+        return key.isoformat()
+    return str(key)
+
+
+@final
+class DocumentCounts:
+    """What a document processor saw: parsed documents, invalid typed ones, unparsed lines."""
+
+    __slots__ = ("documents", "invalid", "typed", "unparsed")
+
+    def __init__(self) -> None:
+        self.documents = 0
+        self.typed = 0
+        self.invalid = 0
+        self.unparsed = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "documents": self.documents,
+            "typed": self.typed,
+            "invalid": self.invalid,
+            "unparsed": self.unparsed,
+        }
+
+
+@final
+class _Pieces:
+    """The pieces of one line cut at the maximum line length, held until its last piece."""
+
+    __slots__ = ("first_line", "parts", "size", "too_long")
+
+    def __init__(self, first_line: int) -> None:
+        self.first_line = first_line
+        self.parts: list[str] = []
+        self.size = 0
+        self.too_long = False
+
+
+@final
+class JsonLinesProcessor:
+    """Parse JSON lines into ``JSON`` or typed events.
+
+    Args:
+        sources: the sources whose lines are parsed (stdout by default).
+        typed: whether documents may name a typed event by their shape.
+        max_document: the longest document, in characters, joined from pieces of a cut
+            line; a longer one is counted as unparsed.
+        name: the processor's name in drop counts and reports.
+    """
+
+    def __init__(
+        self,
+        *,
+        sources: Collection[Source] = ("stdout",),
+        typed: bool = True,
+        max_document: int = DEFAULT_MAX_DOCUMENT,
+        name: str = "jsonl",
+    ) -> None:
+        self.name = name
+        self.sources = frozenset(sources)
+        self.typed = typed
+        self.max_document = max_document
+        self.counts = DocumentCounts()
+        self._pieces: dict[str, _Pieces] = {}
+
+    def parse_batch(self, batch: LineBatch) -> tuple[list[EventType], list[Payload]]:
+        """The events a batch gives, as their types and payloads, in line order (no I/O)."""
+        types: list[EventType] = []
+        payloads: list[Payload] = []
+        if batch.source not in self.sources:
+            return types, payloads
+        counts = self.counts
+        loads = orjson.loads
+        decode_error = orjson.JSONDecodeError
+        source = batch.source
+        typed = self.typed
+        add_type = types.append
+        add_payload = payloads.append
+        json_type = EventType.JSON
+        pieces = self._pieces
+        unparsed = 0
+        number = batch.first_line - 1
+        for line in batch.lines:
+            number += 1
+            text = line.text
+            first = text[:1]
+            if first != "{" and first != "[":
+                if line.partial or pieces:
+                    joined = self._join(source, number, text, line.partial)
+                    if joined is None:
+                        continue
+                    at, text = joined
+                    if not self._is_document(text):
+                        unparsed += 1
+                        continue
+                elif not first or not self._is_document(text):
+                    unparsed += first != ""
+                    continue
+                else:
+                    at = number
+            elif line.partial or pieces:
+                joined = self._join(source, number, text, line.partial)
+                if joined is None:
+                    continue
+                at, text = joined
+            else:
+                at = number
+            try:
+                document = loads(text)
+            except decode_error:
+                unparsed += 1
+                continue
+            if len(text) > 2 * MAX_DEPTH and text_too_deep(text, document):
+                unparsed += 1
+                continue
+            if typed and document.__class__ is dict and "type" in document:
+                try:
+                    found = typed_payload(document)
+                except EventValidationError:
+                    counts.invalid += 1
+                    found = None
+                if found is not None:
+                    counts.typed += 1
+                    add_type(found[0])
+                    add_payload(found[1])
+                    continue
+            add_type(json_type)
+            add_payload(Json(document, "json", source, at))
+        counts.documents += len(payloads)
+        counts.unparsed += unparsed
+        return types, payloads
+
+    @staticmethod
+    def _is_document(text: str) -> bool:
+        """Whether ``text``, after leading blanks, opens an object or an array."""
+        first = text.lstrip()[:1]
+        return first == "{" or first == "["
+
+    def _join(self, source: str, line_no: int, text: str, partial: bool) -> tuple[int, str] | None:
+        """Collect the pieces of a cut line; the whole line once its last piece arrives."""
+        held = self._pieces.get(source)
+        if held is None:
+            held = self._pieces[source] = _Pieces(line_no)
+        if not held.too_long:
+            held.size += len(text)
+            if held.size > self.max_document:
+                held.too_long = True
+                held.parts.clear()
+            else:
+                held.parts.append(text)
+        if partial:
+            return None
+        del self._pieces[source]
+        if held.too_long:
+            self.counts.unparsed += 1
+            return None
+        return held.first_line, "".join(held.parts)
+
+    async def process(self, batch: LineBatch, publish: Publisher) -> None:
+        """Publish the events of one batch, stamped with the time it was read."""
+        types, payloads = self.parse_batch(batch)
+        if payloads:
+            publish.publish_payloads(types, payloads, ts=batch.ts)
+
+    async def on_complete(self, completion: Completion, publish: Publisher) -> None:
+        """Nothing is held back at the end but pieces of an unfinished line, counted."""
+        if self._pieces:
+            self.counts.unparsed += len(self._pieces)
+            self._pieces.clear()
+
+    async def on_error(self, error: BaseException, publish: Publisher) -> None:
+        """Forget what was held: the session reports the failure, and no batch follows."""
+        self._pieces.clear()
+
+    def session_details(self) -> dict[str, Any]:
+        """The counts, under ``jsonl`` (or the processor's name)."""
+        return {self.name: self.counts.as_dict()}

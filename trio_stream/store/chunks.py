@@ -1,0 +1,133 @@
+"""Events packed in chunks: how the SQLite store keeps them.
+
+A database row per line costs a few microseconds of SQLite's time per line, more than
+running and capturing the command costs; a row per chunk of up to
+:data:`MAX_CHUNK_EVENTS` consecutive events costs almost nothing per line. A chunk is
+one JSON array (orjson) with one compact array per event:
+
+* a line: ``[offset, id, ts, source, text, eol, line, partial, raw]`` (``raw`` in base64
+  or null);
+* any other event: ``[offset, id, ts, type, data]``.
+
+Chunks are small enough (at most :data:`MAX_CHUNK_EVENTS` events, about
+:data:`MAX_CHUNK_BYTES` of text) that decoding the one holding a given offset takes well
+under a millisecond.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator, Sequence
+from typing import Any, Final
+
+import orjson
+
+from ..events import Event, EventType, EventValidationError, Output, converter, structure_data
+
+MAX_CHUNK_EVENTS: Final = 1000
+MAX_CHUNK_BYTES: Final = 1 << 20
+
+_TYPES: Final = {t.value: t for t in EventType}
+_OUTPUT: Final = EventType.OUTPUT
+
+
+def split(events: Sequence[Event]) -> Iterator[Sequence[Event]]:
+    """Cut ``events`` into runs of at most MAX_CHUNK_EVENTS events and about
+    MAX_CHUNK_BYTES of line text (a single longer event is a chunk of its own)."""
+    start = 0
+    size = 0
+    for index, event in enumerate(events):
+        data = event.data
+        size += len(data.text) if type(data) is Output else 256
+        if index + 1 - start >= MAX_CHUNK_EVENTS or size >= MAX_CHUNK_BYTES:
+            yield events[start : index + 1]
+            start = index + 1
+            size = 0
+    if start < len(events):
+        yield events[start:]
+
+
+def encode(events: Sequence[Event]) -> bytes:
+    """One chunk's bytes for ``events``."""
+    items: list[tuple[Any, ...]] = []
+    append = items.append
+    for event in events:
+        data = event.data
+        if type(data) is Output:
+            raw = None if data.raw is None else base64.b64encode(data.raw).decode()
+            append(
+                (
+                    event.offset,
+                    event.id,
+                    event.ts,
+                    data.source,
+                    data.text,
+                    data.eol,
+                    data.line,
+                    data.partial,
+                    raw,
+                )
+            )
+        else:
+            append(
+                (event.offset, event.id, event.ts, event.type.value, converter.unstructure(data))
+            )
+    return orjson.dumps(items, default=converter.unstructure)
+
+
+def decode(session_id: str, body: bytes, after: int = -1, limit: int | None = None) -> list[Event]:
+    """The events of a chunk with an offset greater than ``after``, at most ``limit``.
+
+    Raises:
+        EventValidationError: when a stored event no longer fits the model.
+    """
+    out: list[Event] = []
+    append = out.append
+    items = orjson.loads(body)
+    if limit is not None:
+        start = next((i for i, item in enumerate(items) if item[0] > after), len(items))
+        items = items[start : start + limit]
+    try:
+        for item in items:
+            if item[0] <= after:
+                continue
+            if len(item) == 9:
+                offset, event_id, ts, source, text, eol, line, partial, raw = item
+                data: Any = Output(
+                    source, text, eol, line, partial, None if raw is None else base64.b64decode(raw)
+                )
+                append(Event(_OUTPUT, data, session_id, offset, event_id, ts))
+            else:
+                offset, event_id, ts, type_name, payload = item
+                etype = _TYPES.get(type_name)
+                if etype is None:
+                    raise EventValidationError([f"type: unknown event type {type_name!r}"])
+                data = structure_data(etype, payload)
+                append(Event(etype, data, session_id, offset, event_id, ts))
+    except EventValidationError:
+        raise
+    except (TypeError, ValueError, IndexError) as exc:
+        raise EventValidationError([f"stored event: {exc}"]) from None
+    return out
+
+
+def offsets(body: bytes) -> list[int]:
+    """The offsets of a chunk's events, without building them."""
+    return [item[0] for item in orjson.loads(body)]
+
+
+def trim(body: bytes, drop: int) -> tuple[bytes, int, int, float, float]:
+    """A chunk without its first ``drop`` events.
+
+    Returns:
+        The new body, its first offset, its event count and its lowest and highest
+        timestamps.
+
+    Raises:
+        ValueError: when nothing would be left.
+    """
+    items = orjson.loads(body)[drop:]
+    if not items:
+        raise ValueError("trim() would leave an empty chunk")
+    stamps = [item[2] for item in items]
+    return orjson.dumps(items), items[0][0], len(items), min(stamps), max(stamps)

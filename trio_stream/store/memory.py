@@ -1,0 +1,196 @@
+"""The memory store: a bounded ring of events per session, for embedding and tests."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, Final, final
+
+import attrs
+
+from ..events import Event
+from . import query as q
+from .base import (
+    AmbiguousSessionError,
+    HistoryQuery,
+    SessionExistsError,
+    SessionInfo,
+    SessionStatus,
+    StoreError,
+    UnknownSessionError,
+)
+from .sessions import apply_changes, new_session
+
+DEFAULT_MAX_HISTORY: Final = 10_000
+
+
+@attrs.define
+class _Held:
+    info: SessionInfo
+    events: deque[Event]
+
+
+@final
+class MemoryStore:
+    """Sessions and their newest events, in this process only.
+
+    Each session keeps its last ``max_history`` events; older ones fall off the ring (the
+    session's ``last_offset`` still counts them, so offsets never repeat).
+
+    Args:
+        max_history: events kept per session (at least 1).
+
+    Raises:
+        ValueError: for a ``max_history`` below 1.
+    """
+
+    def __init__(self, *, max_history: int = DEFAULT_MAX_HISTORY) -> None:
+        if max_history < 1:
+            raise ValueError(f"max_history must be at least 1, not {max_history}")
+        self.max_history = max_history
+        self._sessions: dict[str, _Held] = {}
+        self._epoch = uuid.uuid4().hex
+        self._closed = False
+
+    @property
+    def epoch(self) -> str:
+        return self._epoch
+
+    def _held(self, session_id: str) -> _Held:
+        if self._closed:
+            raise StoreError("the memory store is closed")
+        try:
+            return self._sessions[session_id]
+        except KeyError:
+            raise UnknownSessionError(session_id) from None
+
+    def _snapshot(self, held: _Held) -> SessionInfo:
+        return attrs.evolve(
+            held.info,
+            events=len(held.events),
+            command=list(held.info.command),
+            metadata=dict(held.info.metadata),
+            tags=list(held.info.tags),
+        )
+
+    async def create_session(self, info: SessionInfo) -> SessionInfo:
+        if self._closed:
+            raise StoreError("the memory store is closed")
+        info = new_session(info)
+        if info.id in self._sessions:
+            raise SessionExistsError(info.id)
+        self._sessions[info.id] = _Held(info, deque(maxlen=self.max_history))
+        return self._snapshot(self._sessions[info.id])
+
+    async def get_session(self, session_id: str) -> SessionInfo:
+        return self._snapshot(self._held(session_id))
+
+    async def resolve(self, ref: str) -> SessionInfo:
+        if self._closed:
+            raise StoreError("the memory store is closed")
+        if ref == "latest":
+            if not self._sessions:
+                raise UnknownSessionError(ref)
+            newest = max(self._sessions.values(), key=lambda h: (h.info.created, h.info.id))
+            return self._snapshot(newest)
+        if ref in self._sessions:
+            return self._snapshot(self._sessions[ref])
+        matches = sorted(sid for sid in self._sessions if sid.startswith(ref))
+        if not matches or not ref:
+            raise UnknownSessionError(ref)
+        if len(matches) > 1:
+            raise AmbiguousSessionError(ref, matches)
+        return self._snapshot(self._sessions[matches[0]])
+
+    async def list_sessions(
+        self, *, status: SessionStatus | None = None, limit: int | None = None
+    ) -> list[SessionInfo]:
+        if self._closed:
+            raise StoreError("the memory store is closed")
+        held = sorted(
+            self._sessions.values(), key=lambda h: (h.info.created, h.info.id), reverse=True
+        )
+        if status is not None:
+            held = [h for h in held if h.info.status == status]
+        if limit is not None:
+            held = held[: max(0, limit)]
+        return [self._snapshot(h) for h in held]
+
+    async def update_session(self, session_id: str, **changes: Any) -> SessionInfo:
+        held = self._held(session_id)
+        held.info = apply_changes(held.info, changes)
+        return self._snapshot(held)
+
+    async def destroy_session(self, session_id: str) -> None:
+        self._held(session_id)
+        del self._sessions[session_id]
+
+    async def append(self, session_id: str, events: Sequence[Event]) -> None:
+        held = self._held(session_id)
+        if not events:
+            return
+        last = held.info.last_offset
+        for event in events:
+            if event.session != session_id:
+                raise StoreError(
+                    f"event {event.id} belongs to session {event.session!r}, not {session_id!r}"
+                )
+            if event.offset <= last:
+                raise StoreError(
+                    f"session {session_id}: offset {event.offset} does not follow {last}"
+                )
+            last = event.offset
+        held.events.extend(events)
+        held.info.last_offset = last
+        held.info.last_activity = max(held.info.last_activity, events[-1].ts, time.time())
+
+    async def read(self, session_id: str, query: HistoryQuery = HistoryQuery()) -> list[Event]:
+        return q.select(self._held(session_id).events, query)
+
+    async def count(self, session_id: str, query: HistoryQuery = HistoryQuery()) -> int:
+        return q.count(self._held(session_id).events, query)
+
+    async def last_offset(self, session_id: str) -> int:
+        return self._held(session_id).info.last_offset
+
+    async def clear(self, session_id: str) -> None:
+        self._held(session_id).events.clear()
+
+    async def compact(self, session_id: str, keep_last: int) -> int:
+        if keep_last < 0:
+            raise ValueError(f"keep_last must be 0 or more, not {keep_last}")
+        events = self._held(session_id).events
+        removed = max(0, len(events) - keep_last)
+        for _ in range(removed):
+            events.popleft()
+        return removed
+
+    async def prune(
+        self,
+        *,
+        older_than: float | None = None,
+        max_events: int | None = None,
+        dry_run: bool = False,
+    ) -> list[str]:
+        if self._closed:
+            raise StoreError("the memory store is closed")
+        doomed = sorted(
+            sid
+            for sid, held in self._sessions.items()
+            if older_than is not None
+            and held.info.status != SessionStatus.RUNNING
+            and held.info.last_activity < older_than
+        )
+        if not dry_run:
+            for sid in doomed:
+                del self._sessions[sid]
+            if max_events is not None:
+                for sid in list(self._sessions):
+                    await self.compact(sid, max_events)
+        return doomed
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self._sessions.clear()

@@ -1,0 +1,129 @@
+"""Query evaluation shared by the back-ends that filter events in Python.
+
+A back-end that filters in its own engine (SQLite) must give the same answers; the
+definitions live here: :func:`search_text` is the text a ``search_text`` query looks in,
+and :func:`select` applies a whole :class:`HistoryQuery` to events in offset order.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections.abc import AsyncIterator, Callable, Sequence
+
+import attrs
+import orjson
+
+from ..events import Event, EventType, Output, converter
+from .base import HistoryQuery, Store
+
+
+def check_query(query: HistoryQuery) -> HistoryQuery:
+    """Return ``query`` if its numbers make sense.
+
+    Raises:
+        ValueError: naming the field, for a negative ``limit``, ``skip`` or ``last``.
+    """
+    for name in ("limit", "skip", "last"):
+        value = getattr(query, name)
+        if value is not None and value < 0:
+            raise ValueError(f"{name} must be 0 or more, not {value}")
+    return query
+
+
+def search_text(event: Event) -> str:
+    """The text a search looks in: a line's text, else the event's data as JSON."""
+    data = event.data
+    if type(data) is Output:
+        return data.text
+    return orjson.dumps(converter.unstructure(data)).decode()
+
+
+def fold(text: str) -> str:
+    """The case-insensitive form both sides of a search are compared in."""
+    return text.casefold()
+
+
+def matcher(query: HistoryQuery) -> Callable[[Event], bool] | None:
+    """A predicate for the filters of ``query`` (all but the paging), None if none apply."""
+    checks: list[Callable[[Event], bool]] = []
+    if query.types is not None:
+        types = query.types
+        checks.append(lambda e: e.type in types)
+    if query.sources is not None:
+        sources = query.sources
+        checks.append(
+            lambda e: e.type is not EventType.OUTPUT or e.data.source in sources  # type: ignore[union-attr]
+        )
+    if query.start_time is not None:
+        start = query.start_time
+        checks.append(lambda e: e.ts >= start)
+    if query.end_time is not None:
+        end = query.end_time
+        checks.append(lambda e: e.ts <= end)
+    if query.search_text is not None:
+        needle = fold(query.search_text)
+        checks.append(lambda e: needle in fold(search_text(e)))
+    if not checks:
+        return None
+    if len(checks) == 1:
+        return checks[0]
+    return lambda e: all(check(e) for check in checks)
+
+
+def select(events: Sequence[Event], query: HistoryQuery) -> list[Event]:
+    """Apply ``query`` to ``events`` (in increasing offset order).
+
+    The order of operations is: events after ``query.after`` that pass every filter, then
+    the ``last`` N of those, then ``skip``, then ``limit``.
+    """
+    check_query(query)
+    start = bisect.bisect_right(events, query.after, key=lambda e: e.offset)
+    predicate = matcher(query)
+    if predicate is None and query.last is None:
+        # Stop as soon as enough are found, instead of filtering everything.
+        stop = len(events) if query.limit is None else start + query.skip + query.limit
+        return list(itertools.islice(events, start + query.skip, stop))
+    chosen = list(itertools.islice(events, start, None))
+    if predicate is not None:
+        chosen = [e for e in chosen if predicate(e)]
+    if query.last is not None:
+        chosen = chosen[len(chosen) - query.last :] if query.last else []
+    chosen = chosen[query.skip :]
+    if query.limit is not None:
+        chosen = chosen[: query.limit]
+    return chosen
+
+
+def count(events: Sequence[Event], query: HistoryQuery) -> int:
+    """How many events :func:`select` would return."""
+    return len(select(events, query))
+
+
+async def read_batches(
+    store: Store, session_id: str, query: HistoryQuery = HistoryQuery(), *, batch: int = 10_000
+) -> AsyncIterator[list[Event]]:
+    """The events :meth:`Store.read` would return, as lists of at most ``batch`` events,
+    so that a long session is never in memory whole.
+
+    Each list is one read continuing after the last offset of the previous one, so events
+    recorded meanwhile are included. ``last``, ``skip`` and ``limit`` are applied by one
+    plain read instead (they need the whole selection).
+
+    Raises:
+        UnknownSessionError: for an unknown session.
+        ValueError: for a ``batch`` below 1.
+    """
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, not {batch}")
+    if query.last is not None or query.skip or query.limit is not None:
+        yield await store.read(session_id, query)
+        return
+    after = query.after
+    while True:
+        events = await store.read(session_id, attrs.evolve(query, after=after, limit=batch))
+        if events:
+            yield events
+            after = events[-1].offset
+        if len(events) < batch:
+            return

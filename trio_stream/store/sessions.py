@@ -1,0 +1,101 @@
+"""Session bookkeeping shared by the back-ends: new sessions, updates, liveness."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from ..events import SessionEnded
+from .base import SessionInfo, SessionStatus, check_session_id
+
+_FIELDS = frozenset(field.name for field in attrs.fields(SessionInfo)) - {"id"}
+
+
+def new_session(info: SessionInfo) -> SessionInfo:
+    """A copy of ``info`` ready to be stored: id checked, times, pid and host filled in.
+
+    An unset ``created`` becomes now; an unset ``pid``/``host`` become this process and
+    this machine (the recording process, which is what tells a live session from an
+    interrupted one).
+
+    Raises:
+        InvalidSessionIdError: for an id that is not URL-safe.
+    """
+    check_session_id(info.id)
+    created = info.created or time.time()
+    return attrs.evolve(
+        info,
+        status=SessionStatus(info.status),
+        created=created,
+        last_activity=max(info.last_activity, created),
+        pid=os.getpid() if info.pid is None else info.pid,
+        host=info.host or socket.gethostname(),
+        command=list(info.command),
+        metadata=dict(info.metadata),
+        tags=list(info.tags),
+    )
+
+
+def apply_changes(info: SessionInfo, changes: Mapping[str, Any]) -> SessionInfo:
+    """``info`` with ``changes`` applied.
+
+    Raises:
+        ValueError: naming an unknown field, or a status that does not exist.
+    """
+    unknown = sorted(set(changes) - _FIELDS)
+    if unknown:
+        raise ValueError(f"cannot update session field(s): {', '.join(unknown)}")
+    if "status" in changes:
+        try:
+            changes = {**changes, "status": SessionStatus(changes["status"])}
+        except ValueError:
+            raise ValueError(f"unknown session status {changes['status']!r}") from None
+    return attrs.evolve(info, **changes)
+
+
+def process_start_time(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (Linux), or None.
+
+    Used with the pid to tell the recording process from a later one that reused its pid.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        return int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def process_alive(pid: int, start_time: int | None = None) -> bool:
+    """Whether ``pid`` is a live process (and the same one, when ``start_time`` is known)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, owned by someone else
+    if start_time is not None:
+        current = process_start_time(pid)
+        if current is not None and current != start_time:
+            return False
+    return True
+
+
+def status_for_end(ended: SessionEnded) -> SessionStatus:
+    """The status a session ends in, from its ``session_ended`` event."""
+    if ended.interrupted:
+        return SessionStatus.INTERRUPTED
+    if ended.timed_out:
+        return SessionStatus.TIMED_OUT
+    if ended.signal is not None:
+        return SessionStatus.KILLED
+    if ended.exit_status == 0:
+        return SessionStatus.COMPLETED
+    return SessionStatus.FAILED

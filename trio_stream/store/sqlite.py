@@ -1,0 +1,697 @@
+"""The embedded SQLite store: one database file, WAL mode, batched writes.
+
+Layout and rules:
+
+* One write connection, used by one write at a time (a :class:`trio.Lock`), each write one
+  transaction (``BEGIN IMMEDIATE``) run behind :func:`trio.to_thread.run_sync`. A batch of
+  events becomes a few rows of up to 1000 events each (:mod:`.chunks`) and one commit, so a
+  session costs one transaction per recorder flush and one row per thousand lines.
+* Reads use their own connections (a small pool), so they run while a write is in
+  progress: WAL lets readers see the last committed state without waiting.
+* Connections are created with ``check_same_thread=False`` because trio's worker threads
+  differ from call to call; the lock and the pool guarantee that a connection is only
+  ever used by one thread at a time.
+* ``synchronous=NORMAL`` in WAL mode: a committed batch survives the death of the process
+  (``kill -9``); only a power loss may lose the last commits.
+* The schema is versioned (``PRAGMA user_version``) and migrated forward on open; a file
+  written by a newer tstream, or a database that is not a tstream store, is refused with
+  :class:`StoreError`, never rewritten.
+* Sessions still ``running`` whose recording process (pid and host) is gone are marked
+  ``interrupted`` when the store is opened (:meth:`SQLiteStore.recover_interrupted`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Final, TypeVar, final
+
+import orjson
+import trio
+
+from ..events import Event, EventValidationError, converter
+from . import chunks
+from . import query as q
+from .base import (
+    AmbiguousSessionError,
+    HistoryQuery,
+    SessionExistsError,
+    SessionInfo,
+    SessionStatus,
+    StoreError,
+    UnknownSessionError,
+)
+from .sessions import apply_changes, new_session, process_alive, process_start_time
+
+SCHEMA_VERSION: Final = 1
+APPLICATION_ID: Final = 0x74737472  # "tstr": marks a database as a tstream store
+DEFAULT_BUSY_TIMEOUT: Final = 5.0
+READ_CONNECTIONS: Final = 4
+
+_T = TypeVar("_T")
+
+# Each entry upgrades the schema from version N-1 to N; applied in order, in one transaction.
+MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    1: (
+        """CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID""",
+        """CREATE TABLE sessions (
+            sid INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            command TEXT NOT NULL,
+            cwd TEXT NOT NULL,
+            status TEXT NOT NULL,
+            created REAL NOT NULL,
+            last_activity REAL NOT NULL,
+            ended REAL,
+            exit_status INTEGER,
+            workflow_session_id TEXT,
+            metadata TEXT NOT NULL,
+            tags TEXT NOT NULL,
+            events INTEGER NOT NULL DEFAULT 0,
+            last_offset INTEGER NOT NULL DEFAULT -1,
+            pid INTEGER,
+            host TEXT NOT NULL,
+            pid_start INTEGER
+        )""",
+        """CREATE INDEX sessions_by_created ON sessions (created)""",
+        # A session's events, in chunks of consecutive offsets (see chunks.py). Reading
+        # "what follows offset N" is one index seek on (sid, last_offset), however long
+        # the session.
+        """CREATE TABLE chunks (
+            sid INTEGER NOT NULL,
+            first_offset INTEGER NOT NULL,
+            last_offset INTEGER NOT NULL,
+            events INTEGER NOT NULL,
+            min_ts REAL NOT NULL,
+            max_ts REAL NOT NULL,
+            body BLOB NOT NULL
+        )""",
+        """CREATE UNIQUE INDEX chunks_by_offset ON chunks (sid, last_offset)""",
+    ),
+}
+
+_SESSION_COLUMNS: Final = (
+    "id, command, cwd, status, created, last_activity, ended, exit_status, "
+    "workflow_session_id, metadata, tags, events, last_offset, pid, host"
+)
+_INSERT_CHUNK: Final = (
+    "INSERT INTO chunks (sid, first_offset, last_offset, events, min_ts, max_ts, body) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _row_session(row: tuple[Any, ...]) -> SessionInfo:
+    (sid, command, cwd, status, created, last_activity, ended, exit_status, workflow) = row[:9]
+    metadata, tags, events, last_offset, pid, host = row[9:]
+    return SessionInfo(
+        id=sid,
+        command=orjson.loads(command),
+        cwd=cwd,
+        status=SessionStatus(status),
+        created=created,
+        last_activity=last_activity,
+        ended=ended,
+        exit_status=exit_status,
+        workflow_session_id=workflow,
+        metadata=orjson.loads(metadata),
+        tags=orjson.loads(tags),
+        events=events,
+        last_offset=last_offset,
+        pid=pid,
+        host=host,
+    )
+
+
+def _dumps(name: str, value: Any) -> str:
+    try:
+        return orjson.dumps(value, default=converter.unstructure).decode()
+    except TypeError as exc:
+        raise ValueError(f"session {name} cannot be stored as JSON: {exc}") from None
+
+
+def _session_values(info: SessionInfo) -> tuple[Any, ...]:
+    return (
+        _dumps("command", list(info.command)),
+        info.cwd,
+        SessionStatus(info.status).value,
+        info.created,
+        info.last_activity,
+        info.ended,
+        info.exit_status,
+        info.workflow_session_id,
+        _dumps("metadata", info.metadata),
+        _dumps("tags", list(info.tags)),
+        info.last_offset,
+        info.pid,
+        info.host,
+    )
+
+
+@final
+class SQLiteStore:
+    """Sessions and events in one SQLite database file.
+
+    Open it with :meth:`open` (or :func:`trio_stream.store.open_store`), close it with
+    :meth:`aclose`.
+    """
+
+    def __init__(self, path: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self._epoch = ""
+        self._writer: sqlite3.Connection | None = None
+        self._write_lock = trio.Lock()
+        self._readers: list[sqlite3.Connection] = []
+        self._all_readers: list[sqlite3.Connection] = []
+        self._read_limiter = trio.CapacityLimiter(READ_CONNECTIONS)
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> SQLiteStore:
+        """Open (creating or migrating if needed) the store in ``path``.
+
+        Raises:
+            StoreError: when the file cannot be opened, is locked, corrupt, not a tstream
+                store, or written by a newer tstream.
+        """
+        store = cls(path, busy_timeout=busy_timeout)
+        try:
+            await trio.to_thread.run_sync(store._open_sync)
+            await store.recover_interrupted()
+        except BaseException:
+            await store.aclose()
+            raise
+        return store
+
+    @property
+    def epoch(self) -> str:
+        return self._epoch
+
+    # -- connections and errors ----------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = self._guard(
+            lambda: sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        )
+        try:
+            self._guard(lambda: self._setup(conn))
+        except StoreError:
+            conn.close()
+            raise
+        return conn
+
+    @staticmethod
+    def _setup(conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA synchronous = NORMAL")
+
+    def _guard(self, fn: Callable[[], _T]) -> _T:
+        """Run ``fn``, turning SQLite's errors into StoreError with a clear message."""
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            if "locked" in text or "busy" in text:
+                raise StoreError(
+                    f"store {self.path} is locked by another process "
+                    f"(waited {self.busy_timeout:g}s): {text}"
+                ) from None
+            if "unable to open" in text:
+                raise StoreError(f"cannot open store {self.path}: {text}") from None
+            raise StoreError(f"store {self.path}: {text}") from None
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"store {self.path} is corrupt or not a tstream database: {exc}"
+            ) from None
+        except (EventValidationError, orjson.JSONDecodeError) as exc:
+            raise StoreError(
+                f"store {self.path} holds an event this tstream cannot read: {exc}"
+            ) from None
+
+    def _open_sync(self) -> None:
+        directory = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(directory):
+            raise StoreError(f"cannot open store {self.path}: directory {directory} does not exist")
+        self._writer = conn = self._connect()
+        self._guard(lambda: self._migrate(conn))
+        row = self._guard(
+            lambda: conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
+        )
+        self._epoch = row[0]
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        version = self._check_version(conn)
+        if version == SCHEMA_VERSION:
+            return
+        if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
+            raise StoreError(f"store {self.path}: cannot switch the database to WAL mode")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have migrated while this one waited for the lock.
+            version = self._check_version(conn)
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[target]:
+                    conn.execute(statement)
+            if version == 0:
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('epoch', ?)", (uuid.uuid4().hex,)
+                )
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            # SQLite may have rolled back already (a full disk); the first error is the news.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _check_version(self, conn: sqlite3.Connection) -> int:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        if app_id == 0:
+            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            if tables:
+                raise StoreError(f"store {self.path} is an SQLite database but not a tstream store")
+        elif app_id != APPLICATION_ID:
+            raise StoreError(f"store {self.path} is an SQLite database but not a tstream store")
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"store {self.path} has schema version {version}, newer than this tstream "
+                f"understands ({SCHEMA_VERSION}); upgrade tstream to use it"
+            )
+        return int(version)
+
+    def _check_open(self) -> None:
+        if self._closed or self._writer is None:
+            raise StoreError(f"store {self.path} is closed")
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``fn(conn)`` in one write transaction, in a worker thread."""
+        self._check_open()
+        conn = self._writer
+        assert conn is not None
+
+        def transaction() -> _T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        async with self._write_lock:
+            return await trio.to_thread.run_sync(self._guard, transaction)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``fn(conn)`` on a read connection, in a worker thread."""
+        self._check_open()
+        async with self._read_limiter:
+            conn = self._readers.pop() if self._readers else None
+
+            def run() -> _T:
+                nonlocal conn
+                if conn is None:
+                    conn = self._connect()
+                    self._all_readers.append(conn)
+                return self._guard(lambda: fn(conn))  # type: ignore[arg-type]
+
+            try:
+                return await trio.to_thread.run_sync(run)
+            finally:
+                if conn is not None:
+                    self._readers.append(conn)
+
+    @staticmethod
+    def _sid(conn: sqlite3.Connection, session_id: str) -> int:
+        row = conn.execute("SELECT sid FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        if row is None:
+            raise UnknownSessionError(session_id)
+        return int(row[0])
+
+    @staticmethod
+    def _session(conn: sqlite3.Connection, session_id: str) -> SessionInfo:
+        row = conn.execute(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)
+        ).fetchone()
+        if row is None:
+            raise UnknownSessionError(session_id)
+        return _row_session(row)
+
+    # -- sessions --------------------------------------------------------------------
+
+    async def create_session(self, info: SessionInfo) -> SessionInfo:
+        info = new_session(info)
+        values = _session_values(info)
+        pid_start = (
+            process_start_time(info.pid)
+            if info.pid is not None and info.host == socket.gethostname()
+            else None
+        )
+
+        def create(conn: sqlite3.Connection) -> SessionInfo:
+            try:
+                conn.execute(
+                    "INSERT INTO sessions (id, command, cwd, status, created, last_activity, "
+                    "ended, exit_status, workflow_session_id, metadata, tags, last_offset, "
+                    "pid, host, pid_start) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (info.id, *values, pid_start),
+                )
+            except sqlite3.IntegrityError:
+                raise SessionExistsError(info.id) from None
+            return self._session(conn, info.id)
+
+        return await self._write(create)
+
+    async def get_session(self, session_id: str) -> SessionInfo:
+        return await self._read(lambda conn: self._session(conn, session_id))
+
+    async def resolve(self, ref: str) -> SessionInfo:
+        def resolve(conn: sqlite3.Connection) -> SessionInfo:
+            if ref == "latest":
+                row = conn.execute(
+                    f"SELECT {_SESSION_COLUMNS} FROM sessions "
+                    "ORDER BY created DESC, id DESC LIMIT 1"
+                ).fetchone()
+                if row is None:
+                    raise UnknownSessionError(ref)
+                return _row_session(row)
+            row = conn.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (ref,)
+            ).fetchone()
+            if row is not None:
+                return _row_session(row)
+            if not ref:
+                raise UnknownSessionError(ref)
+            rows = conn.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE substr(id, 1, ?) = ? "
+                "ORDER BY id LIMIT 6",
+                (len(ref), ref),
+            ).fetchall()
+            if not rows:
+                raise UnknownSessionError(ref)
+            if len(rows) > 1:
+                raise AmbiguousSessionError(ref, [r[0] for r in rows])
+            return _row_session(rows[0])
+
+        return await self._read(resolve)
+
+    async def list_sessions(
+        self, *, status: SessionStatus | None = None, limit: int | None = None
+    ) -> list[SessionInfo]:
+        sql = f"SELECT {_SESSION_COLUMNS} FROM sessions"
+        params: list[Any] = []
+        if status is not None:
+            sql += " WHERE status = ?"
+            params.append(SessionStatus(status).value)
+        sql += " ORDER BY created DESC, id DESC LIMIT ?"
+        params.append(-1 if limit is None else max(0, limit))
+        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
+        return [_row_session(row) for row in rows]
+
+    async def update_session(self, session_id: str, **changes: Any) -> SessionInfo:
+        def update(conn: sqlite3.Connection) -> SessionInfo:
+            info = apply_changes(self._session(conn, session_id), changes)
+            values = _session_values(info)
+            conn.execute(
+                "UPDATE sessions SET command = ?, cwd = ?, status = ?, created = ?, "
+                "last_activity = ?, ended = ?, exit_status = ?, workflow_session_id = ?, "
+                "metadata = ?, tags = ?, last_offset = ?, pid = ?, host = ? WHERE id = ?",
+                (*values, session_id),
+            )
+            return self._session(conn, session_id)
+
+        return await self._write(update)
+
+    async def destroy_session(self, session_id: str) -> None:
+        def destroy(conn: sqlite3.Connection) -> None:
+            sid = self._sid(conn, session_id)
+            conn.execute("DELETE FROM chunks WHERE sid = ?", (sid,))
+            conn.execute("DELETE FROM sessions WHERE sid = ?", (sid,))
+
+        await self._write(destroy)
+
+    async def recover_interrupted(self) -> list[str]:
+        """Mark ``interrupted`` the running sessions of this host whose recorder is gone.
+
+        Returns:
+            The ids marked.
+        """
+        host = socket.gethostname()
+        rows = await self._read(
+            lambda conn: conn.execute(
+                "SELECT id, pid, pid_start FROM sessions WHERE status = 'running' AND host = ?",
+                (host,),
+            ).fetchall()
+        )
+        dead = [sid for sid, pid, start in rows if pid is None or not process_alive(pid, start)]
+        if not dead:
+            return []
+
+        def mark(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE sessions SET status = 'interrupted', ended = last_activity "
+                "WHERE id = ? AND status = 'running'",
+                [(sid,) for sid in dead],
+            )
+
+        await self._write(mark)
+        return dead
+
+    # -- events ----------------------------------------------------------------------
+
+    async def append(self, session_id: str, events: Sequence[Event]) -> None:
+        if not events:
+            self._check_open()
+            return
+        last = events[0].offset - 1
+        for event in events:
+            if event.session != session_id:
+                raise StoreError(
+                    f"event {event.id} belongs to session {event.session!r}, not {session_id!r}"
+                )
+            if event.offset <= last:
+                raise StoreError(
+                    f"session {session_id}: offset {event.offset} does not follow {last}"
+                )
+            last = event.offset
+        newest = max(events[-1].ts, time.time())
+
+        def append(conn: sqlite3.Connection) -> None:
+            row = conn.execute(
+                "SELECT sid, last_offset FROM sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+            if row is None:
+                raise UnknownSessionError(session_id)
+            sid, stored = row
+            if events[0].offset <= stored:
+                raise StoreError(
+                    f"session {session_id}: offset {events[0].offset} does not follow {stored}"
+                )
+            rows = []
+            for piece in chunks.split(events):
+                stamps = [e.ts for e in piece]
+                rows.append(
+                    (
+                        sid,
+                        piece[0].offset,
+                        piece[-1].offset,
+                        len(piece),
+                        min(stamps),
+                        max(stamps),
+                        chunks.encode(piece),
+                    )
+                )
+            conn.executemany(_INSERT_CHUNK, rows)
+            conn.execute(
+                "UPDATE sessions SET events = events + ?, last_offset = ?, "
+                "last_activity = max(last_activity, ?) WHERE sid = ?",
+                (len(events), last, newest, sid),
+            )
+
+        await self._write(append)
+
+    @staticmethod
+    def _scan(
+        conn: sqlite3.Connection,
+        session_id: str,
+        query: HistoryQuery,
+        *,
+        newest_first: bool = False,
+        wanted: int | None = None,
+    ) -> Iterator[list[Event]]:
+        """The events after ``query.after`` that pass its filters, chunk by chunk.
+
+        Without filters, at most ``wanted`` events of a chunk are built (the rest would be
+        thrown away).
+        """
+        sid = SQLiteStore._sid(conn, session_id)
+        sql = "SELECT body FROM chunks WHERE sid = ? AND last_offset > ?"
+        params: list[Any] = [sid, query.after]
+        # Chunks entirely outside the time range are skipped without decoding them.
+        if query.start_time is not None:
+            sql += " AND max_ts >= ?"
+            params.append(query.start_time)
+        if query.end_time is not None:
+            sql += " AND min_ts <= ?"
+            params.append(query.end_time)
+        sql += " ORDER BY last_offset DESC" if newest_first else " ORDER BY last_offset"
+        predicate = q.matcher(query)
+        for (body,) in conn.execute(sql, params):
+            limit = wanted if predicate is None and not newest_first else None
+            events = chunks.decode(session_id, body, query.after, limit)
+            if newest_first:
+                events.reverse()
+            yield events if predicate is None else [e for e in events if predicate(e)]
+
+    @staticmethod
+    def _read_sync(conn: sqlite3.Connection, session_id: str, query: HistoryQuery) -> list[Event]:
+        if query.last is None:
+            wanted = None if query.limit is None else query.skip + query.limit
+            found: list[Event] = []
+            if wanted != 0:
+                for events in SQLiteStore._scan(conn, session_id, query, wanted=wanted):
+                    found.extend(events)
+                    if wanted is not None and len(found) >= wanted:
+                        break
+        else:
+            found = []
+            if query.last > 0:
+                for events in SQLiteStore._scan(conn, session_id, query, newest_first=True):
+                    found.extend(events)
+                    if len(found) >= query.last:
+                        break
+            found = found[: query.last]
+            found.reverse()
+        found = found[query.skip :]
+        return found if query.limit is None else found[: query.limit]
+
+    async def read(self, session_id: str, query: HistoryQuery = HistoryQuery()) -> list[Event]:
+        q.check_query(query)
+        return await self._read(lambda conn: self._read_sync(conn, session_id, query))
+
+    async def count(self, session_id: str, query: HistoryQuery = HistoryQuery()) -> int:
+        q.check_query(query)
+
+        def count(conn: sqlite3.Connection) -> int:
+            if query == HistoryQuery():
+                row = conn.execute(
+                    "SELECT events FROM sessions WHERE id = ?", (session_id,)
+                ).fetchone()
+                if row is None:
+                    raise UnknownSessionError(session_id)
+                return int(row[0])
+            return len(self._read_sync(conn, session_id, query))
+
+        return await self._read(count)
+
+    async def last_offset(self, session_id: str) -> int:
+        return (await self.get_session(session_id)).last_offset
+
+    async def clear(self, session_id: str) -> None:
+        def clear(conn: sqlite3.Connection) -> None:
+            sid = self._sid(conn, session_id)
+            conn.execute("DELETE FROM chunks WHERE sid = ?", (sid,))
+            conn.execute("UPDATE sessions SET events = 0 WHERE sid = ?", (sid,))
+
+        await self._write(clear)
+
+    @staticmethod
+    def _compact(conn: sqlite3.Connection, sid: int, keep_last: int) -> int:
+        total = conn.execute("SELECT events FROM sessions WHERE sid = ?", (sid,)).fetchone()[0]
+        excess = total - keep_last
+        if excess <= 0:
+            return 0
+        doomed: list[tuple[int]] = []
+        removed = 0
+        boundary: tuple[int, int] | None = None
+        for rowid, count in conn.execute(
+            "SELECT rowid, events FROM chunks WHERE sid = ? ORDER BY last_offset", (sid,)
+        ).fetchall():
+            if removed + count <= excess:
+                doomed.append((rowid,))
+                removed += count
+                if removed == excess:
+                    break
+            else:
+                boundary = (rowid, excess - removed)
+                break
+        conn.executemany("DELETE FROM chunks WHERE rowid = ?", doomed)
+        if boundary is not None:
+            rowid, drop = boundary
+            (body,) = conn.execute("SELECT body FROM chunks WHERE rowid = ?", (rowid,)).fetchone()
+            body, first, count, min_ts, max_ts = chunks.trim(body, drop)
+            conn.execute(
+                "UPDATE chunks SET body = ?, first_offset = ?, events = ?, min_ts = ?, "
+                "max_ts = ? WHERE rowid = ?",
+                (body, first, count, min_ts, max_ts, rowid),
+            )
+            removed += drop
+        conn.execute("UPDATE sessions SET events = events - ? WHERE sid = ?", (removed, sid))
+        return removed
+
+    async def compact(self, session_id: str, keep_last: int) -> int:
+        if keep_last < 0:
+            raise ValueError(f"keep_last must be 0 or more, not {keep_last}")
+        return await self._write(
+            lambda conn: self._compact(conn, self._sid(conn, session_id), keep_last)
+        )
+
+    async def prune(
+        self,
+        *,
+        older_than: float | None = None,
+        max_events: int | None = None,
+        dry_run: bool = False,
+    ) -> list[str]:
+        if max_events is not None and max_events < 0:
+            raise ValueError(f"max_events must be 0 or more, not {max_events}")
+
+        def doomed(conn: sqlite3.Connection) -> list[tuple[int, str]]:
+            if older_than is None:
+                return []
+            return conn.execute(
+                "SELECT sid, id FROM sessions WHERE status != 'running' AND last_activity < ? "
+                "ORDER BY id",
+                (older_than,),
+            ).fetchall()
+
+        if dry_run:
+            return [sid for _, sid in await self._read(doomed)]
+
+        def prune(conn: sqlite3.Connection) -> list[str]:
+            rows = doomed(conn)
+            conn.executemany("DELETE FROM chunks WHERE sid = ?", [(sid,) for sid, _ in rows])
+            conn.executemany("DELETE FROM sessions WHERE sid = ?", [(sid,) for sid, _ in rows])
+            if max_events is not None:
+                over = conn.execute(
+                    "SELECT sid FROM sessions WHERE events > ?", (max_events,)
+                ).fetchall()
+                for (sid,) in over:
+                    self._compact(conn, sid, max_events)
+            return [name for _, name in rows]
+
+        return await self._write(prune)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        async with self._write_lock:
+            for conn in [*self._all_readers, *([self._writer] if self._writer else [])]:
+                conn.close()
+        self._readers.clear()
+        self._all_readers.clear()
+        self._writer = None
