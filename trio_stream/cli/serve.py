@@ -35,6 +35,9 @@ def _config(options: dict[str, Any]) -> HubConfig:
         "max_clients_per_stream": options["max_clients_per_stream"],
         "max_connections": options["max_connections"],
         "history": options["history"],
+        "retention": options["retention"],
+        "max_events": options["max_events"],
+        "prune_every": options["prune_every"],
     }
     if options["listen"]:
         overrides["listen"] = tuple(Listen.parse(text) for text in options["listen"])
@@ -99,6 +102,21 @@ def _config(options: dict[str, Any]) -> HubConfig:
 @click.option("--max-clients-per-stream", type=click.IntRange(1), help="Default 100.")
 @click.option("--max-connections", type=click.IntRange(1), help="Default 1000.")
 @click.option("--history", type=click.IntRange(1), help="Events kept in memory per stream.")
+@click.option(
+    "--retention",
+    type=Duration(),
+    help="Prune finished sessions idle for longer than this (default 7d).",
+)
+@click.option(
+    "--max-events",
+    type=click.IntRange(0),
+    help="Trim each session to its last N events (default 1000000; 0: no limit).",
+)
+@click.option(
+    "--prune-every",
+    type=Duration(),
+    help="Time between retention passes (default 1h; 0: never prune).",
+)
 @click.option("--no-compression", is_flag=True, help="Do not offer permessage-deflate.")
 @click.option("--quiet", "-q", is_flag=True, help="Log warnings and errors only.")
 def serve(**options: Any) -> None:

@@ -15,6 +15,7 @@ from typing import Any, Final, final
 import attrs
 
 from ..durations import parse_duration
+from ..store.retention import DEFAULT_MAX_EVENTS, DEFAULT_PRUNE_EVERY, DEFAULT_RETENTION
 
 DEFAULT_LISTEN: Final = "127.0.0.1:3001"
 SCOPES: Final = frozenset({"read", "publish"})
@@ -126,6 +127,9 @@ class HubConfig:
         compression_threshold: WebSocket messages and history responses smaller than this
             are sent uncompressed (bytes).
         compression: offer permessage-deflate to WebSocket clients that ask for it.
+        retention: finished sessions idle for longer than this are pruned (seconds).
+        max_events: sessions are trimmed to their last this many events (0: no limit).
+        prune_every: seconds between retention passes (0: never prune).
     """
 
     listen: tuple[Listen, ...] = (Listen(),)
@@ -151,6 +155,9 @@ class HubConfig:
     sse_retry: int = attrs.field(default=2000, validator=_non_negative)
     compression_threshold: int = attrs.field(default=1024, validator=_non_negative)
     compression: bool = True
+    retention: float = attrs.field(default=DEFAULT_RETENTION, validator=_non_negative)
+    max_events: int = attrs.field(default=DEFAULT_MAX_EVENTS, validator=_non_negative)
+    prune_every: float = attrs.field(default=DEFAULT_PRUNE_EVERY, validator=_non_negative)
 
     @property
     def auth_required(self) -> bool:
@@ -208,7 +215,15 @@ class HubConfig:
 
 
 _DURATIONS: Final = frozenset(
-    {"heartbeat", "idle_timeout", "write_timeout", "tick", "max_poll_timeout"}
+    {
+        "heartbeat",
+        "idle_timeout",
+        "write_timeout",
+        "tick",
+        "max_poll_timeout",
+        "retention",
+        "prune_every",
+    }
 )
 
 

@@ -34,6 +34,7 @@ from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
 from ..store.base import Store
+from ..store.retention import retention_task
 from . import patches
 from .app import create_app
 from .broker import Broker
@@ -223,6 +224,16 @@ async def _serve(
     hc = hypercorn_config(config)
     stop_server = trio.Event()
     async with trio.open_nursery() as nursery:
+        if config.prune_every > 0:
+            nursery.start_soon(
+                partial(
+                    retention_task,
+                    store,
+                    every=config.prune_every,
+                    older_than=config.retention,
+                    max_events=config.max_events or None,
+                )
+            )
         broker = Broker(store, config, nursery)
         hub = Hub(config, broker)
         app = create_app(hub)
