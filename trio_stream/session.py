@@ -64,6 +64,7 @@ from .processors.base import (
     ReportsSessionDetails,
     StreamProcessor,
 )
+from .processors.filters import Redactor
 from .publisher import Publisher
 from .store.base import SessionInfo, SessionStatus, Store, check_session_id
 from .store.recorder import record
@@ -326,7 +327,7 @@ class Session:
             await config.store.create_session(
                 SessionInfo(
                     self.session_id,
-                    command=self.command,
+                    command=self._recorded_command(),
                     cwd=config.cwd or os.getcwd(),
                     created=now,
                     last_activity=now,
@@ -354,12 +355,20 @@ class Session:
             raise
         self.log.append([self._started_event()])
 
+    def _recorded_command(self) -> list[str]:
+        """The command as recorded and served: ``--redact`` hides secrets in it too."""
+        command = self.command
+        for transform in self.config.transforms:
+            if isinstance(transform, Redactor):
+                command = [transform.redact(argument) for argument in command]
+        return command
+
     def _started_event(self) -> Event:
         config = self.config
         return Event(
             EventType.SESSION_STARTED,
             SessionStarted(
-                self.command,
+                self._recorded_command(),
                 config.cwd or os.getcwd(),
                 self.pid,
                 config.mode,

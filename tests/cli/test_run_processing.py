@@ -121,6 +121,18 @@ def test_redacted_secrets_never_reach_the_events_or_the_store(env, tmp_path):
     assert secret.encode() not in stored
 
 
+def test_a_secret_in_the_command_line_is_redacted_from_the_record(env, tmp_path):
+    secret = "hunter2-in-argv"
+    done = tstream(
+        env, "run", "--json", "--redact", "token=(\\S+)", "--", "echo", f"token={secret}"
+    )
+    started = next(e for e in events_of(done) if e.type is EventType.SESSION_STARTED)
+    assert started.data.command == ["echo", "token=[REDACTED]"]
+    assert secret.encode() not in done.stdout
+    listed = tstream(env, "ls", "--json")
+    assert secret.encode() not in listed.stdout and b"[REDACTED]" in listed.stdout
+
+
 def test_filters_through_the_cli(env):
     done = tstream(
         env,
