@@ -65,7 +65,7 @@ from .processors.base import (
     StreamProcessor,
 )
 from .processors.filters import Redactor
-from .publisher import Publisher
+from .publisher import Publisher, live_sessions
 from .store.base import SessionInfo, SessionStatus, Store, check_session_id
 from .store.recorder import record
 from .terminal import TerminalWriter
@@ -684,18 +684,20 @@ async def run_session(
         ValueError: an invalid configuration (an empty command, two processors of one name).
     """
     session = Session(command, config or StreamConfig())
-    await session._start()
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_shielded, session)
-            task_status.started(session)
-            try:
-                await session._done.wait()
-            except BaseException:
-                session.cancel()
-                raise
-    except BaseExceptionGroup as group:
-        raise _unwrap(group) from None
+    # publisher_for(id) reaches the session from any task of the process while it runs.
+    with live_sessions.register(session.log):
+        await session._start()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_shielded, session)
+                task_status.started(session)
+                try:
+                    await session._done.wait()
+                except BaseException:
+                    session.cancel()
+                    raise
+        except BaseExceptionGroup as group:
+            raise _unwrap(group) from None
     assert session.result is not None
     return session.result
 
