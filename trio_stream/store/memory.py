@@ -21,7 +21,7 @@ from .base import (
     StoreError,
     UnknownSessionError,
 )
-from .sessions import apply_changes, new_session
+from .sessions import apply_changes, check_batch, new_session
 
 DEFAULT_MAX_HISTORY: Final = 10_000
 
@@ -131,17 +131,7 @@ class MemoryStore:
         held = self._held(session_id)
         if not events:
             return
-        last = held.info.last_offset
-        for event in events:
-            if event.session != session_id:
-                raise StoreError(
-                    f"event {event.id} belongs to session {event.session!r}, not {session_id!r}"
-                )
-            if event.offset <= last:
-                raise StoreError(
-                    f"session {session_id}: offset {event.offset} does not follow {last}"
-                )
-            last = event.offset
+        last = check_batch(session_id, events, held.info.last_offset)
         held.events.extend(events)
         held.info.last_offset = last
         held.info.last_activity = max(held.info.last_activity, events[-1].ts, time.time())

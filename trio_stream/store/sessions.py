@@ -5,15 +5,36 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 
-from ..events import SessionEnded
-from .base import SessionInfo, SessionStatus, check_session_id
+from ..events import Event, SessionEnded
+from .base import SessionInfo, SessionStatus, StoreError, check_session_id
 
 _FIELDS = frozenset(field.name for field in attrs.fields(SessionInfo)) - {"id"}
+
+
+def check_batch(session_id: str, events: Sequence[Event], after: int) -> int:
+    """Check that ``events`` belong to ``session_id`` with increasing offsets above ``after``.
+
+    Returns:
+        The last event's offset.
+
+    Raises:
+        StoreError: naming the first event that does not fit.
+    """
+    last = after
+    for event in events:
+        if event.session != session_id:
+            raise StoreError(
+                f"event {event.id} belongs to session {event.session!r}, not {session_id!r}"
+            )
+        if event.offset <= last:
+            raise StoreError(f"session {session_id}: offset {event.offset} does not follow {last}")
+        last = event.offset
+    return last
 
 
 def new_session(info: SessionInfo) -> SessionInfo:

@@ -45,7 +45,7 @@ from .base import (
     StoreError,
     UnknownSessionError,
 )
-from .sessions import apply_changes, new_session, process_alive, process_start_time
+from .sessions import apply_changes, check_batch, new_session, process_alive, process_start_time
 
 SCHEMA_VERSION: Final = 1
 APPLICATION_ID: Final = 0x74737472  # "tstr": marks a database as a tstream store
@@ -476,17 +476,7 @@ class SQLiteStore:
         if not events:
             self._check_open()
             return
-        last = events[0].offset - 1
-        for event in events:
-            if event.session != session_id:
-                raise StoreError(
-                    f"event {event.id} belongs to session {event.session!r}, not {session_id!r}"
-                )
-            if event.offset <= last:
-                raise StoreError(
-                    f"session {session_id}: offset {event.offset} does not follow {last}"
-                )
-            last = event.offset
+        last = check_batch(session_id, events, events[0].offset - 1)
         newest = max(events[-1].ts, time.time())
 
         def append(conn: sqlite3.Connection) -> None:
