@@ -41,7 +41,15 @@ from ..store.base import (
 )
 from .clients import Client, ClientKind, EndReason
 from .config import HubConfig
-from .errors import Conflict, HubError, NotFound, OffsetGap, StreamEndedError, TooManyClients
+from .errors import (
+    Conflict,
+    HubError,
+    NotFound,
+    OffsetGap,
+    ShuttingDown,
+    StreamEndedError,
+    TooManyClients,
+)
 from .streams import Stream
 
 logger = logging.getLogger("trio_stream.hub")
@@ -218,7 +226,7 @@ class Broker:
 
     def _check_open(self) -> None:
         if self.shutting_down:
-            raise HubError("the hub is shutting down")
+            raise ShuttingDown("the hub is shutting down")
 
     async def publish(
         self, stream_id: str, events: Sequence[Event], placed: Sequence[bool]
@@ -234,8 +242,11 @@ class Broker:
             What was placed and the stream's last offset.
 
         Raises:
-            NotFound, StreamEndedError, OffsetGap (with ``lastOffset``), HubError.
+            NotFound, StreamEndedError, OffsetGap (with ``lastOffset``), HubError;
+            ShuttingDown, rather than StreamEndedError, for a stream the hub's shutdown
+            closed (its publisher resumes on the next hub).
         """
+        self._check_open()
         stream = await self.get_stream(stream_id, reopen=True)
         log = stream.log
         if log is None or log.closed:

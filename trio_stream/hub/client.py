@@ -132,14 +132,23 @@ class _Follower:
                     raise HubClientError(code, str(message.get("message")), self.last)
 
 
+def unix_path(hub: str) -> str | None:
+    """The socket path of a ``unix:PATH`` or ``http+unix://PATH`` hub address, else None."""
+    for prefix in ("unix:", "http+unix://"):
+        if hub.startswith(prefix):
+            return hub[len(prefix) :]
+    return None
+
+
 async def _open(
     hub: str, resource: str, token: str | None, nursery: trio.Nursery
 ) -> WebSocketConnection:
-    """A WebSocket to ``resource`` on ``hub`` (``http://…``, ``ws://…`` or ``unix:PATH``),
-    owned by ``nursery``."""
+    """A WebSocket to ``resource`` on ``hub`` (``http://…``, ``ws://…``, ``unix:PATH`` or
+    ``http+unix://PATH`` as ``tstream serve`` prints it), owned by ``nursery``."""
     headers = [(b"Authorization", f"Bearer {token}".encode())] if token else []
-    if hub.startswith("unix:"):
-        stream = await trio.open_unix_socket(hub[5:])
+    path = unix_path(hub)
+    if path is not None:
+        stream = await trio.open_unix_socket(path)
         return await wrap_client_stream(
             nursery,
             stream,
@@ -213,6 +222,9 @@ class HubPublisher:
     Attributes:
         last_offset: the stream's last offset on the hub, updated by every ack.
         epoch: the hub's store epoch.
+        status: the stream's status when the connection opened (``running``…).
+        max_message_size: the largest message the hub takes, in bytes.
+        max_batch: the most events the hub takes in one message.
     """
 
     def __init__(self, ws: WebSocketConnection, stream_id: str, ack: dict[str, Any]) -> None:
@@ -220,6 +232,10 @@ class HubPublisher:
         self.stream_id = stream_id
         self.last_offset: int = ack["lastOffset"]
         self.epoch: str = ack["epoch"]
+        self.status: str = ack.get("status", "running")
+        # Hubs that do not announce their limits have these defaults.
+        self.max_message_size: int = ack.get("maxMessageSize", 64 * 1024)
+        self.max_batch: int = ack.get("maxBatch", 10_000)
 
     async def publish(self, events: Sequence[Event]) -> PublishAck:
         """Send ``events`` (one message) and wait for the hub's answer.
@@ -233,8 +249,6 @@ class HubPublisher:
             trio_websocket.ConnectionClosed: the connection dropped; open another and
                 send again what follows its ``last_offset``.
         """
-        if not events:
-            return PublishAck(0, 0, None, self.last_offset)
         parts = []
         for event in events:
             raw = event_to_json(event)
@@ -242,6 +256,16 @@ class HubPublisher:
                 # Unplaced: the hub appends it (the key's absence says so).
                 raw = raw.replace(b',"offset":-1', b"", 1)
             parts.append(raw)
+        return await self.publish_encoded(parts)
+
+    async def publish_encoded(self, parts: Sequence[bytes]) -> PublishAck:
+        """Like :meth:`publish`, for events already serialized (``event_to_json``).
+
+        The message is ``[`` + the parts joined by commas + ``]``: keep it within
+        :attr:`max_message_size` (the hub closes the connection with 1009 otherwise).
+        """
+        if not parts:
+            return PublishAck(0, 0, None, self.last_offset)
         await self._ws.send_message((b"[" + b",".join(parts) + b"]").decode())
         answer: dict[str, Any] = orjson.loads(await self._ws.get_message())
         if answer.get("type") != "ack":

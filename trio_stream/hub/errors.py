@@ -54,3 +54,10 @@ class TooManyClients(HubError):
 
     status = 503
     code = "too_many_clients"
+
+
+class ShuttingDown(HubError):
+    """The hub is shutting down (503): try again once it is back."""
+
+    status = 503
+    code = "shutting_down"

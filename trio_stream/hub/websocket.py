@@ -186,7 +186,8 @@ async def publish_ws(stream_id: str) -> Response | None:
     """Publishing over one WebSocket (``?create=1`` creates a missing stream).
 
     The first message is ``connection_ack`` (``streamId``, ``status``, ``lastOffset``,
-    ``epoch``): a resuming publisher sends what follows ``lastOffset``. Then each message
+    ``epoch``, and the limits ``maxMessageSize`` in bytes and ``maxBatch`` in events): a
+    resuming publisher sends what follows ``lastOffset``. Then each message
     is what ``POST …/events`` takes (an event or a list), answered in order by an ``ack``
     (``accepted``, ``duplicates``, ``firstOffset``, ``lastOffset``) or an ``error`` frame
     (``offset_gap`` and ``stream_ended`` carry ``lastOffset``); the connection stays up
@@ -222,6 +223,8 @@ async def publish_ws(stream_id: str) -> Response | None:
                 "status": stream.status,
                 "lastOffset": stream.last_offset,
                 "epoch": h.broker.store.epoch,
+                "maxMessageSize": h.config.max_message_size,
+                "maxBatch": h.config.max_batch,
             }
         ).decode()
     )
@@ -231,6 +234,10 @@ async def publish_ws(stream_id: str) -> Response | None:
             data = await websocket.receive()
             answer = await _publish_one(h, stream_id, host, data)
             await websocket.send(answer.decode())
+            if h.broker.shutting_down:
+                reason = "hub shutting down"
+                await websocket.close(CloseCode.GOING_AWAY, "shutdown")
+                return None
             if stream.log is None or stream.log.closed:
                 reason = "stream ended"
                 await websocket.close(CloseCode.NORMAL, "stream_ended")

@@ -1,0 +1,459 @@
+"""Publishing a running session to a hub: the uplink of ``tstream run --hub``.
+
+The uplink follows a session's :class:`~trio_stream.log.SessionLog` and sends its events
+to the hub's publisher WebSocket (``/api/streams/{id}/publish``) in batches, each event at
+its own offset, so that the hub's copy has exactly the session's offsets.
+
+It holds no events of its own. What it sends next comes from the log's memory (its last
+``history`` events) or, when the log no longer holds them (the hub was away for long, or
+slower than the command), from the store the session is recorded in. A hub that is down,
+slow or gone therefore costs the run neither memory nor speed: the session never waits
+for the uplink.
+
+Every connection begins with the hub's ``connection_ack``, whose ``lastOffset`` is where
+the hub's copy ends; sending resumes right after it. After a hub restart that may be
+before what the hub had acknowledged (it acknowledged events its store had not written
+yet), and those are sent again: the hub refuses gaps and skips offsets it already has, so
+its copy ends up whole, dense and without duplicates. Between connections the uplink
+waits with capped exponential backoff and jitter, so many runs whose hub restarts do not
+reconnect all at once.
+
+A hub that refuses the session (a rejected token, a stream of the same id that is not
+this session's) ends the uplink with one notice; the run goes on. When the session has
+ended, :meth:`Uplink.finish` gives the uplink a bounded time to deliver the rest.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from collections.abc import Callable, Iterator, Sequence
+from typing import Final, final
+from urllib.parse import urlsplit
+
+import attrs
+import trio
+from trio_websocket import ConnectionClosed, HandshakeError
+
+from .events import Error, Event, EventType, event_to_json
+from .hub.client import HubClientError, HubPublisher, open_publisher, unix_path
+from .log import SessionLog
+from .store.base import HistoryQuery, Store, StoreError
+from .terminal import write_all
+
+DEFAULT_FLUSH_TIMEOUT: Final = 5.0
+CONNECT_TIMEOUT: Final = 5.0
+# The hub may make a publisher wait while its own recorder catches up; longer than this
+# and the hub is taken for stuck.
+ACK_TIMEOUT: Final = 15.0
+# Events read from the store at once when the log no longer holds them.
+STORE_PAGE: Final = 2000
+# How long to wait for the session's recorder when the store is behind the log.
+RECORD_WAIT: Final = 0.05
+RATE_LIMIT_WAIT: Final = 0.5
+# Room left in a message for the list's brackets and commas, with margin.
+MESSAGE_MARGIN: Final = 64
+
+# Refusals that another try would meet again: the uplink stops at once.
+REFUSALS: Final = {
+    "unauthorized": "token rejected",
+    "forbidden": "token rejected",
+    "forbidden_origin": "refused",
+    "bad_request": "refused",
+    "not_found": "refused",
+    "conflict": "refused",
+    "stream_ended": "refused",
+    "invalid_event": "refused",
+    "events_invalid": "refused",
+}
+
+
+def check_hub_url(url: str) -> str:
+    """Check a hub address: ``http[s]://HOST:PORT``, ``ws[s]://HOST:PORT``, ``unix:PATH``
+    or ``http+unix://PATH``.
+
+    Returns:
+        The address, unchanged.
+
+    Raises:
+        ValueError: naming what is wrong with it.
+    """
+    path = unix_path(url)
+    if path is not None:
+        if not path:
+            raise ValueError(f"hub {url!r}: the socket path is missing")
+        return url
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
+        raise ValueError(
+            f"hub {url!r}: use http://HOST:PORT, https://HOST, ws://HOST:PORT or unix:PATH"
+        )
+    try:
+        parts.port  # noqa: B018 (validates the port)
+    except ValueError:
+        raise ValueError(f"hub {url!r}: the port is not a number from 0 to 65535") from None
+    return url
+
+
+@final
+@attrs.frozen
+class Backoff:
+    """Capped exponential backoff with jitter: the n-th wait in a row is between half
+    and all of ``min(cap, initial * factor ** (n - 1))`` seconds."""
+
+    initial: float = 0.1
+    factor: float = 2.0
+    cap: float = 5.0
+
+    def delay(self, failures: int, rng: random.Random) -> float:
+        """The wait after ``failures`` failed attempts in a row (1 or more)."""
+        exponent = min(max(0, failures - 1), 64)
+        ceiling = min(self.cap, self.initial * self.factor**exponent)
+        return ceiling * rng.uniform(0.5, 1.0)
+
+
+def messages(parts: list[bytes], max_size: int, max_batch: int) -> Iterator[list[bytes]]:
+    """Split serialized events into publish messages of at most ``max_size`` bytes and
+    ``max_batch`` events, in order. A part that alone is too large comes out alone."""
+    budget = max_size - MESSAGE_MARGIN
+    batch: list[bytes] = []
+    size = 0
+    for part in parts:
+        if batch and (size + len(part) + 1 > budget or len(batch) >= max_batch):
+            yield batch
+            batch, size = [], 0
+        batch.append(part)
+        size += len(part) + 1
+    if batch:
+        yield batch
+
+
+def too_large_stand_in(event: Event, size: int, limit: int) -> Event:
+    """The ``error`` event sent at ``event``'s offset when it is too large for the hub:
+    the hub's copy stays dense and says what it lacks (the run's own store has it)."""
+    message = (
+        f"event {event.offset} ({event.type.value}, {size} bytes) is larger than the hub "
+        f"takes in one message ({limit} bytes); the run's own store has it"
+    )
+    return Event(
+        EventType.ERROR,
+        Error(message, "event_too_large", {"offset": event.offset, "type": event.type.value}),
+        event.session,
+        event.offset,
+        event.id,
+        event.ts,
+    )
+
+
+@final
+@attrs.frozen
+class UplinkOptions:
+    """How ``tstream run --hub`` publishes its session.
+
+    Attributes:
+        hub: the hub's address.
+        token: a bearer token with the ``publish`` scope.
+        flush_timeout: seconds the end of the run waits for the hub to have everything.
+        notices: ``auto`` (problems always, link lost/back only when stderr is a
+            terminal), ``always`` or ``never``.
+    """
+
+    hub: str = attrs.field(converter=check_hub_url)
+    token: str | None = None
+    flush_timeout: float = DEFAULT_FLUSH_TIMEOUT
+    notices: str = attrs.field(
+        default="auto", validator=attrs.validators.in_(("auto", "always", "never"))
+    )
+
+    def uplink(self, log: SessionLog, store: Store | None) -> Uplink:
+        """An uplink for the session of ``log``, printing its notices on stderr."""
+        return Uplink(
+            self.hub,
+            log,
+            store=store,
+            token=self.token,
+            notify=None if self.notices == "never" else _print_notice,
+            link_notices=self.notices == "always" or (self.notices == "auto" and _tty(2)),
+        )
+
+
+def _tty(fd: int) -> bool:
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
+
+
+def _print_notice(text: str) -> None:
+    write_all(2, (text + "\n").encode(errors="replace"))
+
+
+class _LinkLost(Exception):
+    """The connection is no longer usable; reconnect."""
+
+
+class _Refused(Exception):
+    """The hub will not take this session; stop."""
+
+
+@final
+class Uplink:
+    """Publishes one session to a hub; run :meth:`run` beside the session.
+
+    Args:
+        hub: the hub's address (see :func:`check_hub_url`).
+        log: the session's log.
+        store: the store the session is recorded in, read when the log no longer holds
+            what the hub lacks (None: events the log dropped cannot be sent).
+        token: a bearer token with the ``publish`` scope.
+        notify: called with a one-line notice (``tstream: hub …: …``) when the hub
+            refuses the session or events are given up; None for silence.
+        link_notices: also notify when the link is lost and when it is back.
+        backoff: the waits between connection attempts.
+        rng: the jitter's randomness.
+
+    Attributes:
+        acked: the hub's last offset, as it last reported it (-1: none yet).
+        refused: why the hub refused the session (None while it has not).
+        connected: whether a connection is open now.
+    """
+
+    def __init__(
+        self,
+        hub: str,
+        log: SessionLog,
+        *,
+        store: Store | None = None,
+        token: str | None = None,
+        notify: Callable[[str], None] | None = None,
+        link_notices: bool = True,
+        backoff: Backoff = Backoff(),
+        connect_timeout: float = CONNECT_TIMEOUT,
+        ack_timeout: float = ACK_TIMEOUT,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.hub = check_hub_url(hub)
+        self.log = log
+        self.store = store
+        self.token = token
+        self.notify = notify
+        self.link_notices = link_notices
+        self.backoff = backoff
+        self.connect_timeout = connect_timeout
+        self.ack_timeout = ack_timeout
+        self.rng = rng or random.Random()
+        self.acked = -1
+        self.refused: str | None = None
+        self.connected = False
+        self.connections = 0
+        self._ever_connected = False
+        self._sent_since_connect = False
+        self._lost_noticed = False
+        self._done = trio.Event()
+        self._hurry = trio.Event()
+        self._progress = trio.Event()
+        self._scope = trio.CancelScope()
+
+    @property
+    def delivered(self) -> bool:
+        """Whether the hub has every event of the ended session."""
+        return self.log.closed and self.acked >= self.log.last_offset
+
+    async def wait_acked(self, offset: int) -> None:
+        """Return once the hub has acknowledged every event up to ``offset`` (or the
+        uplink has stopped)."""
+        while self.acked < offset and not self._done.is_set():
+            await self._progress.wait()
+
+    def _note_ack(self, last_offset: int) -> None:
+        self.acked = last_offset
+        self._progress.set()
+        self._progress = trio.Event()
+
+    def _say(self, text: str) -> None:
+        if self.notify is not None:
+            self.notify(f"tstream: hub {self.hub}: {text}")
+
+    async def run(self) -> None:
+        """Publish the session until the hub has all of it or refuses it, or until
+        :meth:`finish` gives up.
+
+        Never raises for anything the hub does; cancel it to stop early.
+        """
+        try:
+            with self._scope:
+                await self._keep_publishing()
+        finally:
+            self.connected = False
+            self._done.set()
+            self._progress.set()
+
+    async def _keep_publishing(self) -> None:
+        failures = 0
+        while True:
+            try:
+                await self._connection()
+                return
+            except _Refused as exc:
+                self.refused = str(exc)
+                self._say(f"{exc}; session {self.log.session_id} is not published there")
+                return
+            except _LinkLost as exc:
+                self.connected = False
+                if self._sent_since_connect:
+                    failures = 0
+                failures += 1
+                self._lost(str(exc))
+            with trio.move_on_after(self.backoff.delay(failures, self.rng)):
+                await self._hurry.wait()
+
+    async def finish(self, timeout: float) -> bool:
+        """The session has ended: give the uplink ``timeout`` seconds to deliver the rest
+        (retrying at once if it was waiting to reconnect), then stop it. Notifies when
+        it could not deliver everything.
+
+        Returns:
+            Whether the hub has every event.
+        """
+        self._hurry.set()
+        with trio.move_on_after(timeout):
+            await self._done.wait()
+        self._scope.cancel()
+        if self.delivered:
+            return True
+        if self.refused is None:
+            first, last = self.acked + 1, self.log.last_offset
+            self._say(
+                f"gave up after {timeout:g}s: events {first} to {last} of session "
+                f"{self.log.session_id} were not sent"
+            )
+        return False
+
+    def _lost(self, reason: str) -> None:
+        if self._lost_noticed or not self.link_notices:
+            self._lost_noticed = True
+            return
+        self._lost_noticed = True
+        if self._ever_connected:
+            self._say(f"link lost ({reason}); the run goes on and sends the rest when it is back")
+        else:
+            self._say(f"unreachable ({reason}); the run goes on and publishes when it answers")
+
+    async def _connection(self) -> None:
+        """One connection, from opening to delivering everything.
+
+        Raises:
+            _LinkLost, _Refused.
+        """
+        self._sent_since_connect = False
+        with trio.CancelScope(deadline=trio.current_time() + self.connect_timeout) as scope:
+            try:
+                async with open_publisher(self.hub, self.log.session_id, token=self.token) as pub:
+                    scope.deadline = math.inf
+                    self._linked(pub)
+                    await self._send_all(pub)
+                    return
+            except HubClientError as exc:
+                reason = REFUSALS.get(exc.code)
+                if reason is not None:
+                    raise _Refused(f"{reason} ({exc})") from None
+                raise _LinkLost(str(exc)) from None
+            except (OSError, ConnectionClosed, HandshakeError, trio.BrokenResourceError) as exc:
+                raise _LinkLost(_describe(exc)) from None
+            except (KeyError, TypeError, ValueError) as exc:
+                raise _LinkLost(f"unexpected answer: {exc!r}") from None
+        if scope.cancelled_caught:
+            raise _LinkLost(f"no answer within {self.connect_timeout:g}s")
+
+    def _linked(self, pub: HubPublisher) -> None:
+        """Check the hub's copy against the session and note the link."""
+        self.connections += 1
+        if not self._ever_connected and pub.last_offset >= 0:
+            raise _Refused(
+                f"refused (the hub already has a stream {pub.stream_id} with "
+                f"{pub.last_offset + 1} events that are not this run's; choose another --id)"
+            )
+        if pub.last_offset > self.log.last_offset:
+            raise _Refused(
+                f"refused (the hub's stream {pub.stream_id} has more events than this session)"
+            )
+        if self._lost_noticed and self.link_notices:
+            self._say(f"link back; sending what follows offset {pub.last_offset}")
+        self._lost_noticed = False
+        self._ever_connected = True
+        self.connected = True
+        self._note_ack(pub.last_offset)
+
+    async def _send_all(self, pub: HubPublisher) -> None:
+        """Send what follows the hub's last offset until the ended session is delivered."""
+        after = pub.last_offset
+        while not (self.log.closed and after >= self.log.last_offset):
+            events = await self._events_after(after)
+            if not events:
+                continue
+            parts = [event_to_json(e) for e in events]
+            sent_through = after
+            for message in messages(parts, pub.max_message_size, pub.max_batch):
+                first = sent_through + 1
+                if len(message) == 1 and len(message[0]) + MESSAGE_MARGIN > pub.max_message_size:
+                    event = events[first - events[0].offset]
+                    stand_in = too_large_stand_in(event, len(message[0]), pub.max_message_size)
+                    message = [event_to_json(stand_in)]
+                last_offset = await self._publish(pub, message)
+                self._note_ack(last_offset)
+                self._sent_since_connect = True
+                if last_offset != first + len(message) - 1:
+                    # A gap or a copy longer than thought: resume where the hub's ends.
+                    break
+                sent_through = last_offset
+            after = self.acked
+
+    async def _publish(self, pub: HubPublisher, message: list[bytes]) -> int:
+        """Publish one message; the hub's last offset after it."""
+        while True:
+            with trio.move_on_after(self.ack_timeout) as waiting:
+                try:
+                    return (await pub.publish_encoded(message)).last_offset
+                except HubClientError as exc:
+                    if exc.code == "offset_gap":
+                        return exc.last_offset
+                    if exc.code != "rate_limited":
+                        raise
+            if waiting.cancelled_caught:
+                raise _LinkLost(f"no acknowledgement within {self.ack_timeout:g}s")
+            await trio.sleep(RATE_LIMIT_WAIT)
+
+    async def _events_after(self, after: int) -> Sequence[Event]:
+        """The events after ``after``, from the log's memory or else the store; waits
+        for at least one unless the log has closed."""
+        await self.log.wait_after(after)
+        since = self.log.since(after)
+        if since.complete:
+            return since.events
+        if self.store is None:
+            raise _Refused(
+                f"events after offset {after} are no longer in memory and the session is "
+                "not recorded; the hub's copy stops there"
+            )
+        while True:
+            try:
+                events = await self.store.read(
+                    self.log.session_id, HistoryQuery(after=after, limit=STORE_PAGE)
+                )
+            except StoreError as exc:
+                raise _Refused(f"cannot read the session's store: {exc}") from None
+            if events and events[0].offset == after + 1:
+                return events
+            # The session's recorder has not written them yet.
+            await trio.sleep(RECORD_WAIT)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionClosed) and exc.reason is not None:
+        reason = exc.reason
+        text = f"connection closed, code {reason.code}"
+        return f"{text}: {reason.reason}" if reason.reason else text
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
