@@ -34,6 +34,7 @@ from ..store import (
     open_store,
 )
 from ..terminal import TerminalWriter
+from ..uplink import DEFAULT_FLUSH_TIMEOUT, Uplink, UplinkOptions
 from .processing import build_pipeline, processor_options
 
 # Forwarded to the child's group as they are; SIGINT, SIGTSTP, SIGCONT and SIGWINCH get
@@ -159,6 +160,51 @@ def _check_id(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     help="Name the session: 1 to 64 of A-Z a-z 0-9 . _ - (default: generated from the "
     "time). An id already in use is refused with exit status 2.",
 )
+@click.option(
+    "--listen",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="Also serve the session over TCP here (repeatable); beyond loopback it needs --token.",
+)
+@click.option(
+    "--token",
+    "tokens",
+    multiple=True,
+    metavar="TOKEN",
+    envvar="TSTREAM_TOKEN",
+    show_envvar=True,
+    help="A bearer token clients of the served session must present (repeatable); "
+    "--hub publishes with the first.",
+)
+@click.option(
+    "--no-serve",
+    is_flag=True,
+    help="Do not serve the session on a private Unix socket for tstream attach.",
+)
+@click.option(
+    "--hub",
+    metavar="URL",
+    envvar="TSTREAM_HUB",
+    show_envvar=True,
+    help="Also publish the session to the tstream serve at URL (http://HOST:PORT or "
+    "unix:PATH). A hub that is down or drops never stops the run: events are sent when "
+    "it is back.",
+)
+@click.option(
+    "--hub-flush-timeout",
+    type=DURATION,
+    default=DEFAULT_FLUSH_TIMEOUT,
+    show_default=True,
+    help="At the end of the run, how long to wait for the hub to have every event.",
+)
+@click.option(
+    "--hub-notices",
+    type=click.Choice(["auto", "always", "never"]),
+    default="auto",
+    show_default=True,
+    help="Notices on stderr about the hub: auto prints problems, and the link being lost "
+    "and back only when stderr is a terminal; always prints all; never prints none.",
+)
 @processor_options
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(
@@ -176,6 +222,12 @@ def run(
     quiet: bool,
     store_url: str | None,
     session_id: str | None,
+    listen: tuple[str, ...],
+    tokens: tuple[str, ...],
+    no_serve: bool,
+    hub: str | None,
+    hub_flush_timeout: float,
+    hub_notices: str,
     **processing: Any,
 ) -> None:
     """Run COMMAND, showing its output as if it ran bare, while capturing every line.
@@ -187,6 +239,15 @@ def run(
         raise click.UsageError("--merge-stderr and --pty cannot be used together")
     if timeout is not None and timeout <= 0:
         raise click.BadParameter("must be more than 0", param_hint="--timeout")
+    serving = _serve_options(listen, tokens, no_serve)
+    uplink = None
+    if hub:
+        try:
+            uplink = UplinkOptions(
+                hub, tokens[0] if tokens else None, hub_flush_timeout, hub_notices
+            )
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--hub") from None
     pipeline = build_pipeline(**processing)
     config = StreamConfig(
         mode="pty" if pty else "merge" if merge_stderr else "pipes",
@@ -204,8 +265,36 @@ def run(
         session_id=session_id,
     )
     sys.exit(
-        execute(list(command), config, json_output=json_output, record=True, store_url=store_url)
+        execute(
+            list(command),
+            config,
+            json_output=json_output,
+            record=True,
+            store_url=store_url,
+            serving=serving,
+            uplink=uplink,
+        )
     )
+
+
+def _serve_options(listen: tuple[str, ...], tokens: tuple[str, ...], no_serve: bool) -> Any:
+    """Check ``--listen`` and ``--token`` before the command starts: a bad one is a usage
+    error, not a warning in the middle of the run."""
+    from ..hub.config import HubConfig, HubConfigError, Listen, parse_token
+    from ..local import ServeOptions
+
+    try:
+        addresses = tuple(Listen.parse(text) for text in listen)
+        for address in addresses:
+            if address.path is not None:
+                raise HubConfigError(
+                    f"listen {address}: use HOST:PORT (the Unix socket is already served)"
+                )
+        specs = tuple(parse_token(t) for t in tokens)
+        HubConfig(listen=addresses, tokens=specs).check_exposure()
+    except HubConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--listen/--token") from None
+    return ServeOptions(local=not no_serve, listen=addresses, tokens=tokens)
 
 
 def execute(
@@ -215,6 +304,8 @@ def execute(
     json_output: bool = False,
     record: bool = False,
     store_url: str | None = None,
+    serving: Any = None,
+    uplink: UplinkOptions | None = None,
 ) -> int:
     """Run ``command`` as ``tstream run`` does and return the exit status for it.
 
@@ -225,6 +316,9 @@ def execute(
         record: open the store at ``store_url`` for the run and record the session there
             (else ``config.store``, if any, is used as it is).
         store_url: the store (None: ``$TSTREAM_STORE``, else the XDG default).
+        serving: how to serve the session (a :class:`~trio_stream.local.ServeOptions`;
+            None: not served).
+        uplink: where to publish the session (None: nowhere).
 
     Returns:
         The command's status as a shell reports it, or 125, 126, 127 for tstream's own
@@ -233,8 +327,8 @@ def execute(
     """
     try:
         if record:
-            return trio.run(_recorded, command, config, json_output, store_url)
-        return trio.run(_main, command, config, json_output)
+            return trio.run(_recorded, command, config, json_output, store_url, serving, uplink)
+        return trio.run(_main, command, config, json_output, serving, uplink)
     except Exception as exc:
         error = _single(exc)
         if isinstance(error, SpawnError):
@@ -260,33 +354,69 @@ def _single(exc: BaseException) -> BaseException:
 
 
 async def _recorded(
-    command: Sequence[str], config: StreamConfig, json_output: bool, store_url: str | None
+    command: Sequence[str],
+    config: StreamConfig,
+    json_output: bool,
+    store_url: str | None,
+    serving: Any = None,
+    uplink: UplinkOptions | None = None,
 ) -> int:
     """Run the session with the store at ``store_url`` open (and recording) throughout."""
     async with open_store(store_url) as store:
         config.store = store
-        return await _main(command, config, json_output)
+        return await _main(command, config, json_output, serving, uplink)
 
 
-async def _main(command: Sequence[str], config: StreamConfig, json_output: bool) -> int:
+async def _main(
+    command: Sequence[str],
+    config: StreamConfig,
+    json_output: bool,
+    serving: Any = None,
+    uplink_options: UplinkOptions | None = None,
+) -> int:
     writer = TerminalWriter()
     config.terminal = writer
     compact = not json_output and os.isatty(2)
+    uplink: Uplink | None = None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(writer.run)
         try:
             with SignalQueue(_handled_signals(config)) as signals:
                 async with open_session(command, config) as session:
+                    if uplink_options is not None:
+                        uplink = uplink_options.uplink(session.log, config.store)
+                        nursery.start_soon(uplink.run)
+                    if serving is not None and serving.enabled:
+                        from ..local import serve_quietly
+
+                        nursery.start_soon(serve_quietly, session, serving)
                     if json_output or compact:
                         nursery.start_soon(_print_events, session, writer, json_output)
                     async with trio.open_nursery() as forwarding:
                         forwarding.start_soon(_forward_signals, signals, session)
                         await session.wait()
                         forwarding.cancel_scope.cancel()
+                if uplink is not None:
+                    await _flush(uplink, signals)
         finally:
             writer.close()
     assert session.result is not None
     return session.result.exit_status
+
+
+async def _flush(uplink: Uplink, signals: SignalQueue) -> None:
+    """Give the hub its flush timeout to receive the rest; Ctrl-C (or a signal that
+    would end the run) cuts the wait short."""
+
+    async def cut_short_on_signal() -> None:
+        while await signals.receive() not in (signal.SIGINT, *FORWARDED):
+            pass
+        uplink.cut_short()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(cut_short_on_signal)
+        await uplink.finish()
+        nursery.cancel_scope.cancel()
 
 
 def _handled_signals(config: StreamConfig) -> list[int]:

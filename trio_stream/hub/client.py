@@ -21,10 +21,10 @@ them) can be sent again after a reconnection, and the hub skips what it already 
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final, final
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import attrs
 import orjson
@@ -72,6 +72,7 @@ class _Follower:
         token: str | None,
         retries: int,
         send: trio.MemorySendChannel[Event],
+        filters: Mapping[str, Any] | None = None,
     ) -> None:
         self.hub = hub
         self.stream_id = stream_id
@@ -80,11 +81,14 @@ class _Follower:
         self.retries = retries
         self.send = send
         self.epoch: str | None = None
+        self.filters = _filter_query(filters or {})
 
     def _resource(self) -> str:
         query = f"after={self.last}"
         if self.epoch is not None:
             query += f"&epoch={quote(self.epoch)}"
+        if self.filters:
+            query += f"&{self.filters}"
         return f"/api/streams/{quote(self.stream_id, safe='')}/ws?{query}"
 
     async def run(self) -> None:
@@ -130,6 +134,13 @@ class _Follower:
                     return False
                 if "lastOffset" in message:
                     raise HubClientError(code, str(message.get("message")), self.last)
+
+
+def _filter_query(filters: Mapping[str, Any]) -> str:
+    """Filters in their wire form (:meth:`EventFilter.to_json`) as query parameters."""
+    return urlencode(
+        {k: ",".join(v) if isinstance(v, list | tuple) else v for k, v in filters.items()}
+    )
 
 
 def unix_path(hub: str) -> str | None:
@@ -323,6 +334,7 @@ async def follow_stream(
     token: str | None = None,
     retries: int = DEFAULT_RETRIES,
     buffer: int = 1000,
+    filters: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[trio.MemoryReceiveChannel[Event]]:
     """Follow ``stream_id`` on ``hub`` from the event after offset ``after``.
 
@@ -333,6 +345,9 @@ async def follow_stream(
         token: a bearer token with the ``read`` scope.
         retries: reconnections tried in a row before giving up.
         buffer: events held for a slow reader of the channel.
+        filters: only the events these filters pass, in their wire form
+            (``{"eventTypes": ["output"], "sources": ["stderr"]}``, see
+            :meth:`~trio_stream.hub.protocol.EventFilter.to_json`).
 
     Yields:
         A channel of events in offset order; it closes after ``session_ended``.
@@ -342,7 +357,9 @@ async def follow_stream(
             operator, or unreachable after ``retries`` attempts.
     """
     send, receive = trio.open_memory_channel[Event](buffer)
-    follower = _Follower(hub, stream_id, after=after, token=token, retries=retries, send=send)
+    follower = _Follower(
+        hub, stream_id, after=after, token=token, retries=retries, send=send, filters=filters
+    )
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(follower.run)

@@ -1,0 +1,427 @@
+"""Following a session from outside the process that runs it: what ``tstream attach`` does.
+
+A session is found, in this order, among the running sessions of this machine (the
+registry of :mod:`trio_stream.registry`), then in the local store (a finished session, or
+one whose run was killed: ``interrupted``), or on a hub given by URL. Its events come
+from the first event (or after a given offset), history then live, with no gap and no
+duplicate: a dropped connection is reopened after the last offset delivered, and a local
+run that dies while followed is finished from the store.
+
+From Python::
+
+    async with subscribe("latest") as events:
+        async for event in events:
+            print(event.offset, event.type.value)
+
+The iteration ends after the session's ``session_ended`` event.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Final, final
+from urllib.parse import quote, urlencode, urlsplit
+
+import attrs
+import h11
+import orjson
+import trio
+
+from .events import Event, EventType, SessionEnded, event_from_dict
+from .hub.client import HubClientError, follow_stream, unix_path
+from .hub.protocol import EventFilter
+from .registry import LiveSession, find_live, forget, is_stale
+from .store import HistoryQuery, SessionInfo, SessionStatus, Store, UnknownSessionError
+
+# Reconnections in a row before a hub counts as gone (about 30 s with the backoff).
+RETRIES: Final = 10
+# How often a followed local run is checked for being alive, and the store polled for a
+# running session that is not served.
+WATCH_INTERVAL: Final = 0.25
+HTTP_LIMIT: Final = 256 * 1024 * 1024
+
+
+@final
+@attrs.frozen
+class Target:
+    """A session found by :func:`locate`, and where to follow it from.
+
+    Attributes:
+        session_id: the session.
+        hub: the hub serving it live (``unix:PATH`` or ``http://…``), None if none does.
+        token: the bearer token for that hub.
+        live: its registration, when it runs on this machine.
+        info: the store's view of it, when it was found in the local store.
+    """
+
+    session_id: str
+    hub: str | None = None
+    token: str | None = None
+    live: LiveSession | None = None
+    info: SessionInfo | None = None
+
+
+async def http_get(hub: str, path: str, token: str | None = None) -> Any:
+    """GET ``path`` from ``hub`` (``http://host:port`` or ``unix:PATH``) as JSON.
+
+    Raises:
+        HubClientError: the hub answered with an error (its code and message), or an
+            address that is not http or unix.
+        OSError: the hub cannot be reached.
+    """
+    sock = unix_path(hub)
+    if sock is not None:
+        stream: trio.abc.Stream = await trio.open_unix_socket(sock)
+        host = "localhost"
+    else:
+        parts = urlsplit(hub)
+        if parts.scheme not in ("http", "ws") or not parts.hostname:
+            raise HubClientError("bad_address", f"hub {hub!r}: use http://HOST:PORT", -1)
+        stream = await trio.open_tcp_stream(parts.hostname, parts.port or 80)
+        host = parts.netloc
+    headers = [("Host", host), ("Connection", "close"), ("Accept", "application/json")]
+    if token:
+        headers.append(("Authorization", f"Bearer {token}"))
+    conn = h11.Connection(h11.CLIENT)
+    async with stream:
+        await stream.send_all(conn.send(h11.Request(method="GET", target=path, headers=headers)))
+        await stream.send_all(conn.send(h11.EndOfMessage()))
+        status = 0
+        body = bytearray()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(65536))
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > HTTP_LIMIT:
+                    raise HubClientError("too_large", f"the answer to {path} is too large", -1)
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                break
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise HubClientError("bad_answer", f"{path}: HTTP {status}, not JSON", -1) from None
+    if status >= 400:
+        error = answer.get("error", {}) if isinstance(answer, dict) else {}
+        raise HubClientError(
+            str(error.get("code", "error")), str(error.get("message", f"HTTP {status}")), -1
+        )
+    return answer
+
+
+async def resolve_on_hub(hub: str, ref: str, token: str | None = None) -> str:
+    """The id of the stream ``ref`` (an id, a unique prefix or ``latest``) on ``hub``.
+
+    Raises:
+        UnknownSessionError, AmbiguousSessionError, HubClientError, OSError.
+    """
+    from .store import AmbiguousSessionError
+
+    if ref != "latest":
+        try:
+            answer = await http_get(hub, f"/api/streams/{quote(ref, safe='')}", token)
+            return str(answer["id"])
+        except HubClientError as exc:
+            if exc.code != "not_found":
+                raise
+    listing = await http_get(hub, "/api/streams?limit=1000", token)
+    ids = [str(s["id"]) for s in listing.get("streams", [])]
+    if ref == "latest":
+        if not ids:
+            raise UnknownSessionError(ref)
+        return ids[0]
+    matches = sorted(i for i in ids if ref and i.startswith(ref))
+    if not matches:
+        raise UnknownSessionError(ref)
+    if len(matches) > 1:
+        raise AmbiguousSessionError(ref, matches)
+    return matches[0]
+
+
+async def locate(
+    ref: str,
+    *,
+    hub: str | None = None,
+    token: str | None = None,
+    store: Store | None = None,
+) -> Target:
+    """Find the session ``ref`` names (an id, a unique prefix, or ``latest``).
+
+    Args:
+        ref: the session.
+        hub: look on this hub only.
+        token: the hub's bearer token.
+        store: the local store, looked in after the running sessions.
+
+    Raises:
+        UnknownSessionError, AmbiguousSessionError: as ``tstream show`` reports them.
+        HubClientError, OSError: the hub refused or cannot be reached.
+    """
+    if hub is not None:
+        return Target(await resolve_on_hub(hub, ref, token), hub=hub, token=token)
+    try:
+        live = find_live(ref)
+    except UnknownSessionError:
+        if store is None:
+            raise
+        return Target((info := await store.resolve(ref)).id, info=info)
+    return Target(live.id, hub=live.hub, token=token, live=live)
+
+
+def server_filter(user: EventFilter) -> dict[str, Any]:
+    """What to ask the hub for: the user's filters, widened so that ``session_ended`` (and
+    with it the exit status) always arrives; the rest is filtered on arrival."""
+    wire = attrs.evolve(user, search_text=None, pattern=None, end_time=None).to_json()
+    if user.types is not None:
+        wire["eventTypes"] = sorted({*wire["eventTypes"], EventType.SESSION_ENDED.value})
+    return wire
+
+
+@final
+class Feed:
+    """The events of one session, in offset order, from every place they may be.
+
+    Args:
+        target: the session (from :func:`locate`).
+        send: where the batches go; closed at the end.
+        filters: the events wanted (``session_ended`` is always delivered).
+        last: start with the last ``last`` matching events of the history.
+        after: the last offset already had (-1: from the start).
+        follow: go on with live events once the history is out.
+        store: the local store, to finish a local run that died.
+    """
+
+    def __init__(
+        self,
+        target: Target,
+        send: trio.MemorySendChannel[list[Event]],
+        *,
+        filters: EventFilter = EventFilter(),
+        last: int | None = None,
+        after: int = -1,
+        follow: bool = True,
+        store: Store | None = None,
+    ) -> None:
+        self.target = target
+        self.send = send
+        self.filters = filters
+        self.last = last
+        self.after = after
+        self.follow = follow
+        self.store = store
+        self.ended: SessionEnded | None = None
+        self.interrupted = False
+        self.info: SessionInfo | None = target.info
+
+    async def _deliver(self, events: list[Event]) -> None:
+        kept = []
+        for event in events:
+            if event.offset <= self.after:
+                continue
+            self.after = event.offset
+            if isinstance(event.data, SessionEnded):
+                self.ended = event.data
+            if self.filters.empty or self.filters.matches(event):
+                kept.append(event)
+        if kept:
+            await self.send.send(kept)
+
+    async def run(self) -> None:
+        """Deliver the events, then close the channel."""
+        async with self.send:
+            target = self.target
+            if target.hub is None:
+                await self._from_store(target.session_id)
+                return
+            if not await self._from_hub(target.hub):
+                # The local run died (or its socket refuses): the store has the rest.
+                if target.live is not None:
+                    forget(target.live)
+                await self._from_store(target.session_id)
+
+    async def _from_hub(self, hub: str) -> bool:
+        """Follow on the hub; False when a local run turned out to be gone."""
+        target = self.target
+        wire = server_filter(self.filters)
+        if self.last is not None or not self.follow:
+            try:
+                await self._history(hub, wire)
+            except OSError:
+                if target.live is None:
+                    raise
+                return False
+            if not self.follow or self.ended is not None:
+                return True
+        async with trio.open_nursery() as nursery:
+            if target.live is not None:
+                nursery.start_soon(self._watch, target.live, nursery.cancel_scope)
+            try:
+                async with follow_stream(
+                    hub,
+                    target.session_id,
+                    after=self.after,
+                    token=target.token,
+                    retries=RETRIES,
+                    filters=wire,
+                ) as events:
+                    async for event in events:
+                        batch = [event]
+                        while True:
+                            try:
+                                batch.append(events.receive_nowait())
+                            except (trio.WouldBlock, trio.EndOfChannel):
+                                break
+                        await self._deliver(batch)
+            except HubClientError:
+                if target.live is None:
+                    raise
+                nursery.cancel_scope.cancel()
+                return False
+            nursery.cancel_scope.cancel()
+        return self.ended is not None or target.live is None
+
+    async def _watch(self, live: LiveSession, scope: trio.CancelScope) -> None:
+        while not is_stale(live):
+            await trio.sleep(WATCH_INTERVAL)
+        scope.cancel()
+
+    async def _history(self, hub: str, wire: dict[str, Any]) -> None:
+        """The history the hub holds now (``--last``, ``--no-follow``)."""
+        params: dict[str, Any] = {
+            k: ",".join(v) if isinstance(v, list) else v for k, v in wire.items()
+        }
+        sid = quote(self.target.session_id, safe="")
+        if self.last is not None:
+            params["lastN"] = self.last
+            answer = await http_get(
+                hub, f"/api/streams/{sid}/history?{urlencode(params)}", self.target.token
+            )
+            await self._deliver([event_from_dict(e) for e in answer["events"]])
+            return
+        while True:
+            params["after"] = self.after
+            params["limit"] = 10_000
+            answer = await http_get(
+                hub, f"/api/streams/{sid}/history?{urlencode(params)}", self.target.token
+            )
+            events = [event_from_dict(e) for e in answer["events"]]
+            await self._deliver(events)
+            if len(events) < 10_000:
+                self.after = max(self.after, int(answer["lastOffset"]))
+                return
+
+    async def _from_store(self, session_id: str) -> None:
+        """History from the local store, then what a running session records next."""
+        store = self.store
+        if store is None:
+            raise UnknownSessionError(session_id)
+        flt = self.filters
+        query = HistoryQuery(
+            types=None if flt.types is None else flt.types | {EventType.SESSION_ENDED},
+            sources=flt.sources,
+            start_time=flt.start_time,
+            last=self.last,
+        )
+        info = await store.get_session(session_id)
+        first = True
+        while True:
+            recorded = await store.last_offset(session_id)
+            if first and self.last is not None:
+                page = await store.read(session_id, attrs.evolve(query, after=self.after))
+                await self._deliver(page)
+                query = attrs.evolve(query, last=None)
+            else:
+                after = self.after
+                while True:
+                    page = await store.read(
+                        session_id, attrs.evolve(query, after=after, limit=10_000)
+                    )
+                    await self._deliver(page)
+                    if len(page) < 10_000:
+                        break
+                    after = page[-1].offset
+            first = False
+            self.after = max(self.after, recorded)
+            self.info = info
+            if self.ended is not None:
+                return
+            if info.status is not SessionStatus.RUNNING or not _running(info):
+                self.interrupted = True
+                return
+            if not self.follow:
+                return
+            await trio.sleep(WATCH_INTERVAL)
+            # Read again even if it stopped meanwhile: what it recorded before it did.
+            info = await store.get_session(session_id)
+
+
+def _running(info: SessionInfo) -> bool:
+    """Whether the process recording ``info`` still runs (as far as this host can tell)."""
+    if info.pid is None or (info.host and info.host != socket.gethostname()):
+        return True
+    try:
+        os.kill(info.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@asynccontextmanager
+async def subscribe(
+    session: str = "latest",
+    *,
+    hub: str | None = None,
+    token: str | None = None,
+    store: Store | None = None,
+    after: int = -1,
+    filters: Mapping[str, Any] | EventFilter | None = None,
+    follow: bool = True,
+) -> AsyncIterator[trio.MemoryReceiveChannel[Event]]:
+    """Follow a session's events, history then live, until it ends.
+
+    Args:
+        session: an id, a unique id prefix, or ``latest``.
+        hub: follow it on this hub (``http://host:port`` or ``unix:PATH``) rather than
+            among this machine's running sessions and ``store``.
+        token: the hub's bearer token.
+        store: the local store, for sessions that no longer run.
+        after: the last offset already had (-1: from the first event).
+        filters: only the events these filters pass (an :class:`EventFilter` or its wire
+            form, ``{"eventTypes": ["output"]}``).
+        follow: False to stop after the history held now.
+
+    Yields:
+        A channel of events in offset order; it closes after ``session_ended``.
+
+    Raises:
+        UnknownSessionError, AmbiguousSessionError: no such session, or several.
+        HubClientError: the hub refused the subscription or stopped answering.
+    """
+    from .hub.protocol import parse_filters
+
+    flt = filters if isinstance(filters, EventFilter) else parse_filters(filters)
+    target = await locate(session, hub=hub, token=token, store=store)
+    batches_send, batches = trio.open_memory_channel[list[Event]](16)
+    send, receive = trio.open_memory_channel[Event](1000)
+    feed = Feed(target, batches_send, filters=flt, after=after, follow=follow, store=store)
+
+    async def flatten() -> None:
+        async with send, batches:
+            async for batch in batches:
+                for event in batch:
+                    await send.send(event)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(feed.run)
+        nursery.start_soon(flatten)
+        async with receive:
+            yield receive
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,183 @@
+"""``tstream attach``: follow a session from another terminal, history then live.
+
+Exit statuses: the session's own exit status once it ends; 130 after Ctrl-C (the session
+goes on); 1 for an unknown or ambiguous session; 125 when the session was interrupted (its
+run was killed, so it has no exit status) or the store or hub fails; 2 for bad options.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Final
+
+import click
+import trio
+
+from ..attach import Feed, locate
+from ..events import Event, event_to_json
+from ..hub.client import HubClientError
+from ..hub.protocol import EventFilter
+from ..process import EXIT_FAILURE
+from ..registry import RegistryError
+from ..store import (
+    AmbiguousSessionError,
+    Store,
+    StoreError,
+    UnknownSessionError,
+    open_store,
+)
+from .history import (
+    EXIT_NOT_FOUND,
+    TerminalWriter,
+    _quiet_broken_pipe,
+    fail,
+    filter_options,
+    store_option,
+)
+
+EXIT_DETACHED: Final = 130
+
+
+class Printer:
+    """Writes events as they come: as the terminal showed them, or as JSON lines."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.stdout = sys.stdout.buffer
+        self.writer = TerminalWriter(
+            sys.stdout.buffer, sys.stderr.buffer, compact=sys.stderr.isatty()
+        )
+
+    def write(self, events: list[Event]) -> None:
+        if self.as_json:
+            self.stdout.write(b"".join([event_to_json(e) + b"\n" for e in events]))
+            self.stdout.flush()
+            return
+        for event in events:
+            self.writer.add(event)
+        self.writer.flush()
+
+
+def _status_of(feed: Feed, session_id: str) -> int:
+    """The exit status for attach: the session's own, or 125 with a message."""
+    ended = feed.ended
+    if ended is not None and not ended.interrupted and ended.exit_status is not None:
+        return ended.exit_status
+    if ended is None and not feed.interrupted:
+        # --no-follow on a session still running.
+        return 0
+    click.echo(
+        f"tstream: session {session_id} was interrupted: the process running it was killed "
+        "before it ended, so it has no exit status (its history is shown)",
+        err=True,
+    )
+    return EXIT_FAILURE
+
+
+@click.command()
+@store_option
+@click.argument("session", default="latest")
+@click.option(
+    "--hub",
+    metavar="URL",
+    envvar="TSTREAM_HUB",
+    show_envvar=True,
+    help="Follow the session on this hub (http://HOST:PORT or unix:PATH).",
+)
+@click.option(
+    "--token",
+    metavar="TOKEN",
+    envvar="TSTREAM_TOKEN",
+    show_envvar=True,
+    help="The bearer token the hub (or a session served with --token) asks for.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print events as JSON lines.")
+@click.option("--no-follow", is_flag=True, help="Print the history held now and stop.")
+@filter_options
+def attach(
+    store_url: str | None,
+    session: str,
+    hub: str | None,
+    token: str | None,
+    as_json: bool,
+    no_follow: bool,
+    types: tuple[str, ...],
+    sources: tuple[str, ...],
+    since: float | None,
+    until: float | None,
+    grep: str | None,
+    last: int | None,
+) -> None:
+    """Follow a session: its history, then its output live, until it ends.
+
+    SESSION is a session id, a unique prefix of one, or ``latest`` (the default): a
+    session running on this machine, else one in the store, or one on --hub. Exits with
+    the session's exit status; Ctrl-C detaches and leaves the session running.
+    """
+    from ..events import EventType
+
+    filters = EventFilter(
+        types=frozenset(EventType(t) for t in types) or None,
+        sources=frozenset(sources) or None,
+        start_time=since,
+        end_time=until,
+        search_text=grep.casefold() if grep else None,
+    )
+    printer = Printer(as_json)
+
+    async def main(store: Store | None) -> int:
+        target = await locate(session, hub=hub, token=token, store=store)
+        send, receive = trio.open_memory_channel[list[Event]](16)
+        feed = Feed(
+            target,
+            send,
+            filters=filters,
+            last=last,
+            follow=not no_follow,
+            store=store,
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(feed.run)
+            async with receive:
+                async for events in receive:
+                    printer.write(events)
+        return _status_of(feed, target.session_id)
+
+    async def opened() -> int:
+        if hub is not None:
+            return await main(None)
+        async with open_store(store_url) as store:
+            return await main(store)
+
+    try:
+        status = trio.run(opened)
+    except KeyboardInterrupt:
+        sys.exit(EXIT_DETACHED)
+    except BaseException as raised:
+        _fail(raised)
+    sys.exit(status)
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _fail(raised: BaseException) -> Any:
+    exc = _leaf(raised)
+    if isinstance(exc, UnknownSessionError | AmbiguousSessionError):
+        fail(str(exc), EXIT_NOT_FOUND)
+    if isinstance(exc, KeyboardInterrupt):
+        sys.exit(EXIT_DETACHED)
+    if isinstance(exc, BrokenPipeError):
+        _quiet_broken_pipe()
+    if isinstance(exc, HubClientError):
+        if exc.code == "not_found":
+            fail(str(exc).split(": ", 1)[-1], EXIT_NOT_FOUND)
+        fail(f"hub: {exc}", EXIT_FAILURE)
+    if isinstance(exc, StoreError | RegistryError | OSError):
+        fail(str(exc), EXIT_FAILURE)
+    if exc is not raised:
+        raise exc from None
+    raise raised

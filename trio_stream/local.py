@@ -1,0 +1,307 @@
+"""Serving one running session with the hub: what ``tstream run`` does by itself.
+
+:func:`serve_session` runs a hub (:func:`~trio_stream.hub.server.serve_hub`, the same
+protocol and transports as ``tstream serve``) in the caller's nursery, on a private Unix
+socket and on any ``listen`` addresses, with one stream: the session. A bridge task follows
+the session's log and publishes its events into the hub's stream at the offsets the
+session gave them, so that every client sees the session's own offsets. The session is
+registered (:mod:`trio_stream.registry`) for ``tstream attach`` to find, and the socket
+and registration are removed when it ends.
+
+The hub reads history from the session's own store through :class:`SessionView`, which
+answers for that one session, leaves recording to the session (the hub's recorder only
+waits until the session has recorded what it holds) and never changes the store.
+
+Serving is the session's guest: it never slows the command (the bridge follows the log
+without flow control and, should it fall behind the log's memory, reads the rest from the
+store) and its failures are its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final, final
+
+import attrs
+import trio
+
+from .events import Event
+from .hub.config import HubConfig, Listen, TokenSpec
+from .hub.errors import HubError
+from .log import SessionLog
+from .registry import LiveSession, live_sessions, new_socket_path, private_dir, registered
+from .session import Session
+from .store.base import (
+    HistoryQuery,
+    SessionInfo,
+    SessionStatus,
+    Store,
+    UnknownSessionError,
+)
+from .store.memory import MemoryStore
+from .store.sessions import apply_changes
+
+logger = logging.getLogger("trio_stream.local")
+
+# How often the hub's recorder looks whether the session has recorded what it holds.
+RECORDED_POLL: Final = 0.05
+# How long clients get to read the end of the session before the hub shuts down.
+FAREWELL: Final = 1.0
+
+
+@final
+class SessionView:
+    """The store as the hub serving one session sees it.
+
+    Reads go to the session's store; recording is the session's: :meth:`append` only
+    waits until the session's recorder has written the events, so that the hub never
+    believes the store holds what it does not yet. Changes are kept here, never written.
+
+    Args:
+        store: the session's store.
+        session_id: the session.
+    """
+
+    def __init__(self, store: Store, session_id: str) -> None:
+        self._store = store
+        self._id = session_id
+        self._changes: dict[str, Any] = {}
+        self.session_done = False
+
+    @property
+    def epoch(self) -> str:
+        return self._store.epoch
+
+    def _check(self, session_id: str) -> None:
+        if session_id != self._id:
+            raise UnknownSessionError(session_id)
+
+    async def create_session(self, info: SessionInfo) -> SessionInfo:
+        if info.id != self._id:
+            raise HubError(f"this hub serves session {self._id} only")
+        current = await self._store.get_session(self._id)
+        # The hub's log starts at the session's first offset: the bridge publishes from it.
+        return attrs.evolve(current, status=SessionStatus.RUNNING, last_offset=-1)
+
+    async def get_session(self, session_id: str) -> SessionInfo:
+        self._check(session_id)
+        return apply_changes(await self._store.get_session(session_id), dict(self._changes))
+
+    async def resolve(self, ref: str) -> SessionInfo:
+        if ref in ("latest", self._id) or (ref and self._id.startswith(ref)):
+            return await self.get_session(self._id)
+        raise UnknownSessionError(ref)
+
+    async def list_sessions(
+        self, *, status: SessionStatus | None = None, limit: int | None = None
+    ) -> list[SessionInfo]:
+        info = await self.get_session(self._id)
+        if (status is not None and info.status != status) or limit == 0:
+            return []
+        return [info]
+
+    async def update_session(self, session_id: str, **changes: Any) -> SessionInfo:
+        self._check(session_id)
+        self._changes.update(changes)
+        return await self.get_session(session_id)
+
+    async def destroy_session(self, session_id: str) -> None:
+        raise HubError(f"session {session_id} is running: it cannot be deleted here")
+
+    async def append(self, session_id: str, events: Sequence[Event]) -> None:
+        self._check(session_id)
+        if not events:
+            return
+        target = events[-1].offset
+        while not self.session_done and await self._store.last_offset(session_id) < target:
+            await trio.sleep(RECORDED_POLL)
+
+    async def read(self, session_id: str, query: HistoryQuery = HistoryQuery()) -> list[Event]:
+        self._check(session_id)
+        return await self._store.read(session_id, query)
+
+    async def count(self, session_id: str, query: HistoryQuery = HistoryQuery()) -> int:
+        self._check(session_id)
+        return await self._store.count(session_id, query)
+
+    async def last_offset(self, session_id: str) -> int:
+        self._check(session_id)
+        return await self._store.last_offset(session_id)
+
+    async def clear(self, session_id: str) -> None:
+        self._check(session_id)
+
+    async def compact(self, session_id: str, keep_last: int) -> int:
+        self._check(session_id)
+        return 0
+
+    async def prune(
+        self,
+        *,
+        older_than: float | None = None,
+        max_events: int | None = None,
+        dry_run: bool = False,
+    ) -> list[str]:
+        return []
+
+    async def aclose(self) -> None:
+        return None
+
+
+@final
+@attrs.frozen
+class ServedSession:
+    """Where :func:`serve_session` serves a session.
+
+    Attributes:
+        session_id: the session.
+        socket: the Unix socket (None when not registered locally).
+        urls: every address, as hub URLs (``http+unix://…``, ``http://host:port``).
+        live: the registration ``tstream attach`` finds (None when not registered).
+    """
+
+    session_id: str
+    socket: str | None
+    urls: list[str]
+    live: LiveSession | None
+
+
+async def serve_session(
+    session: Session,
+    *,
+    listen: Sequence[Listen] = (),
+    tokens: Sequence[str] = (),
+    local: bool = True,
+    directory: Path | None = None,
+    task_status: trio.TaskStatus[ServedSession] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``session`` until it ends; meant for ``nursery.start``.
+
+    Args:
+        session: a running session (from :func:`~trio_stream.session.run_session` or
+            :func:`~trio_stream.session.open_session`).
+        listen: TCP addresses to serve on besides the Unix socket.
+        tokens: bearer tokens clients must present (read-only: nobody publishes into a
+            session this way). Without one, ``listen`` must be loopback.
+        local: serve on a private Unix socket and register the session there.
+        directory: the runtime directory (default: ``$XDG_RUNTIME_DIR/tstream``).
+        task_status: receives a :class:`ServedSession` once clients can connect.
+
+    Raises:
+        HubConfigError: an address cannot be bound, or is exposed without a token.
+        RegistryError: the runtime directory is not private.
+    """
+    from .hub.server import serve_hub
+
+    addresses = list(listen)
+    sock: Path | None = None
+    if local:
+        directory = private_dir(directory)
+        live_sessions(directory)  # sweeps what killed runs left behind
+        sock = new_socket_path(directory)
+        addresses.insert(0, Listen(path=str(sock)))
+    if not addresses:
+        raise ValueError("nothing to serve on: give listen addresses or local=True")
+    config = HubConfig(
+        listen=tuple(addresses),
+        tokens=tuple(TokenSpec(t, frozenset({"read"})) for t in tokens),
+        prune_every=0,
+    )
+    own = session.config.store
+    view = SessionView(own, session.session_id) if own is not None else None
+    store: Any = view if view is not None else MemoryStore()
+    async with trio.open_nursery() as nursery:
+        served = await nursery.start(serve_hub, config, store)
+        try:
+            stream = await served.hub.broker.create_stream(session.session_id)
+            if sock is None:
+                result = ServedSession(session.session_id, None, served.urls, None)
+                task_status.started(result)
+                await _bridge(session.log, served.hub.broker, stream.id, own, view)
+            else:
+                live = LiveSession(
+                    id=session.session_id,
+                    pid=os.getpid(),
+                    command=list(session.command),
+                    started=time.time(),
+                    socket=str(sock),
+                    host=socket.gethostname(),
+                    urls=served.urls,
+                )
+                with registered(live, sock.parent) as entry:
+                    task_status.started(
+                        ServedSession(session.session_id, str(sock), served.urls, entry)
+                    )
+                    await _bridge(session.log, served.hub.broker, stream.id, own, view)
+            with trio.move_on_after(FAREWELL):
+                await served.hub.broker.wait_no_clients()
+        finally:
+            served.shutdown()
+
+
+@final
+@attrs.frozen
+class ServeOptions:
+    """How ``tstream run`` serves its session (see :func:`serve_session`)."""
+
+    local: bool = True
+    listen: tuple[Listen, ...] = ()
+    tokens: tuple[str, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return self.local or bool(self.listen)
+
+
+async def serve_quietly(session: Session, options: ServeOptions) -> None:
+    """:func:`serve_session`, whose failure is a warning on stderr and nothing more: the
+    command goes on whatever happens to its serving."""
+    try:
+        await serve_session(
+            session, listen=options.listen, tokens=options.tokens, local=options.local
+        )
+    except Exception as exc:
+        reason = exc
+        while isinstance(reason, ExceptionGroup) and len(reason.exceptions) == 1:
+            reason = reason.exceptions[0]
+        if not isinstance(reason, OSError | ValueError | HubError):
+            logger.error("serving session %s failed", session.session_id, exc_info=exc)
+        print(f"tstream: warning: not serving the session: {reason}", file=sys.stderr)
+
+
+async def _bridge(
+    log: SessionLog,
+    broker: Any,
+    stream_id: str,
+    store: Store | None,
+    view: SessionView | None,
+) -> None:
+    """Publish every event of ``log`` into the hub's stream, at its own offset."""
+    after = -1
+    try:
+        async for batch in log.follow(after):
+            events = batch.events
+            if not batch.complete and events:
+                # Fell behind the log's memory: the store has (or soon has) the rest.
+                events = await _from_store(store, stream_id, after, events[0].offset) + events
+            if events:
+                await broker.publish(stream_id, events, [True] * len(events))
+                after = events[-1].offset
+    finally:
+        if view is not None:
+            view.session_done = True
+
+
+async def _from_store(store: Store | None, session_id: str, after: int, before: int) -> list[Event]:
+    """The events between ``after`` and ``before`` (both excluded), once recorded."""
+    if store is None:
+        raise HubError(f"session {session_id}: events after {after} are no longer held")
+    while await store.last_offset(session_id) < before - 1:
+        await trio.sleep(RECORDED_POLL)
+    return await store.read(session_id, HistoryQuery(after=after, limit=before - after - 1))
