@@ -173,6 +173,7 @@ class UplinkOptions:
             log,
             store=store,
             token=self.token,
+            flush_timeout=self.flush_timeout,
             notify=None if self.notices == "never" else _print_notice,
             link_notices=self.notices == "always" or (self.notices == "auto" and _tty(2)),
         )
@@ -211,6 +212,9 @@ class Uplink:
             refuses the session or events are given up; None for silence.
         link_notices: also notify when the link is lost and when it is back.
         backoff: the waits between connection attempts.
+        flush_timeout: how long :meth:`finish` waits by default, in seconds.
+        connect_timeout: how long opening a connection may take, in seconds.
+        ack_timeout: how long the hub may take to acknowledge a message, in seconds.
         rng: the jitter's randomness.
 
     Attributes:
@@ -229,6 +233,7 @@ class Uplink:
         notify: Callable[[str], None] | None = None,
         link_notices: bool = True,
         backoff: Backoff = Backoff(),
+        flush_timeout: float = DEFAULT_FLUSH_TIMEOUT,
         connect_timeout: float = CONNECT_TIMEOUT,
         ack_timeout: float = ACK_TIMEOUT,
         rng: random.Random | None = None,
@@ -240,6 +245,7 @@ class Uplink:
         self.notify = notify
         self.link_notices = link_notices
         self.backoff = backoff
+        self.flush_timeout = flush_timeout
         self.connect_timeout = connect_timeout
         self.ack_timeout = ack_timeout
         self.rng = rng or random.Random()
@@ -254,6 +260,8 @@ class Uplink:
         self._hurry = trio.Event()
         self._progress = trio.Event()
         self._scope = trio.CancelScope()
+        self._flush_scope = trio.CancelScope()
+        self._cut_short = False
 
     @property
     def delivered(self) -> bool:
@@ -308,27 +316,37 @@ class Uplink:
             with trio.move_on_after(self.backoff.delay(failures, self.rng)):
                 await self._hurry.wait()
 
-    async def finish(self, timeout: float) -> bool:
-        """The session has ended: give the uplink ``timeout`` seconds to deliver the rest
+    async def finish(self, timeout: float | None = None) -> bool:
+        """The session has ended: give the uplink ``timeout`` seconds (default:
+        ``flush_timeout``) to deliver the rest
         (retrying at once if it was waiting to reconnect), then stop it. Notifies when
         it could not deliver everything.
 
         Returns:
             Whether the hub has every event.
         """
+        if timeout is None:
+            timeout = self.flush_timeout
         self._hurry.set()
-        with trio.move_on_after(timeout):
+        with self._flush_scope:
+            self._flush_scope.deadline = trio.current_time() + timeout
             await self._done.wait()
         self._scope.cancel()
         if self.delivered:
             return True
         if self.refused is None:
             first, last = self.acked + 1, self.log.last_offset
+            when = "when interrupted" if self._cut_short else f"after {timeout:g}s"
             self._say(
-                f"gave up after {timeout:g}s: events {first} to {last} of session "
+                f"gave up {when}: events {first} to {last} of session "
                 f"{self.log.session_id} were not sent"
             )
         return False
+
+    def cut_short(self) -> None:
+        """End :meth:`finish` now (the user interrupted the end of the run)."""
+        self._cut_short = True
+        self._flush_scope.cancel()
 
     def _lost(self, reason: str) -> None:
         if self._lost_noticed or not self.link_notices:

@@ -288,15 +288,37 @@ async def replay_events(
     help="Only sessions with this status.",
 )
 @click.option("--limit", type=click.IntRange(min=0), help="At most this many (newest first).")
-def ls(store_url: str | None, as_json: bool, status: str | None, limit: int | None) -> None:
+@click.option(
+    "--hub",
+    metavar="URL",
+    help="List the sessions of the tstream serve at URL (http://HOST:PORT or unix:PATH) "
+    "instead of the local store.",
+)
+@click.option(
+    "--token",
+    metavar="TOKEN",
+    envvar="TSTREAM_TOKEN",
+    show_envvar=True,
+    help="The bearer token --hub asks with.",
+)
+def ls(
+    store_url: str | None,
+    as_json: bool,
+    status: str | None,
+    limit: int | None,
+    hub: str | None,
+    token: str | None,
+) -> None:
     """List recorded sessions, newest first."""
+    wanted = None if status is None else SessionStatus(status)
+    if hub is not None:
+        sessions = _hub_sessions(hub, token, wanted, limit)
+    else:
 
-    async def main(store: Store) -> list[SessionInfo]:
-        return await store.list_sessions(
-            status=None if status is None else SessionStatus(status), limit=limit
-        )
+        async def main(store: Store) -> list[SessionInfo]:
+            return await store.list_sessions(status=wanted, limit=limit)
 
-    sessions = run_with_store(store_url, main)
+        sessions = run_with_store(store_url, main)
     if as_json:
         sys.stdout.buffer.write(
             orjson.dumps([session_dict(s) for s in sessions], option=orjson.OPT_INDENT_2) + b"\n"
@@ -308,6 +330,22 @@ def ls(store_url: str | None, as_json: bool, status: str | None, limit: int | No
     now = time.time()
     header = ["ID", "STATUS", "COMMAND", "STARTED", "DURATION", "EXIT", "EVENTS"]
     click.echo(table(header, (session_row(s, now) for s in sessions)))
+
+
+def _hub_sessions(
+    hub: str, token: str | None, status: SessionStatus | None, limit: int | None
+) -> list[SessionInfo]:
+    from ..hub.remote import HubUnavailableError, hub_sessions
+    from ..uplink import check_hub_url
+
+    try:
+        check_hub_url(hub)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--hub") from None
+    try:
+        return hub_sessions(hub, token=token, status=status, limit=limit)
+    except HubUnavailableError as exc:
+        fail(str(exc), EXIT_STORE)
 
 
 def history_query(

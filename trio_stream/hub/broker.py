@@ -280,7 +280,7 @@ class Broker:
             await self._note_session(stream, placed_events)
         if ended is not None:
             assert isinstance(ended.data, SessionEnded)
-            await self.end_stream(stream, ended.data)
+            await self.end_stream(stream, ended.data, at=ended.ts)
         elif placed_events:
             await log.wait_recorded_room()
         return PublishResult(len(placed_events), duplicates, log.last_offset, first)
@@ -289,7 +289,10 @@ class Broker:
         for event in events:
             data = event.data
             if isinstance(data, SessionStarted):
+                # The session began when it says, not when the hub first heard of it (a
+                # publisher that was cut off from the hub sends its start late).
                 changes = {
+                    "created": event.ts,
                     "command": list(data.command),
                     "cwd": data.cwd,
                     "pid": data.pid,
@@ -300,7 +303,9 @@ class Broker:
                 except (StoreError, LookupError) as exc:
                     logger.warning("stream %s: could not note its start: %s", stream.id, exc)
 
-    async def end_stream(self, stream: Stream, ended: SessionEnded | None = None) -> None:
+    async def end_stream(
+        self, stream: Stream, ended: SessionEnded | None = None, *, at: float | None = None
+    ) -> None:
         """End a live stream: close its log (after appending an ``interrupted``
         SESSION_ENDED when ``ended`` is None, the stream being cut short), wait for the
         recorder, and mark the session ended in the store.
@@ -308,6 +313,7 @@ class Broker:
         Args:
             stream: the stream.
             ended: the SESSION_ENDED payload already appended, if any.
+            at: when the session ended (default: now).
         """
         log = stream.log
         if log is None or log.closed:
@@ -322,7 +328,7 @@ class Broker:
                 stream.info = await self.store.update_session(
                     stream.id,
                     status=_status_of(ended),
-                    ended=time.time(),
+                    ended=time.time() if at is None else at,
                     exit_status=ended.exit_status,
                 )
             except (StoreError, LookupError) as exc:
