@@ -33,10 +33,12 @@ from .protocol import (
     Subscribe,
     Unsubscribe,
     error_frame,
+    events_frame,
     filter_set_frame,
     pong_frame,
     unsubscribed_frame,
 )
+from .wire import http_chunk, ws_frame
 
 if TYPE_CHECKING:
     from .streams import Stream
@@ -85,6 +87,97 @@ class Frame:
         return self.event.offset
 
 
+_SSE_EVENT: Final = b"id: %d\nevent: stream_event\ndata: %s\n\n"
+
+
+@final
+class Batch:
+    """Frames fanned out together (one tick's events, or one page of history).
+
+    Everything a transport needs from them is computed once and shared by every client
+    that is sent the same batch: the filtered batch for each distinct filter, the
+    comma-joined JSON a WebSocket message splices in, the SSE text. So the work per
+    client per tick does not grow with the events in the tick.
+    """
+
+    __slots__ = ("_chunk", "_frame", "_message", "_selected", "_sse", "_ws", "frames")
+
+    def __init__(self, frames: list[Frame]) -> None:
+        self.frames = frames
+        self._selected: dict[EventFilter, Batch | None] = {}
+        self._ws: bytes | None = None
+        self._message: bytes | None = None
+        self._frame: bytes | None = None
+        self._sse: bytes | None = None
+        self._chunk: bytes | None = None
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def first(self) -> int:
+        """The offset of its first frame."""
+        return self.frames[0].event.offset
+
+    @property
+    def last(self) -> int:
+        """The offset of its last frame."""
+        return self.frames[-1].event.offset
+
+    def select(self, flt: EventFilter) -> Batch | None:
+        """The frames ``flt`` passes (None if none), computed once per distinct filter."""
+        if flt.empty:
+            return self
+        try:
+            return self._selected[flt]
+        except KeyError:
+            pass
+        kept = [f for f in self.frames if flt.matches(f.event, f.raw)]
+        if len(kept) == len(self.frames):
+            selected: Batch | None = self
+        else:
+            selected = Batch(kept) if kept else None
+        self._selected[flt] = selected
+        return selected
+
+    def after(self, offset: int) -> Batch | None:
+        """The frames after ``offset`` (self when that is all of them)."""
+        if self.first > offset:
+            return self
+        kept = [f for f in self.frames if f.event.offset > offset]
+        return Batch(kept) if kept else None
+
+    def ws_events(self) -> bytes:
+        """The events' JSON joined by commas, for a WebSocket ``events`` array."""
+        if self._ws is None:
+            self._ws = b",".join([f.raw for f in self.frames])
+        return self._ws
+
+    def ws_message(self, stream_id: str) -> bytes:
+        """The whole ``event`` message carrying this batch alone."""
+        if self._message is None:
+            self._message = events_frame(stream_id, (self.ws_events(),))
+        return self._message
+
+    def ws_frame(self, stream_id: str) -> bytes:
+        """That message as a WebSocket frame (without permessage-deflate)."""
+        if self._frame is None:
+            self._frame = ws_frame(self.ws_message(stream_id))
+        return self._frame
+
+    def sse(self) -> bytes:
+        """The SSE ``stream_event`` events, ``id`` carrying each offset."""
+        if self._sse is None:
+            self._sse = b"".join([_SSE_EVENT % (f.event.offset, f.raw) for f in self.frames])
+        return self._sse
+
+    def sse_chunk(self) -> bytes:
+        """Those events as one HTTP/1.1 chunk."""
+        if self._chunk is None:
+            self._chunk = http_chunk(self.sse())
+        return self._chunk
+
+
 @final
 @attrs.frozen
 class Control:
@@ -109,10 +202,22 @@ class Subscribed:
 class Deliver:
     """Events for one frame. ``position`` is the client's cursor once it is written."""
 
-    frames: list[Frame]
+    batches: list[Batch]
     position: int
     replay: bool = False
     done: bool = False
+
+    @property
+    def frames(self) -> list[Frame]:
+        """Every frame, in order."""
+        if len(self.batches) == 1:
+            return self.batches[0].frames
+        return [f for b in self.batches for f in b.frames]
+
+    @property
+    def count(self) -> int:
+        """How many events it carries."""
+        return sum(len(b) for b in self.batches)
 
 
 @final
@@ -195,7 +300,8 @@ class Client:
         self.position = -1
         self.catching_up: int | None = None
         self.recovered: bool | None = None
-        self.pending: list[Frame] = []
+        self.pending: list[Batch] = []
+        self.pending_count = 0
         self.control: list[Item] = []
         self.commands: deque[Any] = deque()
         self.replays: deque[_ReplayJob] = deque()
@@ -213,26 +319,21 @@ class Client:
 
     # -- called by the stream's fan-out and the broker (synchronous) --------------------
 
-    def offer(self, frames: list[Frame], upto: int) -> None:
-        """Queue the frames this client wants, up to offset ``upto``."""
+    def offer(self, batch: Batch) -> None:
+        """Queue what this client wants of ``batch`` (a tick's events, shared by every
+        client): no per-event work unless the batch overlaps what it already has."""
         if self.end_reason is not None:
             return
-        flt = self.filters
-        if flt.empty:
-            fresh = (
-                frames
-                if frames[0].offset > self.queued
-                else [f for f in frames if f.offset > self.queued]
-            )
-            self.pending.extend(fresh)
-        else:
-            self.pending.extend(
-                f for f in frames if f.offset > self.queued and flt.matches(f.event, f.raw)
-            )
-        self.queued = max(self.queued, upto)
-        if len(self.pending) > self.queue_limit:
-            self.end(EndReason.SLOW_CONSUMER)
-            return
+        if batch.last > self.queued:
+            fresh = batch if batch.first > self.queued else batch.after(self.queued)
+            selected = fresh.select(self.filters) if fresh is not None else None
+            if selected is not None:
+                self.pending.append(selected)
+                self.pending_count += len(selected)
+                if self.pending_count > self.queue_limit:
+                    self.end(EndReason.SLOW_CONSUMER)
+                    return
+            self.queued = batch.last
         self._wake.set()
 
     def end(self, reason: EndReason) -> None:
@@ -248,6 +349,7 @@ class Client:
         self.stream.unregister(self)
         if reason is not EndReason.STREAM_ENDED:
             self.pending = []
+            self.pending_count = 0
             self.catching_up = None
             self.replays.clear()
             self.commands.clear()
@@ -297,7 +399,7 @@ class Client:
         self.frames_sent += 1
         self.bytes_sent += size
         if isinstance(item, Deliver):
-            self.events_sent += len(item.frames)
+            self.events_sent += item.count
             if not item.replay:
                 self.position = max(self.position, item.position)
 
@@ -323,8 +425,9 @@ class Client:
             elif self.replays:
                 items.extend(await self._replay_page())
             if self.pending:
-                frames, self.pending = self.pending, []
-                items.append(Deliver(frames, self.queued))
+                batches, self.pending = self.pending, []
+                self.pending_count = 0
+                items.append(Deliver(batches, self.queued))
             elif self.subscribed and self.catching_up is None and self.queued > self.position:
                 # Everything new was filtered out: the cursor still moves on.
                 self.position = self.queued
@@ -382,6 +485,7 @@ class Client:
             self.subscribed = False
             self.catching_up = None
             self.pending = []
+            self.pending_count = 0
             return [Control(unsubscribed_frame())]
         if isinstance(message, SetFilter):
             self.filters = message.filters
@@ -399,6 +503,7 @@ class Client:
         """
         self.stream.unregister(self)
         self.pending = []
+        self.pending_count = 0
         self.filters = filters
         start, recovered = await self.stream.resolve_start(options)
         self.subscribed = True
@@ -416,14 +521,14 @@ class Client:
             self.catching_up = None
             if not live:
                 return []
-            return [Deliver(live, self.queued)]
+            return [Deliver([Batch(live)], self.queued)]
         frames, cursor = await self.stream.read_page(cursor, self.filters, PAGE)
         if self.catching_up is None:
             return []
         self.catching_up = cursor
         if not frames:
             return []
-        return [Deliver(frames, cursor)]
+        return [Deliver([Batch(frames)], cursor)]
 
     async def _replay_page(self) -> list[Item]:
         job = self.replays[0]
@@ -439,7 +544,7 @@ class Client:
             finished = finished or job.remaining <= 0
         if finished:
             self.replays.popleft()
-        return [Deliver(frames, cursor, replay=True, done=finished)]
+        return [Deliver([Batch(frames)] if frames else [], cursor, replay=True, done=finished)]
 
     def describe(self) -> dict[str, Any]:
         """What ``GET /api/streams/{id}/clients`` shows of this client."""
@@ -450,7 +555,7 @@ class Client:
             "connectedAt": self.connected_at,
             "subscribed": self.subscribed,
             "lastOffset": self.position,
-            "pending": len(self.pending),
+            "pending": self.pending_count,
             "eventsSent": self.events_sent,
             "framesSent": self.frames_sent,
             "bytesSent": self.bytes_sent,

@@ -41,9 +41,11 @@ from .clients import (
 from .context import Hub, authorize, hub, remote_of
 from .protocol import FILTER_KEYS, ProtocolError, ReplayOptions, parse_filters
 from .streams import Stream
+from .wire import http_chunk, remember_http_send, sse_raw_send
 
 logger = logging.getLogger("trio_stream.hub")
 blueprint = Blueprint("sse", __name__)
+blueprint.record_once(lambda state: remember_http_send(state.app))
 
 MAX_LINE: Final = 1 << 20
 _EOL: Final = re.compile(rb"\r\n|\r|\n")
@@ -184,10 +186,7 @@ def frame_items(items: list[Item]) -> bytes:
                 if item.done:
                     out.append(sse_event(b'{"done":true}', event="replay_done"))
             else:
-                out.extend(
-                    b"id: %d\nevent: stream_event\ndata: %s\n\n" % (f.offset, f.raw)
-                    for f in item.frames
-                )
+                out.extend(batch.sse() for batch in item.batches)
         elif isinstance(item, Heartbeat):
             data = orjson.dumps({"time": item.time, "clients": item.clients})
             out.append(sse_event(data, event="heartbeat"))
@@ -272,7 +271,7 @@ async def sse(stream_id: str) -> Response:
         return Response(b"", status=204)
     h.broker.check_capacity(stream)
     response = Response(
-        _body(h, stream, remote_of(request.scope), options, filters),
+        _body(h, stream, remote_of(request.scope), options, filters, request.http_version),
         status=200,
         headers={
             "Content-Type": "text/event-stream; charset=utf-8",
@@ -285,11 +284,17 @@ async def sse(stream_id: str) -> Response:
 
 
 async def _body(
-    h: Hub, stream: Stream, remote: str, options: ReplayOptions | None, filters: Any
+    h: Hub,
+    stream: Stream,
+    remote: str,
+    options: ReplayOptions | None,
+    filters: Any,
+    http_version: str,
 ) -> AsyncIterator[bytes]:
     # The client is attached only once the response is being sent, so that a request
     # dropped before that leaves nothing behind.
     client = h.broker.attach(stream, ClientKind.SSE, remote)
+    raw = sse_raw_send(http_version)
     logger.info("sse %s connected to %s from %s", client.id, stream.id, client.remote)
     reason = "disconnected by the client"
     try:
@@ -305,6 +310,21 @@ async def _body(
             yield frame
         while True:
             items = await client.next_items()
+            if raw is not None and len(items) == 1 and isinstance(items[0], Deliver):
+                # The common case, a tick's events alone: one chunk shared by every
+                # client, written straight to the connection.
+                deliver = items[0]
+                batches = deliver.batches
+                if len(batches) == 1 and not deliver.replay:
+                    chunk = batches[0].sse_chunk()
+                else:
+                    # An empty chunk would end the response: nothing is written then.
+                    data = frame_items(items)
+                    chunk = http_chunk(data) if data else b""
+                if chunk:
+                    await raw(chunk)
+                client.delivered(deliver, len(chunk))
+                continue
             data = frame_items(items)
             if data:
                 yield data

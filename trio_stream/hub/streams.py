@@ -18,7 +18,7 @@ import trio
 from ..events import Event, event_to_json
 from ..log import SessionLog
 from ..store.base import HistoryQuery, SessionInfo, SessionStatus, StoreError
-from .clients import Client, EndReason, Frame
+from .clients import Batch, Client, EndReason, Frame
 from .protocol import EventFilter, ReplayOptions
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("trio_stream.hub")
 
 RECORD_RETRY: Final = 1.0
+RECORD_TICK: Final = 0.02
 
 
 @final
@@ -92,10 +93,10 @@ class Stream:
                     client.end(EndReason.SLOW_CONSUMER)
             self.frames.extend(frames)
             self.pumped = frames[-1].offset
-            size = sum(len(f.raw) for f in frames)
-            self.broker.metrics_events(len(frames), size)
+            shared = Batch(frames)
+            self.broker.metrics_events(len(frames), len(shared.ws_events()) - len(frames) + 1)
             for client in list(self.live.values()):
-                client.offer(frames, self.pumped)
+                client.offer(shared)
             self._advance()
         self.finished = True
         for client in list(self.live.values()):
@@ -136,6 +137,10 @@ class Stream:
                 held = []
                 self._stored.set()
                 self._stored = trio.Event()
+                if not self.log.closed:
+                    # Fan-out serves live clients from memory, so the store can take
+                    # events in fewer, larger transactions at the cost of a short delay.
+                    await trio.sleep(RECORD_TICK)
         finally:
             self.recorder_done.set()
 

@@ -46,6 +46,7 @@ from .protocol import (
 )
 from .rest import parse_events
 from .sse import parse_offset, query_filters
+from .wire import websocket_raw_send, ws_frame
 
 logger = logging.getLogger("trio_stream.hub")
 blueprint = Blueprint("websocket", __name__)
@@ -59,12 +60,24 @@ CLOSE_CODES = {
 }
 
 
+def _events_message(stream_id: str, item: Deliver) -> bytes:
+    if len(item.batches) == 1 and not item.replay:
+        return item.batches[0].ws_message(stream_id)
+    return events_frame(
+        stream_id, (b.ws_events() for b in item.batches), replay=item.replay, done=item.done
+    )
+
+
+def _events_frame(stream_id: str, item: Deliver) -> bytes:
+    if len(item.batches) == 1 and not item.replay:
+        return item.batches[0].ws_frame(stream_id)
+    return ws_frame(_events_message(stream_id, item))
+
+
 def ws_message(stream_id: str, item: Item) -> str:
     """The text message for one item."""
     if isinstance(item, Deliver):
-        data = events_frame(
-            stream_id, (f.raw for f in item.frames), replay=item.replay, done=item.done
-        )
+        data = _events_message(stream_id, item)
     elif isinstance(item, Control):
         data = item.data
     elif isinstance(item, Subscribed):
@@ -169,9 +182,21 @@ async def _writer(
         heartbeat=h.config.heartbeat,
     )
     await websocket.send(ack.decode())
+    # Events go out as frames shared by every client of the tick, written straight to
+    # the connection, unless this client may have negotiated permessage-deflate.
+    offered = websocket.headers.get("Sec-WebSocket-Extensions", "")
+    raw = websocket_raw_send(
+        websocket,
+        h.config.compression and "permessage-deflate" in offered.lower(),
+    )
     items = first
     while True:
         for item in items:
+            if raw is not None and isinstance(item, Deliver):
+                frame = _events_frame(stream.id, item)
+                await raw(frame)
+                client.delivered(item, len(frame))
+                continue
             message = ws_message(stream.id, item)
             await websocket.send(message)
             client.delivered(item, len(message))

@@ -1,0 +1,539 @@
+"""Fan-out through a real hub: one publisher, N subscribers, latency from publish to receipt.
+
+Starts ``tstream serve`` (SQLite store, a token, so auth is on) as its own process, creates
+one stream, connects N subscribers (half WebSocket, half SSE) spread over several
+subscriber processes, each running many clients under trio, and then a publisher process
+that publishes R events/s through the hub's publishing WebSocket
+(:func:`trio_stream.hub.client.open_publisher`) for S seconds and ends the stream. Every
+subscriber asks for ``eventTypes=output`` (a filter that every published event passes).
+
+Each event carries the time it was sent in its ``ts``; a subscriber takes the difference
+with the time the frame carrying it arrived. Subscribers check that offsets arrive dense
+(no gap, no duplicate) and count them; the run fails unless every subscriber received
+every event.
+
+Printed: events delivered against expected, p50/p99/max latency, frames per client per
+second (how much the hub coalesced), the hub's CPU (utime + stime from ``/proc``) and RSS.
+
+Usage::
+
+    .venv/bin/python scripts/bench_fanout.py --clients 100 --rate 1000 --duration 10
+    .venv/bin/python scripts/bench_fanout.py --targets            # the three targets, 60 s each
+    .venv/bin/python scripts/bench_fanout.py --soak [--soak-minutes 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import math
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+import trio
+
+TSTREAM: Final = str(Path(sys.executable).parent / "tstream")
+STREAM: Final = "bench"
+# Latencies are counted in buckets of 0.1 ms.
+BUCKETS_PER_SECOND: Final = 10_000
+TARGETS: Final = (
+    # clients, events/s, p99 bar in seconds
+    (100, 1_000, 0.050),
+    (100, 10_000, 0.100),
+    (1_000, 1_000, 0.250),
+)
+PUBLISH_TICK: Final = 0.002
+PUBLISH_BATCH: Final = 200
+
+_TS: Final = re.compile(rb'"ts":([0-9.e+-]+)')
+
+
+# -- measuring -------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of ``pid`` (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of ``pid`` in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Tally:
+    """What one subscriber received: a count, the offsets' continuity and latencies.
+
+    The work per frame is a few C-level scans (the events of a frame share few distinct
+    ``ts`` values, since the publisher stamps a whole batch at once).
+    """
+
+    def __init__(self) -> None:
+        self.events = 0
+        self.last = -1
+        self.broken = ""
+        self.frames = 0
+        self.latency: Counter[int] = Counter()
+
+    def frame(self, count: int, first: int, last: int, stamps: list[Any], now: float) -> None:
+        if not count:
+            return
+        self.frames += 1
+        if first != self.last + 1 or last - first + 1 != count:
+            self.broken = self.broken or f"offsets {first}..{last} ({count}) after {self.last}"
+        self.last = last
+        self.events += count
+        for stamp, times in Counter(stamps).items():
+            bucket = int((now - float(stamp)) * BUCKETS_PER_SECOND)
+            self.latency[max(0, bucket)] += times
+
+
+def _offsets(data: bytes, key: bytes, end: bytes) -> tuple[int, int]:
+    """The first and last offsets in ``data``, each following ``key`` up to ``end``."""
+    start = data.index(key) + len(key)
+    first = int(data[start : data.index(end, start)])
+    start = data.rindex(key) + len(key)
+    return first, int(data[start : data.index(end, start)])
+
+
+# -- the subscriber processes ----------------------------------------------------------
+
+
+async def _http_head(stream: trio.SocketStream, request: str) -> bytes | None:
+    """Send ``request``; return what followed the response headers (None: refused)."""
+    await stream.send_all(request.encode())
+    buffer = b""
+    while b"\r\n\r\n" not in buffer:
+        chunk = await stream.receive_some(1 << 16)
+        if not chunk:
+            return None
+        buffer += chunk
+    head, rest = buffer.split(b"\r\n\r\n", 1)
+    if not head.startswith((b"HTTP/1.1 101", b"HTTP/1.1 200")):
+        return None
+    return rest
+
+
+async def ws_client(host: str, port: int, token: str, tally: Tally) -> None:
+    """One WebSocket subscriber: the handshake by hand, then frames parsed from bytes
+    (the hub's frames are unmasked and never fragmented; no deflate is offered)."""
+    stream = await trio.open_tcp_stream(host, port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (
+        f"GET /api/streams/{STREAM}/ws?after=-1&eventTypes=output HTTP/1.1\r\n"
+        f"Host: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
+        f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    buffer = await _http_head(stream, request)
+    if buffer is None:
+        tally.broken = "WebSocket handshake refused"
+        return
+    while True:
+        now = time.time()
+        while len(buffer) >= 2:
+            size = buffer[1] & 0x7F
+            start = 2
+            if size == 126:
+                size, start = int.from_bytes(buffer[2:4], "big"), 4
+            elif size == 127:
+                size, start = int.from_bytes(buffer[2:10], "big"), 10
+            if len(buffer) < start + size:
+                break
+            opcode = buffer[0] & 0x0F
+            payload, buffer = buffer[start : start + size], buffer[start + size :]
+            if opcode == 0x8:
+                tally.broken = tally.broken or f"closed {payload[:2].hex()} {payload[2:]!r}"
+                return
+            if opcode != 0x1:
+                continue
+            if payload.startswith(b'{"type":"event"'):
+                first, last = _offsets(payload, b'"offset":', b",")
+                stamps = _TS.findall(payload)
+                tally.frame(len(stamps), first, last, stamps, now)
+            elif payload.startswith(b'{"type":"end"'):
+                await stream.aclose()
+                return
+            elif payload.startswith(b'{"type":"error"'):
+                tally.broken = tally.broken or payload.decode()
+        chunk = await stream.receive_some(1 << 18)
+        if not chunk:
+            tally.broken = tally.broken or "connection closed without an end frame"
+            return
+        buffer += chunk
+
+
+async def sse_client(host: str, port: int, token: str, tally: Tally) -> None:
+    """One SSE subscriber: a plain HTTP/1.1 request, the body scanned as it comes."""
+    stream = await trio.open_tcp_stream(host, port)
+    request = (
+        f"GET /api/streams/{STREAM}/sse?lastEventId=-1&eventTypes=output HTTP/1.1\r\n"
+        f"Host: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
+        "Accept: text/event-stream\r\n\r\n"
+    )
+    buffer = await _http_head(stream, request)
+    if buffer is None:
+        tally.broken = "SSE request refused"
+        return
+    while True:
+        # Only whole SSE events are scanned (the chunked framing sits between them).
+        cut = buffer.rfind(b"\n\n")
+        if cut >= 0:
+            now = time.time()
+            done, buffer = buffer[: cut + 2], buffer[cut + 2 :]
+            count = done.count(b"\nevent: stream_event\n")
+            if count:
+                first, last = _offsets(done, b"id: ", b"\n")
+                tally.frame(count, first, last, _TS.findall(done), now)
+            if b"event: end\n" in done:
+                await stream.aclose()
+                return
+            if b"event: error\n" in done:
+                tally.broken = tally.broken or done.decode(errors="replace")[-300:]
+                return
+        chunk = await stream.receive_some(1 << 18)
+        if not chunk:
+            tally.broken = tally.broken or "connection closed without an end event"
+            return
+        buffer += chunk
+
+
+async def run_subscribers(host: str, port: int, token: str, ws: int, sse: int) -> None:
+    tallies = [Tally() for _ in range(ws + sse)]
+    async with trio.open_nursery() as nursery:
+        for index, tally in enumerate(tallies):
+            client = ws_client if index < ws else sse_client
+            nursery.start_soon(client, host, port, token, tally)
+            if index % 50 == 49:
+                # Connect in waves so the hub's accept queue never overflows.
+                await trio.sleep(0.05)
+    latency: Counter[int] = Counter()
+    for tally in tallies:
+        latency.update(tally.latency)
+    report = {
+        "events": [t.events for t in tallies],
+        "frames": sum(t.frames for t in tallies),
+        "broken": [t.broken for t in tallies if t.broken][:5],
+        "latency": list(latency.items()),
+        "cpu": time.process_time(),
+    }
+    sys.stdout.write(json.dumps(report) + "\n")
+
+
+# -- the publisher process -------------------------------------------------------------
+
+
+async def run_publisher(url: str, token: str, rate: float, duration: float) -> None:
+    from trio_stream.events import Event, EventType, Output
+    from trio_stream.hub.client import open_publisher
+
+    sent = 0
+    line = 0
+    async with open_publisher(url, STREAM, token=token, create=False) as publisher:
+        start = trio.current_time()
+        end = start + duration
+        while True:
+            now = trio.current_time()
+            due = int(min(now - start, duration) * rate) - sent
+            if due > 0:
+                ts = time.time()
+                batch = []
+                for _ in range(due):
+                    text = f"worker-{line % 8} processed request {line} status=200"
+                    batch.append(Event(EventType.OUTPUT, Output("stdout", text, line=line), ts=ts))
+                    line += 1
+                # Batches stay well within the hub's message size limit.
+                for first in range(0, due, PUBLISH_BATCH):
+                    await publisher.publish(batch[first : first + PUBLISH_BATCH])
+                sent += due
+            if now >= end:
+                break
+            await trio.sleep_until(min(end, trio.current_time() + PUBLISH_TICK))
+        await publisher.publish(
+            [Event(EventType.SESSION_ENDED, _ended())],
+        )
+    sys.stdout.write(json.dumps({"published": sent, "cpu": time.process_time()}) + "\n")
+
+
+def _ended() -> Any:
+    from trio_stream.events import SessionEnded
+
+    return SessionEnded(exit_status=0)
+
+
+# -- the run ---------------------------------------------------------------------------
+
+
+def percentile(latency: Counter[int], fraction: float) -> float:
+    """The latency (seconds) under which ``fraction`` of the events arrived."""
+    total = sum(latency.values())
+    if not total:
+        return math.nan
+    rank = fraction * total
+    seen = 0
+    for bucket in sorted(latency):
+        seen += latency[bucket]
+        if seen >= rank:
+            return (bucket + 1) / BUCKETS_PER_SECOND
+    return max(latency) / BUCKETS_PER_SECOND
+
+
+async def start_hub(
+    nursery: trio.Nursery, workdir: Path, token: str, clients: int
+) -> tuple[trio.Process, str]:
+    config = workdir / "config.yaml"
+    # Every subscriber connects from one address: lift the reconnect-storm limits.
+    config.write_text(
+        "serve:\n  connections_per_minute: 1000000\n  requests_per_minute: 1000000\n"
+        "  publish_per_second: 1000000\n"
+    )
+    command = [
+        TSTREAM,
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--store",
+        f"sqlite:{workdir / 'hub.db'}",
+        "--token",
+        token,
+        "--quiet",
+        "--max-clients-per-stream",
+        str(clients + 10),
+        "--max-connections",
+        str(clients + 20),
+        "--config",
+        str(config),
+    ]
+    process: trio.Process = await nursery.start(
+        lambda task_status: trio.run_process(
+            command, stderr=subprocess.PIPE, check=False, task_status=task_status
+        )
+    )
+    assert process.stderr is not None
+    seen = b""
+    while b"listening on http" not in seen:
+        chunk = await process.stderr.receive_some()
+        if not chunk:
+            raise RuntimeError(f"tstream serve did not start: {seen.decode()}")
+        seen += chunk
+    url = next(x for x in seen.decode().splitlines() if "listening on" in x).split()[-1]
+    nursery.start_soon(_drain, process.stderr)
+    return process, url
+
+
+async def _drain(stream: Any) -> None:
+    async for chunk in stream:
+        sys.stderr.buffer.write(chunk)
+
+
+async def _collect(command: list[str], out: list[str]) -> None:
+    result = await trio.run_process(command, capture_stdout=True, check=False)
+    if result.returncode:
+        raise RuntimeError(f"{command[2]} process exited with {result.returncode}")
+    out.append(result.stdout.decode())
+
+
+async def wait_subscribed(http: httpx.AsyncClient, clients: int, timeout: float) -> None:
+    with trio.fail_after(timeout):
+        while True:
+            listing = (await http.get(f"/api/streams/{STREAM}/clients")).json()
+            rows = listing.get("clients", listing) if isinstance(listing, dict) else listing
+            if sum(1 for row in rows if row.get("subscribed")) >= clients:
+                return
+            await trio.sleep(0.2)
+
+
+async def run_once(
+    clients: int,
+    rate: float,
+    duration: float,
+    processes: int,
+    rss_every: float | None,
+    profile: str | None = None,
+) -> dict[str, Any]:
+    token = secrets.token_urlsafe(24)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-fanout-"))
+    script = str(Path(__file__).resolve())
+    results: dict[str, Any] = {"rss_samples": []}
+    async with trio.open_nursery() as nursery:
+        hub, url = await start_hub(nursery, workdir, token, clients)
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        auth = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=url, headers=auth, timeout=60) as http:
+            (await http.post("/api/streams", json={"id": STREAM})).raise_for_status()
+            outputs: list[str] = []
+            async with trio.open_nursery() as runs:
+                share = [clients // processes + (i < clients % processes) for i in range(processes)]
+                ws_left = clients // 2
+                for count in share:
+                    ws = min(ws_left, (count + 1) // 2)
+                    ws_left -= ws
+                    command = [sys.executable, script, "--role", "subscribers"]
+                    command += [host, port, token, str(ws), str(count - ws)]
+                    runs.start_soon(_collect, command, outputs)
+                await wait_subscribed(http, clients, 60 + clients / 10)
+                cpu_before = cpu_seconds(hub.pid)
+                rss_before = rss_mib(hub.pid)
+                started = time.perf_counter()
+                command = [sys.executable, script, "--role", "publisher", url, token]
+                command += [str(rate), str(duration)]
+                runs.start_soon(_collect, command, outputs)
+                if profile:
+                    runs.start_soon(_profile, hub.pid, duration, profile)
+                if rss_every:
+                    runs.start_soon(_sample_rss, hub.pid, rss_every, duration, results)
+            elapsed = time.perf_counter() - started
+            cpu = cpu_seconds(hub.pid) - cpu_before
+            rss_after = rss_mib(hub.pid)
+        hub.send_signal(signal.SIGINT)
+        await hub.wait()
+    reports = [json.loads(line) for text in outputs for line in text.splitlines() if line]
+    published = next(r["published"] for r in reports if "published" in r)
+    subscribers = [r for r in reports if "events" in r]
+    latency: Counter[int] = Counter()
+    for report in subscribers:
+        latency.update({int(k): v for k, v in report["latency"]})
+    received = [n for r in subscribers for n in r["events"]]
+    results.update(
+        clients=clients,
+        rate=rate,
+        duration=duration,
+        published=published,
+        expected=published * clients,
+        delivered=sum(received),
+        complete=sum(1 for n in received if n == published),
+        broken=[b for r in subscribers for b in r["broken"]][:5],
+        frames=sum(r["frames"] for r in subscribers),
+        p50=percentile(latency, 0.50),
+        p99=percentile(latency, 0.99),
+        max=max(latency) / BUCKETS_PER_SECOND if latency else math.nan,
+        elapsed=elapsed,
+        cpu=cpu,
+        client_cpu=sum(r["cpu"] for r in subscribers),
+        publisher_cpu=next(r["cpu"] for r in reports if "published" in r),
+        rss_before=rss_before,
+        rss_after=rss_after,
+    )
+    return results
+
+
+async def _profile(pid: int, duration: float, path: str) -> None:
+    # py-spy is not a dependency: install it to profile (pip install py-spy).
+    command = ["py-spy", "record", "--pid", str(pid), "--duration", str(int(duration))]
+    command += ["--format", "raw", "--output", path, "--rate", "200"]
+    await trio.run_process(command, capture_stdout=True, capture_stderr=True, check=False)
+
+
+async def _sample_rss(pid: int, every: float, duration: float, results: dict[str, Any]) -> None:
+    start = trio.current_time()
+    minute = 0
+    while trio.current_time() - start < duration:
+        await trio.sleep_until(start + (minute + 1) * every)
+        minute += 1
+        try:
+            rss = rss_mib(pid)
+        except FileNotFoundError:
+            return
+        results["rss_samples"].append(rss)
+        print(f"  after {minute * every:5.0f} s: hub RSS {rss:7.1f} MiB", flush=True)
+
+
+def show(result: dict[str, Any], bar: float | None = None) -> bool:
+    lost = result["expected"] - result["delivered"]
+    ok = lost == 0 and not result["broken"]
+    print(
+        f"N={result['clients']} R={result['rate']:,.0f}/s for {result['duration']:g} s "
+        f"(hub on 2 cores, SQLite store, auth and filters on)"
+    )
+    print(
+        f"  delivered   {result['delivered']:,} of {result['expected']:,} "
+        f"({result['published']:,} events x {result['clients']} clients; "
+        f"{result['complete']} clients complete, lost {lost:,})"
+    )
+    for broken in result["broken"]:
+        print(f"  BROKEN      {broken}")
+    verdict = ""
+    if bar is not None:
+        passed = result["p99"] < bar
+        ok = ok and passed
+        verdict = f"   (bar {bar * 1000:.0f} ms: {'pass' if passed else 'FAIL'})"
+    print(
+        f"  latency     p50 {result['p50'] * 1000:.1f} ms, p99 {result['p99'] * 1000:.1f} ms, "
+        f"max {result['max'] * 1000:.1f} ms{verdict}"
+    )
+    per_client = result["frames"] / max(1, result["clients"]) / max(result["elapsed"], 1e-9)
+    print(
+        f"  frames      {per_client:.0f} per client per second "
+        f"({result['delivered'] / max(1, result['frames']):.1f} events each)"
+    )
+    print(
+        f"  hub CPU     {result['cpu']:.1f} s over {result['elapsed']:.1f} s "
+        f"({100 * result['cpu'] / result['elapsed']:.0f}% of one core); "
+        f"subscriber processes {result['client_cpu']:.1f} s, "
+        f"publisher {result['publisher_cpu']:.1f} s"
+    )
+    print(f"  hub RSS     {result['rss_before']:.1f} MiB before, {result['rss_after']:.1f} after")
+    return ok
+
+
+def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--role":
+        role, args = sys.argv[2], sys.argv[3:]
+        if role == "subscribers":
+            host, port, token, ws, sse = args
+            trio.run(run_subscribers, host, int(port), token, int(ws), int(sse))
+        else:
+            url, token, rate, duration = args
+            trio.run(run_publisher, url, token, float(rate), float(duration))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=100, help="subscribers (default 100)")
+    parser.add_argument("--rate", type=float, default=1000, help="events per second")
+    parser.add_argument("--duration", type=float, default=60, help="seconds of publishing")
+    parser.add_argument("--processes", type=int, default=4, help="subscriber processes (default 4)")
+    parser.add_argument(
+        "--profile", metavar="FILE", help="record the hub with py-spy (collapsed stacks)"
+    )
+    parser.add_argument("--targets", action="store_true", help="run the three targets in turn")
+    parser.add_argument("--soak", action="store_true", help="R=1000 for --soak-minutes")
+    parser.add_argument("--soak-minutes", type=float, default=10)
+    args = parser.parse_args()
+    processes = max(1, min(args.processes, args.clients))
+    ok = True
+    if args.targets:
+        for clients, rate, bar in TARGETS:
+            result = trio.run(run_once, clients, rate, args.duration, processes, None)
+            ok = show(result, bar) and ok
+    elif args.soak:
+        duration = args.soak_minutes * 60
+        print(f"soak: N={args.clients} R=1,000/s for {args.soak_minutes:g} min; hub RSS:")
+        result = trio.run(run_once, args.clients, 1000.0, duration, processes, 60.0)
+        ok = show(result)
+        samples = result["rss_samples"]
+        if samples:
+            print(f"  RSS growth  {samples[-1] - samples[0]:+.1f} MiB from minute 1 to the last")
+    else:
+        result = trio.run(
+            run_once, args.clients, args.rate, args.duration, processes, None, args.profile
+        )
+        ok = show(result)
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

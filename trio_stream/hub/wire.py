@@ -1,0 +1,99 @@
+"""Writing events straight to a connection: framed once, the same bytes for every client.
+
+Fan-out cost is dominated by the layers each write goes through (Quart's wrappers, the
+ASGI message, Hypercorn's stream, wsproto or h11 framing the bytes again for each
+client) rather than by the bytes. A tick's events are the same for every client, and so
+is their framing: a WebSocket text frame from the server is unmasked, and an HTTP/1.1
+chunk is its length, the data and CRLF. So a :class:`~trio_stream.hub.clients.Batch`
+frames its events once (:func:`ws_frame`, :func:`http_chunk`) and each client's write
+hands those bytes to Hypercorn's connection (its send lock, its cancellable write, its
+handling of a broken connection), skipping everything above.
+
+That is only done where the bytes on the wire are exactly what the layers would produce:
+a WebSocket without permessage-deflate, an HTTP/1.1 response sent chunked. Anything else
+(deflate, HTTP/1.0, HTTP/2, another server) takes the ordinary path.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeAlias
+
+from hypercorn.events import RawData
+from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol.http_stream import HTTPStream
+from hypercorn.protocol.ws_stream import WSStream
+
+RawSend: TypeAlias = Callable[[bytes], Awaitable[None]]
+
+# The ASGI ``send`` of the HTTP request being handled, for SSE responses (the route's
+# body generator has no other way to reach the connection).
+http_send: Final[contextvars.ContextVar[Any]] = contextvars.ContextVar("http_send", default=None)
+
+
+def ws_frame(payload: bytes) -> bytes:
+    """One final, unmasked WebSocket text frame carrying ``payload`` (RFC 6455 5.2)."""
+    size = len(payload)
+    if size < 126:
+        head = bytes((0x81, size))
+    elif size < 1 << 16:
+        head = bytes((0x81, 126)) + size.to_bytes(2, "big")
+    else:
+        head = bytes((0x81, 127)) + size.to_bytes(8, "big")
+    return head + payload
+
+
+def http_chunk(data: bytes) -> bytes:
+    """One HTTP/1.1 chunk carrying ``data`` (RFC 9112 7.1)."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def _connection_send(stream: Any) -> RawSend | None:
+    protocol = getattr(stream.send, "__self__", None)
+    if not isinstance(protocol, H11Protocol):
+        return None
+    send = protocol.send
+
+    async def raw(data: bytes) -> None:
+        await send(RawData(data=data))
+
+    return raw
+
+
+def websocket_raw_send(websocket: Any, deflate: bool) -> RawSend | None:
+    """A writer of whole frames for Quart's ``websocket``, or None
+    when its frames must go through wsproto (``deflate`` may be negotiated, or it is not
+    served by Hypercorn over HTTP/1.1)."""
+    if deflate:
+        return None
+    # Quart keeps the ASGI send as the first argument of a partial.
+    args = getattr(getattr(websocket, "_send", None), "args", ())
+    stream = getattr(args[0], "__self__", None) if args else None
+    if not isinstance(stream, WSStream):
+        return None
+    return _connection_send(stream)
+
+
+def sse_raw_send(http_version: str) -> RawSend | None:
+    """A writer of whole chunks for the SSE response being sent, or None when the body
+    is not sent chunked over Hypercorn's HTTP/1.1."""
+    if http_version != "1.1":
+        return None
+    stream = getattr(http_send.get(), "__self__", None)
+    if not isinstance(stream, HTTPStream):
+        return None
+    return _connection_send(stream)
+
+
+def remember_http_send(app: Any) -> None:
+    """Wrap ``app`` (a Quart app) so that each HTTP request's handler can find its
+    ASGI ``send``."""
+    inner = app.asgi_app
+
+    async def asgi_app(scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") == "http":
+            http_send.set(send)
+        await inner(scope, receive, send)
+
+    app.asgi_app = asgi_app  # type: ignore[method-assign]
