@@ -271,7 +271,14 @@ async def sse(stream_id: str) -> Response:
         return Response(b"", status=204)
     h.broker.check_capacity(stream)
     response = Response(
-        _body(h, stream, remote_of(request.scope), options, filters, request.http_version),
+        _body(
+            h,
+            stream,
+            remote_of(request.scope),
+            options,
+            filters,
+            (request.http_version, request.method),
+        ),
         status=200,
         headers={
             "Content-Type": "text/event-stream; charset=utf-8",
@@ -289,12 +296,12 @@ async def _body(
     remote: str,
     options: ReplayOptions | None,
     filters: Any,
-    http_version: str,
+    request_line: tuple[str, str],
 ) -> AsyncIterator[bytes]:
     # The client is attached only once the response is being sent, so that a request
     # dropped before that leaves nothing behind.
     client = h.broker.attach(stream, ClientKind.SSE, remote)
-    raw = sse_raw_send(http_version)
+    raw = sse_raw_send(*request_line)
     logger.info("sse %s connected to %s from %s", client.id, stream.id, client.remote)
     reason = "disconnected by the client"
     try:

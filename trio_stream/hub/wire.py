@@ -75,10 +75,10 @@ def websocket_raw_send(websocket: Any, deflate: bool) -> RawSend | None:
     return _connection_send(stream)
 
 
-def sse_raw_send(http_version: str) -> RawSend | None:
+def sse_raw_send(http_version: str, method: str) -> RawSend | None:
     """A writer of whole chunks for the SSE response being sent, or None when the body
-    is not sent chunked over Hypercorn's HTTP/1.1."""
-    if http_version != "1.1":
+    is not sent chunked over Hypercorn's HTTP/1.1 (or not at all: ``HEAD``)."""
+    if http_version != "1.1" or method != "GET":
         return None
     stream = getattr(http_send.get(), "__self__", None)
     if not isinstance(stream, HTTPStream):
