@@ -56,6 +56,15 @@ TARGETS: Final = (
 PUBLISH_TICK: Final = 0.002
 PUBLISH_BATCH: Final = 200
 
+
+def _client_frame(payload: bytes) -> bytes:
+    """A short text frame as a client sends it (masked, RFC 6455 5.3)."""
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes((0x81, 0x80 | len(payload))) + mask + masked
+
+
+PING: Final = _client_frame(b'{"type":"ping"}')
 _TS: Final = re.compile(rb'"ts":([0-9.e+-]+)')
 
 
@@ -166,6 +175,9 @@ async def ws_client(host: str, port: int, token: str, tally: Tally) -> None:
                 first, last = _offsets(payload, b'"offset":', b",")
                 stamps = _TS.findall(payload)
                 tally.frame(len(stamps), first, last, stamps, now)
+            elif payload.startswith(b'{"type":"heartbeat"'):
+                # The hub drops a WebSocket client that stays silent after a heartbeat.
+                await stream.send_all(PING)
             elif payload.startswith(b'{"type":"end"'):
                 await stream.aclose()
                 return
