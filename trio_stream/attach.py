@@ -18,7 +18,6 @@ The iteration ends after the session's ``session_ended`` event.
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -33,11 +32,13 @@ import trio
 from .events import Event, EventType, SessionEnded, event_from_dict
 from .hub.client import HubClientError, follow_stream, unix_path
 from .hub.protocol import EventFilter
-from .registry import LiveSession, find_live, forget, is_stale
+from .registry import LiveSession, find_live, forget, pid_alive
 from .store import HistoryQuery, SessionInfo, SessionStatus, Store, UnknownSessionError
 
 # Reconnections in a row before a hub counts as gone (about 30 s with the backoff).
 RETRIES: Final = 10
+# Pauses between looks at a stream that ended without session_ended (about 3 s in all).
+REVIVE_PAUSES: Final = (0.2, 0.4, 0.8, 1.6)
 # How often a followed local run is checked for being alive, and the store polled for a
 # running session that is not served.
 WATCH_INTERVAL: Final = 0.25
@@ -221,16 +222,20 @@ class Feed:
 
     async def _deliver(self, events: list[Event]) -> None:
         kept = []
+        after = self.after
+        ended = self.ended
         for event in events:
-            if event.offset <= self.after:
+            if event.offset <= after:
                 continue
-            self.after = event.offset
+            after = event.offset
             if isinstance(event.data, SessionEnded):
-                self.ended = event.data
+                ended = event.data
             if self.filters.empty or self.filters.matches(event):
                 kept.append(event)
         if kept:
+            # A cancelled send sent nothing: the cursor moves only once the events are out.
             await self.send.send(kept)
+        self.after, self.ended = after, ended
 
     async def run(self) -> None:
         """Deliver the events, then close the channel."""
@@ -251,13 +256,31 @@ class Feed:
         wire = server_filter(self.filters)
         if self.last is not None or not self.follow:
             try:
-                await self._history(hub, wire)
+                await self._history(hub)
             except OSError:
                 if target.live is None:
                     raise
                 return False
             if not self.follow or self.ended is not None:
                 return True
+        if target.live is not None:
+            return await self._follow(hub, wire)
+        # A stream the hub ended without session_ended was cut short (its hub restarted,
+        # its publisher went away): its publisher may resume it, so look again a few times.
+        for pause in REVIVE_PAUSES:
+            await self._follow(hub, wire)
+            if self.ended is not None:
+                return True
+            sid = quote(target.session_id, safe="")
+            stream = await http_get(hub, f"/api/streams/{sid}", target.token)
+            if stream.get("status") != SessionStatus.RUNNING.value:
+                await trio.sleep(pause)
+        self.interrupted = True
+        return True
+
+    async def _follow(self, hub: str, wire: dict[str, Any]) -> bool:
+        """Follow live until the hub ends the stream; False when a local run is gone."""
+        target = self.target
         async with trio.open_nursery() as nursery:
             if target.live is not None:
                 nursery.start_soon(self._watch, target.live, nursery.cancel_scope)
@@ -287,14 +310,16 @@ class Feed:
         return self.ended is not None or target.live is None
 
     async def _watch(self, live: LiveSession, scope: trio.CancelScope) -> None:
-        while not is_stale(live):
+        # Only the death of the run counts: its socket goes as it ends normally too, and
+        # then the hub still sends the end of the session.
+        while pid_alive(live.pid):
             await trio.sleep(WATCH_INTERVAL)
         scope.cancel()
 
-    async def _history(self, hub: str, wire: dict[str, Any]) -> None:
+    async def _history(self, hub: str) -> None:
         """The history the hub holds now (``--last``, ``--no-follow``)."""
         params: dict[str, Any] = {
-            k: ",".join(v) if isinstance(v, list) else v for k, v in wire.items()
+            k: ",".join(v) if isinstance(v, list) else v for k, v in self.filters.to_json().items()
         }
         sid = quote(self.target.session_id, safe="")
         if self.last is not None:
@@ -323,7 +348,7 @@ class Feed:
             raise UnknownSessionError(session_id)
         flt = self.filters
         query = HistoryQuery(
-            types=None if flt.types is None else flt.types | {EventType.SESSION_ENDED},
+            types=flt.types,
             sources=flt.sources,
             start_time=flt.start_time,
             last=self.last,
@@ -349,6 +374,11 @@ class Feed:
             first = False
             self.after = max(self.after, recorded)
             self.info = info
+            if self.ended is None:
+                # The filters may leave it out; the exit status is in it all the same.
+                final = await store.read(session_id, HistoryQuery(last=1))
+                if final and isinstance(final[0].data, SessionEnded):
+                    self.ended = final[0].data
             if self.ended is not None:
                 return
             if info.status is not SessionStatus.RUNNING or not _running(info):
@@ -365,13 +395,7 @@ def _running(info: SessionInfo) -> bool:
     """Whether the process recording ``info`` still runs (as far as this host can tell)."""
     if info.pid is None or (info.host and info.host != socket.gethostname()):
         return True
-    try:
-        os.kill(info.pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(info.pid)
 
 
 @asynccontextmanager

@@ -100,7 +100,8 @@ def new_socket_path(directory: Path) -> Path:
     return directory / f"{secrets.token_hex(4)}.sock"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (on this machine)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -114,7 +115,7 @@ def is_stale(live: LiveSession) -> bool:
     """Whether ``live``'s process is gone (or its socket is)."""
     if live.host and live.host != socket.gethostname():
         return False
-    return not _pid_alive(live.pid) or not os.path.exists(live.socket)
+    return not pid_alive(live.pid) or not os.path.exists(live.socket)
 
 
 def _remove(paths: Sequence[str]) -> None:

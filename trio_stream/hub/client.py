@@ -39,7 +39,8 @@ from trio_websocket import (
 
 from ..events import Event, event_from_dict, event_to_json
 
-RESUMABLE: Final = frozenset({"slow_consumer"})
+# A hub that shuts down is usually restarted: followers come back after it, with backoff.
+RESUMABLE: Final = frozenset({"slow_consumer", "shutdown", "idle_timeout"})
 DEFAULT_RETRIES: Final = 5
 MAX_MESSAGE: Final = 64 * 1024 * 1024
 
