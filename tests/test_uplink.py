@@ -151,7 +151,10 @@ async def test_a_hub_down_at_start_gets_everything_once_it_comes_up(
         assert await uplink.finish(5)
     assert_same(await hub_copy(hub_store), sent)
     assert "unreachable" in notices[0]
-    assert "link back" in notices[1]
+    assert (
+        notices[1]
+        == f"tstream: hub {hub_url(tmp_path)}: reached; publishing the session from its start"
+    )
 
 
 async def test_events_the_log_dropped_are_read_back_from_the_store(
@@ -327,3 +330,17 @@ def test_hub_addresses_that_are_accepted(url):
 def test_bad_hub_addresses_are_named(url, problem):
     with pytest.raises(ValueError, match=problem):
         check_hub_url(url)
+
+
+async def test_a_hub_recording_into_the_sessions_own_store_is_refused(nursery, tmp_path, run_hub):
+    session = Recorded()
+    await run_hub(store=session.store)
+    await session.append([started(), *lines(0, 3)])
+    notices: list[str] = []
+    uplink = Uplink(
+        hub_url(tmp_path), session.log, store=session.store, backoff=FAST, notify=notices.append
+    )
+    with trio.fail_after(10):
+        await uplink.run()
+    assert "the hub records into this run's own store" in notices[0]
+    assert (await session.store.get_session("s1")).last_offset == 3

@@ -33,11 +33,13 @@ from typing import Final, final
 from urllib.parse import urlsplit
 
 import attrs
+import httpx
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError
 
 from .events import Error, Event, EventType, event_to_json
 from .hub.client import HubClientError, HubPublisher, open_publisher, unix_path
+from .hub.remote import hub_epoch
 from .log import SessionLog
 from .store.base import HistoryQuery, Store, StoreError
 from .terminal import write_all
@@ -255,6 +257,7 @@ class Uplink:
         self.connections = 0
         self._ever_connected = False
         self._sent_since_connect = False
+        self._store_checked = False
         self._lost_noticed = False
         self._done = trio.Event()
         self._hurry = trio.Event()
@@ -366,6 +369,8 @@ class Uplink:
         """
         self._sent_since_connect = False
         with trio.CancelScope(deadline=trio.current_time() + self.connect_timeout) as scope:
+            if not self._store_checked:
+                await self._check_store()
             try:
                 async with open_publisher(self.hub, self.log.session_id, token=self.token) as pub:
                     scope.deadline = math.inf
@@ -384,6 +389,23 @@ class Uplink:
         if scope.cancelled_caught:
             raise _LinkLost(f"no answer within {self.connect_timeout:g}s")
 
+    async def _check_store(self) -> None:
+        """Refuse a hub that records into this session's own store: the session is there
+        already, and two recorders of one session in one store would collide."""
+        if self.store is None:
+            self._store_checked = True
+            return
+        try:
+            epoch = await hub_epoch(self.hub)
+        except httpx.HTTPError as exc:
+            raise _LinkLost(_describe(exc)) from None
+        self._store_checked = True
+        if epoch == self.store.epoch:
+            raise _Refused(
+                "refused (the hub records into this run's own store, where the session is "
+                "already; give the hub a store of its own, or run without --hub)"
+            )
+
     def _linked(self, pub: HubPublisher) -> None:
         """Check the hub's copy against the session and note the link."""
         self.connections += 1
@@ -397,7 +419,10 @@ class Uplink:
                 f"refused (the hub's stream {pub.stream_id} has more events than this session)"
             )
         if self._lost_noticed and self.link_notices:
-            self._say(f"link back; sending what follows offset {pub.last_offset}")
+            if self._ever_connected:
+                self._say(f"link back; resuming after offset {pub.last_offset}")
+            else:
+                self._say("reached; publishing the session from its start")
         self._lost_noticed = False
         self._ever_connected = True
         self.connected = True
@@ -470,6 +495,8 @@ class Uplink:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, ConnectionClosed) and exc.reason is not None:
         reason = exc.reason
+        if reason.code == 1006:
+            return "connection dropped"
         text = f"connection closed, code {reason.code}"
         return f"{text}: {reason.reason}" if reason.reason else text
     if isinstance(exc, OSError) and exc.strerror:

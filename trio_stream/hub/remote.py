@@ -18,16 +18,34 @@ class HubUnavailableError(Exception):
     """The hub could not be reached, or refused the request (the message says which)."""
 
 
+def _base(hub: str) -> str:
+    if unix_path(hub) is not None:
+        return "http://localhost"
+    return hub.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
+
+
 def _client(hub: str, token: str | None) -> httpx.Client:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     path = unix_path(hub)
-    if path is not None:
-        transport = httpx.HTTPTransport(uds=path)
-        return httpx.Client(
-            base_url="http://localhost", transport=transport, headers=headers, timeout=TIMEOUT
-        )
-    base = hub.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
-    return httpx.Client(base_url=base, headers=headers, timeout=TIMEOUT)
+    transport = None if path is None else httpx.HTTPTransport(uds=path)
+    return httpx.Client(base_url=_base(hub), transport=transport, headers=headers, timeout=TIMEOUT)
+
+
+async def hub_epoch(hub: str) -> str | None:
+    """The epoch of the hub's store (``GET /healthz``), None when the hub does not say.
+
+    Raises:
+        httpx.HTTPError: the hub could not be reached.
+    """
+    path = unix_path(hub)
+    transport = None if path is None else httpx.AsyncHTTPTransport(uds=path)
+    async with httpx.AsyncClient(base_url=_base(hub), transport=transport, timeout=TIMEOUT) as c:
+        answer = await c.get("/healthz")
+    try:
+        epoch = answer.json().get("epoch")
+    except (ValueError, AttributeError):
+        return None
+    return epoch if isinstance(epoch, str) else None
 
 
 def _session(stream: dict[str, Any]) -> SessionInfo:

@@ -110,10 +110,16 @@ async def _json_body() -> Any:
 
 @blueprint.route("/healthz")
 async def healthz() -> Response:
-    """``GET /healthz``."""
+    """``GET /healthz``; ``epoch`` tells a publisher whether the hub records into its own
+    store."""
     h = hub()
     return json_response(
-        {"status": "ok", "uptime": time.time() - h.started, "shuttingDown": h.broker.shutting_down}
+        {
+            "status": "ok",
+            "uptime": time.time() - h.started,
+            "shuttingDown": h.broker.shutting_down,
+            "epoch": h.broker.store.epoch,
+        }
     )
 
 
