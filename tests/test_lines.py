@@ -3,7 +3,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trio_stream.lines import Line, LineSplitter
+from trio_stream.lines import Line, Lines, LineSplitter
 
 
 def split_all(chunks: list[bytes], limit: int = 1 << 20) -> list[Line]:
@@ -104,3 +104,28 @@ def test_any_chunking_gives_the_same_lines(case, limit):
     assert b"".join(line.data for line in whole) == data
     for line in whole:
         assert len(line.data) - len(line.eol) <= limit
+
+
+def test_plain_lines_come_back_as_columns_without_line_objects():
+    lines = LineSplitter().feed_lines(b"one\ntwo\nthr")
+    assert lines.texts == ["one", "two"]
+    assert lines.eols is None and not lines.partial and not lines.raw
+    assert list(lines) == [Line("one"), Line("two")]
+
+
+def test_columns_keep_every_line_field():
+    lines = split_all([b"a\r\nbad \xff\n" + b"x" * 10 + b"\n"], limit=4)
+    columns = Lines.of(lines)
+    assert list(columns) == lines
+    assert columns[1:] == lines[1:]
+    assert columns[-1] == lines[-1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(chunked(), st.integers(4, 12))
+def test_columns_give_the_same_lines_as_line_objects(case, limit):
+    data, chunks = case
+    splitter = LineSplitter(limit)
+    columns = [line for chunk in chunks for line in splitter.feed_lines(chunk)]
+    columns.extend(splitter.close_lines())
+    assert columns == split_all([data], limit)

@@ -1,4 +1,4 @@
-"""Sans-IO line splitting: bytes in, :class:`Line` objects out.
+"""Sans-IO line splitting: bytes in, lines out.
 
 The splitter holds no I/O and no clock. Feed it chunks as they are read and it returns
 the lines those chunks complete; call :meth:`LineSplitter.close` at end of stream for the
@@ -19,17 +19,24 @@ keeps its exact bytes in :attr:`Line.raw`; valid lines have ``raw is None`` (the
 then ``text.encode() + eol``).
 
 Any way of cutting the same bytes into chunks gives the same lines.
+
+Speed: a chunk of ``\\n``-terminated, valid UTF-8 lines (the usual case) is decoded once
+and split once, and its lines come back as :class:`Lines`, a list of texts with no object
+per line; :class:`Line` objects are made only when someone indexes or iterates them.
 """
 
 from __future__ import annotations
 
-from typing import Final, final
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Final, final, overload
 
 import attrs
 
 DEFAULT_MAX_LINE_LENGTH: Final = 1024 * 1024
 
 _EOLS: Final = {b"\n": "\n", b"\r\n": "\r\n", b"\r": "\r", b"": ""}
+_NO_INDEXES: Final[frozenset[int]] = frozenset()
+_NO_RAW: Final[Mapping[int, bytes]] = {}
 
 
 @final
@@ -59,12 +66,157 @@ class Line:
         return (self.text + self.eol).encode()
 
 
-def _decode(raw: bytes, eol: bytes, partial: bool = False) -> Line:
-    body = raw[: len(raw) - len(eol)] if eol else raw
-    try:
-        return Line(body.decode(), _EOLS[eol], partial)
-    except UnicodeDecodeError:
-        return Line(body.decode(errors="replace"), _EOLS[eol], partial, raw)
+@final
+class Lines(Sequence[Line]):
+    """Lines read together, held as columns; a sequence of :class:`Line` made on access.
+
+    Attributes:
+        texts: the decoded text of each line.
+        eols: the line ending of each line, or None when every line ends with ``"\\n"``.
+        partial: the indexes of the pieces of cut lines that are not their line's last.
+        raw: the exact bytes of each line that is not valid UTF-8, by index.
+    """
+
+    __slots__ = ("eols", "partial", "raw", "texts")
+
+    def __init__(
+        self,
+        texts: list[str],
+        eols: list[str] | None = None,
+        partial: frozenset[int] = _NO_INDEXES,
+        raw: Mapping[int, bytes] = _NO_RAW,
+    ) -> None:
+        self.texts = texts
+        self.eols = eols
+        self.partial = partial
+        self.raw = raw
+
+    @classmethod
+    def of(cls, lines: Iterable[Line]) -> Lines:
+        """The columns of ``lines`` (returned as they are when already columns)."""
+        if isinstance(lines, Lines):
+            return lines
+        builder = _Builder()
+        for line in lines:
+            builder.add(line.text, line.eol, line.partial, line.raw)
+        return builder.build()
+
+    def eol(self, index: int) -> str:
+        return "\n" if self.eols is None else self.eols[index]
+
+    def line(self, index: int) -> Line:
+        """Line ``index`` (not negative, in range) as a :class:`Line`."""
+        eols = self.eols
+        return Line(
+            self.texts[index],
+            "\n" if eols is None else eols[index],
+            index in self.partial,
+            self.raw.get(index),
+        )
+
+    def part(self, start: int, stop: int) -> Lines:
+        """Lines ``start`` to ``stop`` (not negative) as columns of their own."""
+        if start == 0 and stop >= len(self.texts):
+            return self
+        partial = self.partial
+        raw = self.raw
+        return Lines(
+            self.texts[start:stop],
+            None if self.eols is None else self.eols[start:stop],
+            frozenset(i - start for i in partial if start <= i < stop) if partial else partial,
+            {i - start: b for i, b in raw.items() if start <= i < stop} if raw else raw,
+        )
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @overload
+    def __getitem__(self, index: int) -> Line: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Lines: ...
+
+    def __getitem__(self, index: int | slice) -> Line | Lines:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self.texts))
+            if step != 1:
+                return Lines.of([self.line(i) for i in range(start, stop, step)])
+            return self.part(start, max(start, stop))
+        if index < 0:
+            index += len(self.texts)
+        if not 0 <= index < len(self.texts):
+            raise IndexError("line index out of range")
+        return self.line(index)
+
+    def __iter__(self) -> Iterator[Line]:
+        if self.eols is None and not self.partial and not self.raw:
+            return map(Line, self.texts)
+        return map(self.line, range(len(self.texts)))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Lines):
+            return (
+                self.texts == other.texts
+                and [self.eol(i) for i in range(len(self))]
+                == [other.eol(i) for i in range(len(other))]
+                and self.partial == other.partial
+                and dict(self.raw) == dict(other.raw)
+            )
+        if isinstance(other, list | tuple):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Lines({list(self)!r})"
+
+
+@final
+class _Builder:
+    """Columns gathered line by line (the paths that are not the fast one)."""
+
+    __slots__ = ("eols", "partial", "raw", "texts")
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.eols: list[str] | None = None
+        self.partial: set[int] = set()
+        self.raw: dict[int, bytes] = {}
+
+    def extend(self, texts: list[str]) -> None:
+        """Lines that end with ``"\\n"``, valid UTF-8, whole."""
+        if self.eols is not None:
+            self.eols.extend(["\n"] * len(texts))
+        self.texts.extend(texts)
+
+    def add(self, text: str, eol: str, partial: bool = False, raw: bytes | None = None) -> None:
+        index = len(self.texts)
+        if eol != "\n" and self.eols is None:
+            self.eols = ["\n"] * index
+        if self.eols is not None:
+            self.eols.append(eol)
+        if partial:
+            self.partial.add(index)
+        if raw is not None:
+            self.raw[index] = raw
+        self.texts.append(text)
+
+    def add_raw(self, data: bytes, eol: bytes, partial: bool = False) -> None:
+        """A line from its bytes, ``eol`` included."""
+        body = data[: len(data) - len(eol)] if eol else data
+        try:
+            self.add(body.decode(), _EOLS[eol], partial)
+        except UnicodeDecodeError:
+            self.add(body.decode(errors="replace"), _EOLS[eol], partial, data)
+
+    def build(self) -> Lines:
+        return Lines(
+            self.texts,
+            self.eols,
+            frozenset(self.partial) if self.partial else _NO_INDEXES,
+            self.raw or _NO_RAW,
+        )
 
 
 def _char_boundary(buf: bytes | bytearray, cut: int) -> int:
@@ -77,7 +229,10 @@ def _char_boundary(buf: bytes | bytearray, cut: int) -> int:
 
 @final
 class LineSplitter:
-    """Split a byte stream into :class:`Line` objects.
+    """Split a byte stream into lines.
+
+    :meth:`feed` and :meth:`close` return lists of :class:`Line`; :meth:`feed_lines` and
+    :meth:`close_lines` return the same lines as :class:`Lines` columns (the fast path).
 
     Args:
         max_line_length: the longest line, in bytes, kept whole (at least 4).
@@ -99,36 +254,60 @@ class LineSplitter:
 
     def feed(self, data: bytes) -> list[Line]:
         """Take the next chunk; return the lines it completes, in order."""
-        if self._closed:
-            raise RuntimeError("feed() after close()")
-        if not data:
-            return []
-        buf = self._buf + data if self._buf else bytes(data)
-        out: list[Line] = []
-        if b"\r" not in buf:
-            self._buf = self._split_lf(buf, out)
-        else:
-            self._buf = self._split_any(buf, out)
-        held = self._buf
-        if len(held) > self.max_line_length:
-            # A held "\r" may still become "\r\n": it is a line ending, not line content.
-            if held.endswith(b"\r"):
-                self._buf = self._cut_long(held[:-1], out) + b"\r"
-            else:
-                self._buf = self._cut_long(held, out)
-        return out
+        return list(self.feed_lines(data))
 
     def close(self) -> list[Line]:
         """End of stream: return the final line(s) still held, if any."""
+        return list(self.close_lines())
+
+    def feed_lines(self, data: bytes) -> Lines:
+        """Take the next chunk; return the lines it completes, in order, as columns."""
+        if self._closed:
+            raise RuntimeError("feed() after close()")
+        if not data:
+            return Lines([])
+        buf = self._buf + data if self._buf else bytes(data)
+        limit = self.max_line_length
+        if b"\r" not in buf:
+            last = buf.rfind(b"\n")
+            if last < 0:
+                if len(buf) <= limit:
+                    self._buf = buf
+                    return Lines([])
+            elif len(buf) - last - 1 <= limit:
+                # The fast path: whole lines that are valid UTF-8 and short enough.
+                try:
+                    texts = buf[:last].decode().split("\n")
+                except UnicodeDecodeError:
+                    pass
+                else:
+                    if last <= limit or all(len(t) * 4 <= limit for t in texts):
+                        self._buf = buf[last + 1 :]
+                        return Lines(texts)
+        out = _Builder()
+        if b"\r" not in buf:
+            held = self._split_lf(buf, out)
+        else:
+            held = self._split_any(buf, out)
+        if len(held) > limit:
+            # A held "\r" may still become "\r\n": it is a line ending, not line content.
+            if held.endswith(b"\r"):
+                held = self._cut_long(held[:-1], out) + b"\r"
+            else:
+                held = self._cut_long(held, out)
+        self._buf = held
+        return out.build()
+
+    def close_lines(self) -> Lines:
+        """End of stream: the final line(s) still held, if any, as columns."""
         self._closed = True
         buf, self._buf = self._buf, b""
-        if not buf:
-            return []
-        if buf.endswith(b"\r"):
-            return [_decode(buf, b"\r")]
-        return [_decode(buf, b"")]
+        out = _Builder()
+        if buf:
+            out.add_raw(buf, b"\r" if buf.endswith(b"\r") else b"")
+        return out.build()
 
-    def _split_lf(self, buf: bytes, out: list[Line]) -> bytes:
+    def _split_lf(self, buf: bytes, out: _Builder) -> bytes:
         last = buf.rfind(b"\n")
         if last < 0:
             return buf
@@ -141,17 +320,14 @@ class LineSplitter:
             for piece in complete.split(b"\n"):
                 self._emit(piece + b"\n", b"\n", out)
             return rest
-        if len(complete) <= limit or all(len(t) * 4 <= limit for t in texts):
-            out.extend([Line(t) for t in texts])
-        else:
-            for t in texts:
-                if len(t) * 4 <= limit:
-                    out.append(Line(t))
-                else:
-                    self._emit(t.encode() + b"\n", b"\n", out)
+        for t in texts:
+            if len(t) * 4 <= limit:
+                out.add(t, "\n")
+            else:
+                self._emit(t.encode() + b"\n", b"\n", out)
         return rest
 
-    def _split_any(self, buf: bytes, out: list[Line]) -> bytes:
+    def _split_any(self, buf: bytes, out: _Builder) -> bytes:
         parts = buf.splitlines(keepends=True)
         last = parts[-1]
         if last.endswith(b"\n"):
@@ -170,20 +346,20 @@ class LineSplitter:
             self._emit(part, eol, out)
         return held
 
-    def _emit(self, raw: bytes, eol: bytes, out: list[Line]) -> None:
-        """Append one complete line, cut into pieces if it is too long."""
+    def _emit(self, raw: bytes, eol: bytes, out: _Builder) -> None:
+        """Add one complete line, cut into pieces if it is too long."""
         body_len = len(raw) - len(eol)
         if body_len > self.max_line_length:
             rest = self._cut_long(raw[:body_len], out)
-            out.append(_decode(rest + eol, eol))
+            out.add_raw(rest + eol, eol)
         else:
-            out.append(_decode(raw, eol))
+            out.add_raw(raw, eol)
 
-    def _cut_long(self, buf: bytes, out: list[Line]) -> bytes:
-        """Emit pieces of at most ``max_line_length`` while more is held; return the rest."""
+    def _cut_long(self, buf: bytes, out: _Builder) -> bytes:
+        """Add pieces of at most ``max_line_length`` while more is held; return the rest."""
         limit = self.max_line_length
         while len(buf) > limit:
             cut = _char_boundary(buf, limit)
-            out.append(_decode(buf[:cut], b"", partial=True))
+            out.add_raw(buf[:cut], b"", partial=True)
             buf = buf[cut:]
         return buf

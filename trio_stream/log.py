@@ -12,18 +12,22 @@ must read the rest from the store; nothing is ever skipped silently.
 The recorder is different from other followers: it must never miss an event, so the log
 keeps everything not yet recorded (see :meth:`take_unrecorded`) and producers wait in
 :meth:`wait_recorded_room` while that backlog is over its bound.
+
+The log holds events as the runs they were appended in: lists of events, or
+:class:`~trio_stream.events.EventBatch` columns (:meth:`SessionLog.append_batch`, the path
+of captured lines) whose events are built only when someone reads them one by one.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Final, final
 
 import attrs
 import trio
 
-from .events import Event
+from .events import Event, EventBatch, EventRuns
 
 DEFAULT_HISTORY: Final = 10_000
 DEFAULT_RECORD_BACKLOG: Final = 100_000
@@ -34,7 +38,7 @@ DEFAULT_RECORD_BACKLOG: Final = 100_000
 class Since:
     """Events after an offset, and whether they are all that followed it."""
 
-    events: list[Event]
+    events: EventRuns
     complete: bool
 
 
@@ -60,11 +64,15 @@ class SessionLog:
     ) -> None:
         self.session_id = session_id
         self.next_offset = first_offset
-        self._history: deque[Event] = deque(maxlen=max(1, history))
+        self._history = max(1, history)
+        # (first offset, run) of the held runs, oldest first; _held counts their events.
+        self._runs: deque[tuple[int, Sequence[Event]]] = deque()
+        self._held = 0
         self._changed = trio.Event()
         self._closed = False
         self._record_backlog = record_backlog
-        self._unrecorded: list[Event] = []
+        self._unrecorded: list[Sequence[Event]] = []
+        self._unrecorded_count = 0
         self._recorded_room = trio.Event()
         self._recorded_room.set()
 
@@ -94,16 +102,40 @@ class SessionLog:
                 event = event.with_offset(sid, offset)
             placed.append(event)
             offset += 1
-        if not placed:
-            return placed
-        self.next_offset = offset
-        self._history.extend(placed)
+        if placed:
+            self._add(placed)
+        return placed
+
+    def append_batch(self, batch: EventBatch) -> None:
+        """Add a batch built already placed at the next offset, and wake every follower.
+
+        Raises:
+            ValueError: when the batch is placed elsewhere (another session or offset).
+        """
+        if self._closed:
+            raise trio.ClosedResourceError(f"session {self.session_id} has ended")
+        if batch.session != self.session_id or batch.first_offset != self.next_offset:
+            raise ValueError(
+                f"a batch placed at {batch.session}:{batch.first_offset} cannot follow "
+                f"{self.session_id}:{self.next_offset - 1}"
+            )
+        if len(batch):
+            self._add(batch)
+
+    def _add(self, run: Sequence[Event]) -> None:
+        count = len(run)
+        runs = self._runs
+        runs.append((self.next_offset, run))
+        self.next_offset += count
+        self._held += count
+        while self._held - len(runs[0][1]) >= self._history:
+            self._held -= len(runs.popleft()[1])
         if self._record_backlog is not None:
-            self._unrecorded.extend(placed)
-            if len(self._unrecorded) >= self._record_backlog:
+            self._unrecorded.append(run)
+            self._unrecorded_count += count
+            if self._unrecorded_count >= self._record_backlog:
                 self._recorded_room = trio.Event()
         self._changed.set()
-        return placed
 
     def close(self) -> None:
         """The session ended: followers get what is left, then stop."""
@@ -112,17 +144,23 @@ class SessionLog:
 
     def since(self, after: int) -> Since:
         """The held events with an offset greater than ``after``."""
-        if not self._history:
-            return Since([], after >= self.next_offset - 1)
-        first = self._history[0].offset
-        if after + 1 < first:
-            return Since(list(self._history), False)
-        start = after + 1 - first
-        if start >= len(self._history):
-            return Since([], True)
-        if start == 0:
-            return Since(list(self._history), True)
-        return Since([self._history[i] for i in range(start, len(self._history))], True)
+        runs = self._runs
+        end = self.next_offset
+        if not runs:
+            return Since(EventRuns([]), after >= end - 1)
+        first = max(runs[0][0], end - self._history)
+        start = max(after + 1, first)
+        if start >= end:
+            return Since(EventRuns([]), True)
+        picked: list[Sequence[Event]] = []
+        for run_first, run in reversed(runs):
+            if run_first + len(run) <= start:
+                break
+            if run_first < start:
+                run = _part(run, start - run_first)
+            picked.append(run)
+        picked.reverse()
+        return Since(EventRuns(picked), after + 1 >= first)
 
     async def wait_after(self, after: int) -> None:
         """Return once an event after ``after`` exists or the log is closed."""
@@ -146,18 +184,19 @@ class SessionLog:
                 await trio.sleep(tick)
             batch = self.since(after)
             if batch.events:
-                after = batch.events[-1].offset
+                after = self.next_offset - 1
                 yield batch
             elif self._closed:
                 return
 
     # -- the recorder's side -----------------------------------------------------------
 
-    def take_unrecorded(self) -> list[Event]:
+    def take_unrecorded(self) -> EventRuns:
         """Every event not yet handed to the recorder (the recorder calls this)."""
-        events, self._unrecorded = self._unrecorded, []
+        runs, self._unrecorded = self._unrecorded, []
+        self._unrecorded_count = 0
         self._recorded_room.set()
-        return events
+        return EventRuns(runs)
 
     async def wait_unrecorded(self) -> None:
         """Return once events wait for the recorder or the log is closed."""
@@ -170,3 +209,10 @@ class SessionLog:
     async def wait_recorded_room(self) -> None:
         """Producers call this after appending: flow control behind a slow recorder."""
         await self._recorded_room.wait()
+
+
+def _part(run: Sequence[Event], start: int) -> Sequence[Event]:
+    """The events of ``run`` from index ``start`` on."""
+    if isinstance(run, EventBatch):
+        return run.part(start, len(run))
+    return run[start:]

@@ -38,14 +38,14 @@ from .channels import ChannelOverflowError, Overflow, PolicyChannel
 from .events import (
     Error,
     Event,
+    EventRuns,
     EventType,
-    Output,
+    OutputBatch,
     SessionEnded,
     SessionStarted,
-    placed_events,
 )
 from .ids import new_session_id
-from .lines import DEFAULT_MAX_LINE_LENGTH, Line, LineSplitter
+from .lines import DEFAULT_MAX_LINE_LENGTH, Lines, LineSplitter
 from .log import DEFAULT_HISTORY, SessionLog
 from .process import (
     EXIT_TIMEOUT,
@@ -288,8 +288,13 @@ class Session:
             raise RuntimeError(f"session {self.session_id} failed before it could end")
         return self.result
 
-    async def events(self) -> AsyncIterator[list[Event]]:
+    async def events(self) -> AsyncIterator[EventRuns]:
         """Every event of the session from its first, in batches, until it ends.
+
+        Each batch is a sequence of :class:`~trio_stream.events.Event` (an
+        :class:`~trio_stream.events.EventRuns`): its events are built as they are read, and
+        a consumer that reads columns (the runs' :class:`~trio_stream.events.OutputBatch`
+        lines) builds none.
 
         Unlike :meth:`SessionLog.follow`, this follower is never left behind: the readers
         wait for it (``block`` flow control), so a slow consumer slows the child rather
@@ -311,7 +316,7 @@ class Session:
                         "no longer held in memory; follow sooner or read them from the store"
                     )
                 yield batch.events
-                cursor.after = batch.events[-1].offset
+                cursor.after = batch.events.last_offset
                 cursor.moved.set()
         finally:
             self._cursors.remove(cursor)
@@ -491,10 +496,10 @@ class Session:
                     ts = time.time()
                     if terminal is not None:
                         await terminal.write(fd, data)
-                    lines = splitter.feed(data)
+                    lines = splitter.feed_lines(data)
                     if lines:
                         await self._deliver(source, lines, ts)
-            lines = splitter.close()
+            lines = splitter.close_lines()
             if lines:
                 await self._deliver(source, lines, time.time())
         finally:
@@ -502,31 +507,32 @@ class Session:
             if self._readers_left == 0:
                 self._readers_done.set()
 
-    async def _deliver(self, source: Any, lines: list[Line], ts: float) -> None:
+    async def _deliver(self, source: Any, lines: Lines, ts: float) -> None:
         """Transform, number, record and hand out lines read together."""
         count = len(lines)
-        for transform in self.config.transforms:
-            lines = transform.apply(source, lines)
+        if self.config.transforms:
+            listed = list(lines)
+            for transform in self.config.transforms:
+                listed = transform.apply(source, listed)
+            lines = Lines.of(listed)
         self._filtered += count - len(lines)
         log = self.log
         # Parts no larger than a follower's allowed lag, appended only once every follower
         # is within that lag: a follower is then never more than half the history behind.
         step = max(1, min(_MAX_APPEND, self.config.history // 4))
         for start in range(0, len(lines), step):
-            part = lines[start : start + step]
+            part = lines.part(start, start + step)
             if self._cursors:
                 await self._wait_followers()
             first_line = self._line_no
             first_offset = log.next_offset
             self._line_no += len(part)
-            payloads: list[Any] = [
-                Output(source, line.text, line.eol, number, line.partial, line.raw)
-                for number, line in enumerate(part, first_line)
-            ]
-            log.append(placed_events(EventType.OUTPUT, payloads, log.session_id, first_offset, ts))
+            log.append_batch(
+                OutputBatch(log.session_id, first_offset, ts, source, first_line, part)
+            )
             await log.wait_recorded_room()
             if self._feeds:
-                offsets = list(range(first_offset, first_offset + len(part)))
+                offsets = range(first_offset, first_offset + len(part))
                 batch = LineBatch(source, first_line, part, ts, offsets)
                 for feed in self._feeds:
                     feed.offered += len(part)

@@ -8,15 +8,20 @@ finds through the :class:`~trio_stream.publisher.Publisher` it is given.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
 
 from ..events import EventType, Payload, Source
-from ..lines import Line
+from ..lines import Line, Lines
 
 if TYPE_CHECKING:
     from ..publisher import Publisher
+
+
+def _as_lines(lines: Iterable[Line]) -> Lines:
+    return Lines.of(lines)
 
 
 @attrs.frozen
@@ -27,7 +32,9 @@ class LineBatch:
         source: ``stdout`` or ``stderr`` (``stdout`` for merged and pty output).
         first_line: the per-session line number of ``lines[0]``; numbers are dense
             across both sources, in the order the lines were read.
-        lines: the lines (after redaction).
+        lines: the lines (after redaction), a sequence of :class:`~trio_stream.lines.Line`
+            held as :class:`~trio_stream.lines.Lines` columns (a list of lines given is
+            turned into columns); ``lines.texts`` is the list of their texts.
         ts: when the chunk was read (UTC epoch seconds).
         offsets: the event offset of each line's OUTPUT event (-1 for a line a filter
             kept out of the record).
@@ -35,9 +42,9 @@ class LineBatch:
 
     source: Source
     first_line: int
-    lines: list[Line]
+    lines: Lines = attrs.field(converter=_as_lines)
     ts: float
-    offsets: list[int] = attrs.Factory(list)
+    offsets: Sequence[int] = attrs.Factory(list)
 
 
 @attrs.frozen

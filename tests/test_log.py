@@ -1,0 +1,70 @@
+"""The session log: offsets, history and batches of events built on demand."""
+
+import pytest
+
+from trio_stream.events import EventType, Output, OutputBatch, Status
+from trio_stream.lines import Lines
+from trio_stream.log import SessionLog
+from trio_stream.publisher import Publisher
+
+
+def output_batch(log: SessionLog, texts: list[str], first_line: int = 0) -> OutputBatch:
+    return OutputBatch(log.session_id, log.next_offset, 5.0, "stdout", first_line, Lines(texts))
+
+
+def test_a_batch_is_placed_at_the_next_offsets_among_other_events():
+    log = SessionLog("s", record_backlog=None)
+    Publisher(log).publish_status("first")
+    log.append_batch(output_batch(log, ["a", "b"]))
+    Publisher(log).publish_status("last")
+    events = log.since(-1).events
+    assert [e.offset for e in events] == [0, 1, 2, 3]
+    assert [e.type for e in events] == [
+        EventType.STATUS,
+        EventType.OUTPUT,
+        EventType.OUTPUT,
+        EventType.STATUS,
+    ]
+    assert events[2].data == Output("stdout", "b", "\n", 1)
+    assert events[3].data == Status("last")
+
+
+def test_since_an_offset_inside_a_batch_gives_the_rest_of_it():
+    log = SessionLog("s", record_backlog=None)
+    log.append_batch(output_batch(log, ["a", "b", "c", "d"]))
+    assert [e.data.text for e in log.since(1).events] == ["c", "d"]
+    assert log.since(1).events.first_offset == 2
+
+
+def test_events_of_a_batch_are_the_same_each_time_they_are_read():
+    log = SessionLog("s", record_backlog=None)
+    log.append_batch(output_batch(log, ["a", "b", "c"]))
+    whole = list(log.since(-1).events)
+    assert list(log.since(0).events) == whole[1:]
+    assert len({e.id for e in whole}) == 3
+
+
+def test_history_is_counted_in_events_across_batches():
+    log = SessionLog("s", history=3, record_backlog=None)
+    log.append_batch(output_batch(log, ["a", "b"]))
+    log.append_batch(output_batch(log, ["c", "d"], 2))
+    held = log.since(-1)
+    assert not held.complete
+    assert [e.offset for e in held.events] == [1, 2, 3]
+    assert log.since(0).complete
+
+
+def test_a_batch_placed_elsewhere_is_refused():
+    log = SessionLog("s", record_backlog=None)
+    batch = OutputBatch("s", 4, 1.0, "stdout", 0, Lines(["x"]))
+    with pytest.raises(ValueError, match="cannot follow"):
+        log.append_batch(batch)
+
+
+def test_the_recorder_takes_batches_as_events():
+    log = SessionLog("s")
+    log.append_batch(output_batch(log, ["a", "b"]))
+    taken = log.take_unrecorded()
+    assert [e.offset for e in taken] == [0, 1]
+    assert taken[0:1] == [log.since(-1).events[0]]
+    assert len(log.take_unrecorded()) == 0
