@@ -7,8 +7,9 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+from trio_websocket import ConnectionClosed
 
-from trio_stream.hub.client import HubClientError, follow_stream
+from trio_stream.hub.client import HubClientError, follow_stream, open_publisher
 from trio_stream.hub.config import Listen
 from trio_stream.hub.server import ServedHub
 
@@ -127,3 +128,16 @@ async def test_publisher_without_create_needs_the_stream(served: ServedHub) -> N
         async with open_publisher(served.urls[0], "missing", create=False):
             pass
     assert refused.value.code == "not_found"
+
+
+async def test_a_hub_shutting_down_closes_its_publishers_with_1001(served: ServedHub) -> None:
+    with trio.fail_after(5):
+        async with open_publisher(served.urls[0], "p") as hub:
+            served.shutdown()
+            with pytest.raises(ConnectionClosed) as closed:
+                # Until the shutdown reaches the broker, publishing still works.
+                while True:
+                    await hub.publish_encoded([b'{"type":"status","data":{"status":"s"}}'])
+                    await trio.sleep(0.01)
+    assert closed.value.reason is not None
+    assert (closed.value.reason.code, closed.value.reason.reason) == (1001, "shutdown")

@@ -108,6 +108,8 @@ class Broker:
         self._loading = trio.Lock()
         self._no_clients = trio.Event()
         self._no_clients.set()
+        # The publisher connections' waits for their next message, cut at shutdown.
+        self.publishers: set[trio.CancelScope] = set()
 
     # -- metrics hooks -------------------------------------------------------------------
 
@@ -419,6 +421,8 @@ class Broker:
     async def shutdown(self) -> None:
         """Close every client (``shutdown``) and flush every recorder into the store."""
         self.shutting_down = True
+        for waiting in self.publishers:
+            waiting.cancel()
         for stream in list(self.streams.values()):
             for client in list(stream.clients.values()):
                 client.write_timeout = min(client.write_timeout, SHUTDOWN_WRITE_TIMEOUT)

@@ -255,18 +255,28 @@ async def publish_ws(stream_id: str) -> Response | None:
     )
     reason = "disconnected by the client"
     try:
-        while True:
-            data = await websocket.receive()
+        while not h.broker.shutting_down:
+            # The hub's shutdown cuts the wait for the next message (never a publish
+            # under way), so that Hypercorn need not wait out its grace period.
+            with trio.CancelScope() as waiting:
+                h.broker.publishers.add(waiting)
+                try:
+                    data = await websocket.receive()
+                finally:
+                    h.broker.publishers.discard(waiting)
+            if waiting.cancelled_caught:
+                break
             answer = await _publish_one(h, stream_id, host, data)
             await websocket.send(answer.decode())
-            if h.broker.shutting_down:
-                reason = "hub shutting down"
-                await websocket.close(CloseCode.GOING_AWAY, "shutdown")
-                return None
             if stream.log is None or stream.log.closed:
-                reason = "stream ended"
-                await websocket.close(CloseCode.NORMAL, "stream_ended")
-                return None
+                break
+        if h.broker.shutting_down:
+            reason = "hub shutting down"
+            await websocket.close(CloseCode.GOING_AWAY, "shutdown")
+        else:
+            reason = "stream ended"
+            await websocket.close(CloseCode.NORMAL, "stream_ended")
+        return None
     finally:
         logger.info("publisher left %s: %s", stream.id, reason)
 
