@@ -344,3 +344,18 @@ async def test_a_hub_recording_into_the_sessions_own_store_is_refused(nursery, t
         await uplink.run()
     assert "the hub records into this run's own store" in notices[0]
     assert (await session.store.get_session("s1")).last_offset == 3
+
+
+async def test_messages_refused_for_the_rate_are_sent_again_in_order(
+    nursery, tmp_path, run_hub, hub_store
+):
+    await run_hub(publish_per_second=1000.0)
+    session = Recorded()
+    uplink = Uplink(hub_url(tmp_path), session.log, store=session.store, backoff=FAST)
+    nursery.start_soon(uplink.run)
+    sent = await session.append([started(), *lines(0, 1500), ended()])
+    session.log.close()
+    with trio.fail_after(10):
+        assert await uplink.finish(8)
+    assert_same(await hub_copy(hub_store), sent)
+    assert uplink.connections == 1

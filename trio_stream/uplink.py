@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import os
 import random
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Final, final
 from urllib.parse import urlsplit
@@ -54,6 +55,8 @@ STORE_PAGE: Final = 2000
 # How long to wait for the session's recorder when the store is behind the log.
 RECORD_WAIT: Final = 0.05
 RATE_LIMIT_WAIT: Final = 0.5
+# Publish messages sent before the oldest one's answer is read.
+WINDOW: Final = 4
 # Room left in a message for the list's brackets and commas, with margin.
 MESSAGE_MARGIN: Final = 64
 
@@ -429,43 +432,74 @@ class Uplink:
         self._note_ack(pub.last_offset)
 
     async def _send_all(self, pub: HubPublisher) -> None:
-        """Send what follows the hub's last offset until the ended session is delivered."""
-        after = pub.last_offset
-        while not (self.log.closed and after >= self.log.last_offset):
-            events = await self._events_after(after)
-            if not events:
+        """Send what follows the hub's last offset until the ended session is delivered,
+        with up to :data:`WINDOW` messages awaiting their answer (the hub answers in order),
+        so that neither side waits for the other's round trip."""
+        sent = pub.last_offset
+        ready: deque[tuple[int, list[bytes]]] = deque()
+        in_flight: deque[int] = deque()
+        while in_flight or not (self.log.closed and self.acked >= self.log.last_offset):
+            while len(in_flight) < WINDOW:
+                if not ready:
+                    if self.log.last_offset <= sent and (in_flight or self.log.closed):
+                        break
+                    ready.extend(self._messages(await self._events_after(sent), pub))
+                    if not ready:
+                        break
+                last, parts = ready.popleft()
+                await pub.send_encoded(parts)
+                in_flight.append(last)
+                sent = last
+            if not in_flight:
                 continue
-            parts = [event_to_json(e) for e in events]
-            sent_through = after
-            for message in messages(parts, pub.max_message_size, pub.max_batch):
-                first = sent_through + 1
-                if len(message) == 1 and len(message[0]) + MESSAGE_MARGIN > pub.max_message_size:
-                    event = events[first - events[0].offset]
-                    stand_in = too_large_stand_in(event, len(message[0]), pub.max_message_size)
-                    message = [event_to_json(stand_in)]
-                last_offset = await self._publish(pub, message)
-                self._note_ack(last_offset)
-                self._sent_since_connect = True
-                if last_offset != first + len(message) - 1:
-                    # A gap or a copy longer than thought: resume where the hub's ends.
-                    break
-                sent_through = last_offset
-            after = self.acked
+            expected = in_flight.popleft()
+            last, limited = await self._receive_ack(pub)
+            if last == expected:
+                continue
+            # The hub's copy is not where the messages in flight assumed (one was refused
+            # as a gap or for the rate): let them be answered, then resume after its end.
+            while in_flight:
+                in_flight.popleft()
+                _, again = await self._receive_ack(pub)
+                limited = limited or again
+            ready.clear()
+            sent = self.acked
+            if limited:
+                await trio.sleep(RATE_LIMIT_WAIT)
 
-    async def _publish(self, pub: HubPublisher, message: list[bytes]) -> int:
-        """Publish one message; the hub's last offset after it."""
-        while True:
-            with trio.move_on_after(self.ack_timeout) as waiting:
-                try:
-                    return (await pub.publish_encoded(message)).last_offset
-                except HubClientError as exc:
-                    if exc.code == "offset_gap":
-                        return exc.last_offset
-                    if exc.code != "rate_limited":
-                        raise
-            if waiting.cancelled_caught:
-                raise _LinkLost(f"no acknowledgement within {self.ack_timeout:g}s")
-            await trio.sleep(RATE_LIMIT_WAIT)
+    def _messages(
+        self, events: Sequence[Event], pub: HubPublisher
+    ) -> list[tuple[int, list[bytes]]]:
+        """``events`` as publish messages, each with the offset of its last event."""
+        if not events:
+            return []
+        parts = [event_to_json(e) for e in events]
+        out = []
+        first = events[0].offset
+        for message in messages(parts, pub.max_message_size, pub.max_batch):
+            if len(message) == 1 and len(message[0]) + MESSAGE_MARGIN > pub.max_message_size:
+                event = events[first - events[0].offset]
+                stand_in = too_large_stand_in(event, len(message[0]), pub.max_message_size)
+                message = [event_to_json(stand_in)]
+            first += len(message)
+            out.append((first - 1, message))
+        return out
+
+    async def _receive_ack(self, pub: HubPublisher) -> tuple[int, bool]:
+        """The hub's answer to the oldest message in flight: its last offset after it, and
+        whether the message was refused for the rate."""
+        with trio.move_on_after(self.ack_timeout):
+            try:
+                last = (await pub.receive_ack()).last_offset
+            except HubClientError as exc:
+                if exc.code not in ("offset_gap", "rate_limited"):
+                    raise
+                self._note_ack(exc.last_offset)
+                return exc.last_offset, exc.code == "rate_limited"
+            self._note_ack(last)
+            self._sent_since_connect = True
+            return last, False
+        raise _LinkLost(f"no acknowledgement within {self.ack_timeout:g}s")
 
     async def _events_after(self, after: int) -> Sequence[Event]:
         """The events after ``after``, from the log's memory or else the store; waits

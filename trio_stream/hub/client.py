@@ -278,7 +278,24 @@ class HubPublisher:
         """
         if not parts:
             return PublishAck(0, 0, None, self.last_offset)
+        await self.send_encoded(parts)
+        return await self.receive_ack()
+
+    async def send_encoded(self, parts: Sequence[bytes]) -> None:
+        """Send one message of serialized events without waiting for its answer.
+
+        Several messages may be in flight: the hub answers each, in order, and
+        :meth:`receive_ack` reads the next answer.
+        """
         await self._ws.send_message((b"[" + b",".join(parts) + b"]").decode())
+
+    async def receive_ack(self) -> PublishAck:
+        """The hub's answer to the oldest message not yet answered.
+
+        Raises:
+            HubClientError: the hub refused that message (see :meth:`publish`).
+            trio_websocket.ConnectionClosed: the connection dropped.
+        """
         answer: dict[str, Any] = orjson.loads(await self._ws.get_message())
         if answer.get("type") != "ack":
             last = answer.get("lastOffset", self.last_offset)
