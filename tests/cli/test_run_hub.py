@@ -4,6 +4,7 @@ killed with SIGKILL and restarted mid-stream."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -143,6 +144,8 @@ async def test_a_hub_killed_and_restarted_mid_stream_ends_with_the_whole_session
     async with hub_client(url) as http:
         assert (await http.post("/api/streams", json={"id": "k9"})).status_code == 201
     run = await start_run(
+        "--hub-notices",
+        "always",
         "--hub",
         url,
         "--id",
@@ -173,6 +176,9 @@ async def test_a_hub_killed_and_restarted_mid_stream_ends_with_the_whole_session
     assert events[0]["type"] == "session_started"
     assert events[-1]["type"] == "session_ended"
     assert [e["id"] for e in events] == await local_ids(run_db, "k9")
+    notices = err.decode().splitlines()
+    assert notices[0].startswith(f"tstream: hub {url}: link lost (")
+    assert notices[1].startswith(f"tstream: hub {url}: link back; resuming after offset ")
 
 
 async def test_a_hub_down_at_start_gets_the_session_when_it_comes_up(
@@ -182,7 +188,7 @@ async def test_a_hub_down_at_start_gets_the_session_when_it_comes_up(
     script = 'echo ready; while [ ! -e "$1/go" ]; do sleep 0.01; done; echo after; exit 7'
     run = await start_run(
         "--hub",
-        f"unix:{socket}",
+        f"http+unix://{socket}",
         "--id",
         "late",
         "--",
@@ -321,3 +327,20 @@ def test_a_malformed_hub_address_is_a_usage_error(args: list[str], problem: byte
     done = subprocess.run([*TSTREAM, *args], capture_output=True, timeout=30, check=False)
     assert done.returncode == 2
     assert problem in done.stderr
+
+
+async def test_a_stopped_hub_does_not_slow_the_run(tmp_path: Path, nursery: trio.Nursery) -> None:
+    hub, url = await start_hub(nursery, "--listen", "127.0.0.1:0", "--store", "memory:")
+    hub.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        run = await start_run(
+            "--hub", url, "--hub-flush-timeout", "0.5", "--", "sh", "-c", "seq 1 5000; exit 5"
+        )
+        status, err = await finish(run)
+        elapsed = time.monotonic() - started
+    finally:
+        hub.send_signal(signal.SIGCONT)
+    assert status == 5
+    assert b"gave up after 0.5s: events 0 to 5001" in err
+    assert elapsed < 10
