@@ -31,7 +31,8 @@ from pathlib import Path
 import trio
 
 from trio_stream import StreamConfig, open_session, run
-from trio_stream.events import EventBatch, EventType, OutputBatch
+from trio_stream.batches import EventBatch, OutputBatch
+from trio_stream.events import EventType
 from trio_stream.processors.base import LineBatch
 
 TSTREAM = [sys.executable, "-c", "from trio_stream.cli import main; main()"]

@@ -1,11 +1,13 @@
 """The event model: every type survives bytes and back; bad input names the field."""
 
+import attrs
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trio_stream.events import (
+    PAYLOADS,
     Command,
     Custom,
     Error,
@@ -21,6 +23,7 @@ from trio_stream.events import (
     SessionStarted,
     Status,
     VariableUpdate,
+    converter,
     event_from_dict,
     event_from_json,
     event_to_dict,
@@ -28,6 +31,7 @@ from trio_stream.events import (
     make_event,
     new_event_ids,
     placed_events,
+    structure_data,
 )
 
 SAMPLES = {
@@ -186,3 +190,36 @@ def test_any_json_document_and_text_survive(document, text):
         Event(EventType.OUTPUT, Output("stdout", text), "s", 2),
     ):
         assert event_from_json(event_to_json(event)) == event
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 5)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=2), inner, max_size=2)
+    ),
+    max_leaves=4,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(sorted(PAYLOADS, key=str)), st.data())
+def test_structuring_gives_what_the_converter_gives(etype, data):
+    names = [f.name for f in attrs.fields(PAYLOADS[etype])] + ["extra"]
+    fields = data.draw(
+        st.dictionaries(
+            st.sampled_from(names),
+            json_values | st.sampled_from(["stdout", "json", "yaml", "pipes", "image/png"]),
+            max_size=len(names),
+        )
+    )
+    try:
+        expected = converter.structure(fields, PAYLOADS[etype])
+    except Exception:
+        with pytest.raises(EventValidationError):
+            structure_data(etype, fields)
+    else:
+        assert structure_data(etype, fields) == expected

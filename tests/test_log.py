@@ -2,7 +2,8 @@
 
 import pytest
 
-from trio_stream.events import EventType, Output, OutputBatch, Status
+from trio_stream.batches import OutputBatch
+from trio_stream.events import EventType, Output, Status
 from trio_stream.lines import Lines
 from trio_stream.log import SessionLog
 from trio_stream.publisher import Publisher

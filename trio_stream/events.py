@@ -21,18 +21,16 @@ import base64
 import enum
 import os
 import time
+import types
 import typing
 from collections.abc import Mapping, Sequence
 from itertools import repeat
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, final
+from typing import Any, Final, Literal, TypeAlias, final
 
 import attrs
 import cattrs
 import orjson
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
-
-if TYPE_CHECKING:
-    from .lines import Lines
 
 Source: TypeAlias = Literal["stdout", "stderr"]
 SOURCES: Final[tuple[str, ...]] = ("stdout", "stderr")
@@ -318,294 +316,6 @@ def placed_events(
     )
 
 
-class EventBatch(Sequence[Event]):
-    """Events at consecutive offsets of one session, sharing one timestamp, kept as columns.
-
-    A batch is a :class:`~collections.abc.Sequence` of :class:`Event`: each event is built
-    when it is indexed or iterated, so events nobody reads one by one (lines only recorded,
-    or counted) cost no object each. Building the same event twice gives equal events:
-    ids come from one random key per batch and the event's place in it.
-
-    Attributes:
-        session: the session id.
-        first_offset: the offset of the first event.
-        ts: the timestamp of every event.
-    """
-
-    __slots__ = ("_base", "_key", "first_offset", "session", "ts")
-
-    def __init__(self, session: str, first_offset: int, ts: float) -> None:
-        self.session = session
-        self.first_offset = first_offset
-        self.ts = ts
-        # 8 random bytes and the event's index are the 12 bytes of a 16-character id.
-        self._key = os.urandom(8)
-        self._base = 0
-
-    def _share_ids(self, whole: EventBatch, start: int) -> None:
-        """Give this part of ``whole``, from its index ``start``, the same ids."""
-        self._key = whole._key
-        self._base = whole._base + start
-
-    def event_id(self, index: int) -> str:
-        """The id of event ``index`` (not negative)."""
-        return base64.urlsafe_b64encode(
-            self._key + (self._base + index).to_bytes(4, "big")
-        ).decode()
-
-    @property
-    def last_offset(self) -> int:
-        return self.first_offset + len(self) - 1
-
-    def event(self, index: int) -> Event:
-        """Event ``index`` (not negative, in range)."""
-        raise NotImplementedError
-
-    def part(self, start: int, stop: int) -> EventBatch:
-        """Events ``start`` to ``stop`` (not negative) as a batch of their own."""
-        raise NotImplementedError
-
-    def __len__(self) -> int:
-        raise NotImplementedError
-
-    @typing.overload
-    def __getitem__(self, index: int) -> Event: ...
-
-    @typing.overload
-    def __getitem__(self, index: slice) -> list[Event]: ...
-
-    def __getitem__(self, index: int | slice) -> Event | list[Event]:
-        count = len(self)
-        if isinstance(index, slice):
-            return [self.event(i) for i in range(*index.indices(count))]
-        if index < 0:
-            index += count
-        if not 0 <= index < count:
-            raise IndexError("event index out of range")
-        return self.event(index)
-
-    def __iter__(self) -> typing.Iterator[Event]:
-        return map(self.event, range(len(self)))
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
-            return list(self) == list(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({list(self)!r})"
-
-
-@final
-class OutputBatch(EventBatch):
-    """The ``OUTPUT`` events of lines read together from one source.
-
-    Attributes:
-        source: ``stdout`` or ``stderr``.
-        first_line: the line number of the first line.
-        lines: the lines (:class:`~trio_stream.lines.Lines` columns).
-    """
-
-    __slots__ = ("first_line", "lines", "source")
-
-    def __init__(
-        self,
-        session: str,
-        first_offset: int,
-        ts: float,
-        source: Source,
-        first_line: int,
-        lines: Lines,
-    ) -> None:
-        super().__init__(session, first_offset, ts)
-        self.source = source
-        self.first_line = first_line
-        self.lines = lines
-
-    def event(self, index: int) -> Event:
-        lines = self.lines
-        eols = lines.eols
-        return Event(
-            EventType.OUTPUT,
-            Output(
-                self.source,
-                lines.texts[index],
-                "\n" if eols is None else eols[index],
-                self.first_line + index,
-                index in lines.partial,
-                lines.raw.get(index),
-            ),
-            self.session,
-            self.first_offset + index,
-            self.event_id(index),
-            self.ts,
-        )
-
-    def part(self, start: int, stop: int) -> OutputBatch:
-        stop = min(stop, len(self.lines.texts))
-        if start == 0 and stop == len(self.lines.texts):
-            return self
-        out = OutputBatch(
-            self.session,
-            self.first_offset + start,
-            self.ts,
-            self.source,
-            self.first_line + start,
-            self.lines.part(start, stop),
-        )
-        out._share_ids(self, start)
-        return out
-
-    def __len__(self) -> int:
-        return len(self.lines.texts)
-
-
-@final
-class DocumentBatch(EventBatch):
-    """The events of documents parsed from lines read together: ``JSON`` or typed.
-
-    Attributes:
-        source: the source of the lines.
-        format: ``json`` or ``yaml``.
-        documents: each ``JSON`` event's document (None where the event is typed).
-        line_numbers: the line number of each document.
-        typed: the type and payload of each typed event, by index.
-    """
-
-    __slots__ = ("documents", "format", "line_numbers", "source", "typed")
-
-    def __init__(
-        self,
-        session: str,
-        first_offset: int,
-        ts: float,
-        source: Source,
-        documents: list[Any],
-        line_numbers: list[int],
-        typed: Mapping[int, tuple[EventType, Payload]],
-        format: Literal["json", "yaml"] = "json",
-    ) -> None:
-        super().__init__(session, first_offset, ts)
-        self.source = source
-        self.documents = documents
-        self.line_numbers = line_numbers
-        self.typed = typed
-        self.format = format
-
-    def event(self, index: int) -> Event:
-        found = self.typed.get(index) if self.typed else None
-        if found is None:
-            etype: EventType = EventType.JSON
-            data: Payload = Json(
-                self.documents[index], self.format, self.source, self.line_numbers[index]
-            )
-        else:
-            etype, data = found
-        return Event(
-            etype, data, self.session, self.first_offset + index, self.event_id(index), self.ts
-        )
-
-    def part(self, start: int, stop: int) -> DocumentBatch:
-        stop = min(stop, len(self.documents))
-        if start == 0 and stop == len(self.documents):
-            return self
-        out = DocumentBatch(
-            self.session,
-            self.first_offset + start,
-            self.ts,
-            self.source,
-            self.documents[start:stop],
-            self.line_numbers[start:stop],
-            {i - start: t for i, t in self.typed.items() if start <= i < stop},
-            self.format,
-        )
-        out._share_ids(self, start)
-        return out
-
-    def __len__(self) -> int:
-        return len(self.documents)
-
-
-@final
-class EventRuns(Sequence[Event]):
-    """Events at consecutive offsets, held as the runs they were appended in.
-
-    What a session's log hands its followers: a :class:`~collections.abc.Sequence` of
-    :class:`Event` whose runs (:attr:`runs`, each a list of events or an
-    :class:`EventBatch`) let a consumer that can read columns skip building events.
-    """
-
-    __slots__ = ("_count", "runs")
-
-    def __init__(self, runs: list[Sequence[Event]]) -> None:
-        self.runs = runs
-        self._count = sum(map(len, runs))
-
-    def __len__(self) -> int:
-        return self._count
-
-    @typing.overload
-    def __getitem__(self, index: int) -> Event: ...
-
-    @typing.overload
-    def __getitem__(self, index: slice) -> list[Event]: ...
-
-    def __getitem__(self, index: int | slice) -> Event | list[Event]:
-        if isinstance(index, slice):
-            start, stop, step = index.indices(self._count)
-            if step != 1:
-                return list(self)[index]
-            out: list[Event] = []
-            for run in self.runs:
-                size = len(run)
-                if start < size and stop > 0:
-                    out.extend(run[max(0, start) : min(size, stop)])
-                start -= size
-                stop -= size
-            return out
-        if index < 0:
-            index += self._count
-        if not 0 <= index < self._count:
-            raise IndexError("event index out of range")
-        for run in self.runs:
-            if index < len(run):
-                return run[index]
-            index -= len(run)
-        raise AssertionError("unreachable")
-
-    def __iter__(self) -> typing.Iterator[Event]:
-        for run in self.runs:
-            yield from run
-
-    @property
-    def first_offset(self) -> int:
-        """The offset of the first event (the log's runs are never empty)."""
-        first = self.runs[0]
-        return first.first_offset if isinstance(first, EventBatch) else first[0].offset
-
-    @property
-    def last_offset(self) -> int:
-        return self.first_offset + self._count - 1
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
-            return list(self) == list(other)
-        return NotImplemented
-
-    def __add__(self, other: Sequence[Event]) -> list[Event]:
-        return [*self, *other]
-
-    def __radd__(self, other: Sequence[Event]) -> list[Event]:
-        return [*other, *self]
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"EventRuns({list(self)!r})"
-
-
 def make_event(type: EventType | str, data: Payload, **fields: Any) -> Event:
     """An event of ``type``, checking that ``data`` is that type's payload class."""
     etype = EventType(type)
@@ -728,10 +438,85 @@ def _messages(exc: BaseException, path: str) -> list[str]:
     return [f"{path.rstrip('.') or 'value'}: {exc}"]
 
 
+# -- the fast path of structuring ------------------------------------------------------
+#
+# The converter costs several microseconds per payload, which a stream of typed JSON lines
+# feels. Data of the plain JSON types that fits a payload class exactly is checked and built
+# by a plan made once per class; anything else (a wrong type, an unknown field, base64
+# bytes) goes through the converter, which gives the same payload or the error messages.
+
+_BAD: Final = object()
+
+
+def _field_check(kind: Any) -> Any:
+    """A function giving the structured value, or _BAD; None when the kind is not plain."""
+    if kind is Any:
+        return lambda value: value
+    if kind in (str, bool, int):
+        return lambda value: value if value.__class__ is kind else _BAD
+    if kind is float:
+        return lambda value: (
+            value
+            if value.__class__ is float
+            else float(value)
+            if value.__class__ is int
+            else _BAD
+        )
+    origin = typing.get_origin(kind)
+    args = typing.get_args(kind)
+    if origin is Literal:
+        allowed = frozenset(args)
+        return lambda value: value if value.__class__ is str and value in allowed else _BAD
+    if origin in (typing.Union, types.UnionType) and len(args) == 2 and type(None) in args:
+        inner = _field_check(args[0] if args[1] is type(None) else args[1])
+        if inner is None:
+            return None
+        return lambda value: None if value is None else inner(value)
+    if origin is dict and args and args[1] is Any:
+        return lambda value: dict(value) if value.__class__ is dict else _BAD
+    return None
+
+
+def _plan(cls: type) -> tuple[frozenset[str], list[tuple[str, Any, bool]]] | None:
+    """The field names and ``(name, check, required)`` of each field of ``cls``, if plain."""
+    fields = []
+    for field in attrs.fields(attrs.resolve_types(cls)):
+        check = _field_check(field.type)
+        if check is None:
+            return None
+        fields.append((field.name, check, field.default is attrs.NOTHING))
+    return frozenset(name for name, _, _ in fields), fields
+
+
+_PLANS: Final = {cls: _plan(cls) for cls in set(PAYLOADS.values())}
+
+
+def _structure_fast(cls: type, data: Mapping[str, Any]) -> Any:
+    plan = _PLANS[cls]
+    if plan is None:
+        return None
+    names, fields = plan
+    if not names.issuperset(data):
+        return None
+    values = {}
+    for name, check, required in fields:
+        if name in data:
+            value = check(data[name])
+            if value is _BAD:
+                return None
+            values[name] = value
+        elif required:
+            return None
+    return cls(**values)
+
+
 def structure_data(etype: EventType, data: Any) -> Payload:
     """Check and build the payload of a ``etype`` event from plain data."""
     if not isinstance(data, Mapping):
         raise EventValidationError([f"data: expected an object, got {type_name(data)}"])
+    payload = _structure_fast(PAYLOADS[etype], data)
+    if payload is not None:
+        return payload  # type: ignore[no-any-return]
     try:
         return converter.structure(data, PAYLOADS[etype])  # type: ignore[no-any-return]
     except (cattrs.BaseValidationError, ForbiddenExtraKeysError) as exc:

@@ -27,7 +27,8 @@ from typing import Final, final
 import attrs
 import trio
 
-from .events import Event, EventBatch, EventRuns
+from .batches import EventBatch, EventRuns
+from .events import Event
 
 DEFAULT_HISTORY: Final = 10_000
 DEFAULT_RECORD_BACKLOG: Final = 100_000

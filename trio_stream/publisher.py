@@ -13,10 +13,11 @@ the same process gets a publisher with :meth:`SessionRegistry.publisher`. The pr
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final, final
 
+from .batches import DocumentBatch
 from .events import (
     PAYLOADS,
     Command,
@@ -30,6 +31,7 @@ from .events import (
     Payload,
     Reasoning,
     Screenshot,
+    Source,
     Status,
     VariableUpdate,
     make_event,
@@ -126,6 +128,51 @@ class Publisher:
             types, payloads, log.session_id, log.next_offset, time.time() if ts is None else ts
         )
         return log.append(events)
+
+    def publish_documents(
+        self,
+        source: Source,
+        texts: list[str | None],
+        line_numbers: list[int],
+        typed: Mapping[int, tuple[EventType, Payload]],
+        *,
+        ts: float | None = None,
+    ) -> Sequence[Event]:
+        """Publish the events of parsed JSON lines, all stamped ``ts`` (default: now).
+
+        The fast path for the JSON lines processor: a ``JSON`` event per JSON text, or the
+        typed event ``typed`` holds at its index (where ``texts`` holds None). The events
+        are kept as one :class:`~trio_stream.batches.DocumentBatch` and built when read.
+
+        Args:
+            source: the source of the lines.
+            texts: the JSON text of each document, already parsed once without error.
+            line_numbers: the line number of each document.
+            typed: ``(type, payload)`` of each typed event, by index; the caller vouches
+                that each payload is its type's payload class.
+            ts: the timestamp of every event.
+        """
+        if len(line_numbers) != len(texts):
+            raise ValueError(f"{len(line_numbers)} line numbers for {len(texts)} texts")
+        if not texts:
+            return []
+        log = self.log
+        batch = DocumentBatch(
+            log.session_id,
+            log.next_offset,
+            time.time() if ts is None else ts,
+            source,
+            texts,
+            line_numbers,
+            typed,
+        )
+        if self.drop_types:
+            events = list(batch)
+            return self.publish_payloads(
+                [e.type for e in events], [e.data for e in events], ts=batch.ts
+            )
+        log.append_batch(batch)
+        return batch
 
     def publish_status(
         self, status: str, *, kind: str = "status", message: str | None = None

@@ -34,13 +34,12 @@ from typing import Any, Final, final
 import attrs
 import trio
 
+from .batches import EventRuns, OutputBatch
 from .channels import ChannelOverflowError, Overflow, PolicyChannel
 from .events import (
     Error,
     Event,
-    EventRuns,
     EventType,
-    OutputBatch,
     SessionEnded,
     SessionStarted,
 )
@@ -292,8 +291,8 @@ class Session:
         """Every event of the session from its first, in batches, until it ends.
 
         Each batch is a sequence of :class:`~trio_stream.events.Event` (an
-        :class:`~trio_stream.events.EventRuns`): its events are built as they are read, and
-        a consumer that reads columns (the runs' :class:`~trio_stream.events.OutputBatch`
+        :class:`~trio_stream.batches.EventRuns`): its events are built as they are read, and
+        a consumer that reads columns (the runs' :class:`~trio_stream.batches.OutputBatch`
         lines) builds none.
 
         Unlike :meth:`SessionLog.follow`, this follower is never left behind: the readers

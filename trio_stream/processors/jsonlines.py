@@ -169,6 +169,26 @@ class DocumentCounts:
 
 
 @final
+class Documents:
+    """What a batch of lines gave, as columns.
+
+    Attributes:
+        texts: the JSON text of each ``JSON`` event's document, None where the event is
+            typed. The text is what is kept: the line is already held, and its document is
+            parsed again only when the event is read.
+        line_numbers: the line number of each event's line.
+        typed: the type and payload of each typed event, by index.
+    """
+
+    __slots__ = ("line_numbers", "texts", "typed")
+
+    def __init__(self) -> None:
+        self.texts: list[str | None] = []
+        self.line_numbers: list[int] = []
+        self.typed: dict[int, tuple[EventType, Payload]] = {}
+
+
+@final
 class _Pieces:
     """The pieces of one line cut at the maximum line length, held until its last piece."""
 
@@ -208,48 +228,31 @@ class JsonLinesProcessor:
         self.counts = DocumentCounts()
         self._pieces: dict[str, _Pieces] = {}
 
-    def parse_batch(self, batch: LineBatch) -> tuple[list[EventType], list[Payload]]:
-        """The events a batch gives, as their types and payloads, in line order (no I/O)."""
-        types: list[EventType] = []
-        payloads: list[Payload] = []
+    def parse_documents(self, batch: LineBatch) -> Documents:
+        """The events a batch gives, as columns, in line order (no I/O)."""
+        found = Documents()
         if batch.source not in self.sources:
-            return types, payloads
+            return found
+        lines = batch.lines
+        texts = lines.texts
+        if lines.partial or self._pieces:
+            texts, numbers = self._joined(batch)
+        else:
+            numbers = range(batch.first_line, batch.first_line + len(texts))
         counts = self.counts
         loads = orjson.loads
         decode_error = orjson.JSONDecodeError
-        source = batch.source
-        typed = self.typed
-        add_type = types.append
-        add_payload = payloads.append
-        json_type = EventType.JSON
-        pieces = self._pieces
+        typed_names = TYPED_NAMES if self.typed else frozenset()
+        found_texts = found.texts
+        add_text = found_texts.append
+        add_number = found.line_numbers.append
+        typed = found.typed
         unparsed = 0
-        number = batch.first_line - 1
-        for line in batch.lines:
-            number += 1
-            text = line.text
+        for text, number in zip(texts, numbers, strict=True):
             first = text[:1]
-            if first != "{" and first != "[":
-                if line.partial or pieces:
-                    joined = self._join(source, number, text, line.partial)
-                    if joined is None:
-                        continue
-                    at, text = joined
-                    if not self._is_document(text):
-                        unparsed += 1
-                        continue
-                elif not first or not self._is_document(text):
-                    unparsed += first != ""
-                    continue
-                else:
-                    at = number
-            elif line.partial or pieces:
-                joined = self._join(source, number, text, line.partial)
-                if joined is None:
-                    continue
-                at, text = joined
-            else:
-                at = number
+            if first != "{" and first != "[" and (not first or not self._is_document(text)):
+                unparsed += first != ""
+                continue
             try:
                 document = loads(text)
             except decode_error:
@@ -258,22 +261,56 @@ class JsonLinesProcessor:
             if len(text) > 2 * MAX_DEPTH and text_too_deep(text, document):
                 unparsed += 1
                 continue
-            if typed and document.__class__ is dict and "type" in document:
-                try:
-                    found = typed_payload(document)
-                except EventValidationError:
-                    counts.invalid += 1
-                    found = None
-                if found is not None:
-                    counts.typed += 1
-                    add_type(found[0])
-                    add_payload(found[1])
-                    continue
-            add_type(json_type)
-            add_payload(Json(document, "json", source, at))
-        counts.documents += len(payloads)
+            if document.__class__ is dict:
+                # The shape's dispatch: one dict lookup, then one set lookup.
+                name = document.get("type")
+                if name.__class__ is str and name in typed_names:
+                    try:
+                        typed[len(found_texts)] = typed_payload(document)  # type: ignore[assignment]
+                    except EventValidationError:
+                        counts.invalid += 1
+                    else:
+                        counts.typed += 1
+                        add_text(None)
+                        add_number(number)
+                        continue
+            add_text(text)
+            add_number(number)
+        counts.documents += len(found_texts)
         counts.unparsed += unparsed
+        return found
+
+    def parse_batch(self, batch: LineBatch) -> tuple[list[EventType], list[Payload]]:
+        """The events a batch gives, as their types and payloads, in line order (no I/O)."""
+        found = self.parse_documents(batch)
+        types: list[EventType] = []
+        payloads: list[Payload] = []
+        for index, (text, number) in enumerate(zip(found.texts, found.line_numbers, strict=True)):
+            typed = found.typed.get(index)
+            if typed is None:
+                types.append(EventType.JSON)
+                payloads.append(Json(orjson.loads(text or ""), "json", batch.source, number))
+            else:
+                types.append(typed[0])
+                payloads.append(typed[1])
         return types, payloads
+
+    def _joined(self, batch: LineBatch) -> tuple[list[str], list[int]]:
+        """The texts of whole lines and their numbers, pieces of cut lines joined."""
+        texts: list[str] = []
+        numbers: list[int] = []
+        partial = batch.lines.partial
+        for index, text in enumerate(batch.lines.texts):
+            number = batch.first_line + index
+            is_partial = index in partial
+            if is_partial or self._pieces:
+                joined = self._join(batch.source, number, text, is_partial)
+                if joined is None:
+                    continue
+                number, text = joined
+            texts.append(text)
+            numbers.append(number)
+        return texts, numbers
 
     @staticmethod
     def _is_document(text: str) -> bool:
@@ -303,9 +340,11 @@ class JsonLinesProcessor:
 
     async def process(self, batch: LineBatch, publish: Publisher) -> None:
         """Publish the events of one batch, stamped with the time it was read."""
-        types, payloads = self.parse_batch(batch)
-        if payloads:
-            publish.publish_payloads(types, payloads, ts=batch.ts)
+        found = self.parse_documents(batch)
+        if found.texts:
+            publish.publish_documents(
+                batch.source, found.texts, found.line_numbers, found.typed, ts=batch.ts
+            )
 
     async def on_complete(self, completion: Completion, publish: Publisher) -> None:
         """Nothing is held back at the end but pieces of an unfinished line, counted."""

@@ -243,7 +243,7 @@ class PatternMatcher:
         """The events of one batch, in line order (no I/O)."""
         if batch.source not in self.sources or not batch.lines:
             return []
-        texts = [line.text for line in batch.lines]
+        texts = batch.lines.texts
         joined = JoinedText(texts)
         hits: list[tuple[int, int, re.Match[str]]] = []
         for number, locator in enumerate(self._locators):

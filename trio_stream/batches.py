@@ -1,0 +1,311 @@
+"""Events kept as columns: batches whose events are built only when they are read.
+
+A command that writes a million lines must not cost a million event objects when nobody
+reads them one by one: the session's log keeps each chunk's lines as one
+:class:`OutputBatch`, the JSON lines processor each batch's documents as one
+:class:`DocumentBatch`, and hands followers :class:`EventRuns`. All three are sequences of
+:class:`~trio_stream.events.Event`, so code that iterates events works unchanged; code
+that can read columns (the runs, a batch's texts) skips building them.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import typing
+from collections.abc import Mapping, Sequence
+from typing import final
+
+import orjson
+
+from .events import Event, EventType, Json, Output, Payload, Source
+from .lines import Lines
+
+
+class EventBatch(Sequence[Event]):
+    """Events at consecutive offsets of one session, sharing one timestamp, kept as columns.
+
+    A batch is a :class:`~collections.abc.Sequence` of :class:`Event`: each event is built
+    when it is indexed or iterated, so events nobody reads one by one (lines only recorded,
+    or counted) cost no object each. Building the same event twice gives equal events:
+    ids come from one random key per batch and the event's place in it.
+
+    Attributes:
+        session: the session id.
+        first_offset: the offset of the first event.
+        ts: the timestamp of every event.
+    """
+
+    __slots__ = ("_base", "_key", "first_offset", "session", "ts")
+
+    def __init__(self, session: str, first_offset: int, ts: float) -> None:
+        self.session = session
+        self.first_offset = first_offset
+        self.ts = ts
+        # 8 random bytes and the event's index are the 12 bytes of a 16-character id.
+        self._key = os.urandom(8)
+        self._base = 0
+
+    def _share_ids(self, whole: EventBatch, start: int) -> None:
+        """Give this part of ``whole``, from its index ``start``, the same ids."""
+        self._key = whole._key
+        self._base = whole._base + start
+
+    def event_id(self, index: int) -> str:
+        """The id of event ``index`` (not negative)."""
+        return base64.urlsafe_b64encode(
+            self._key + (self._base + index).to_bytes(4, "big")
+        ).decode()
+
+    @property
+    def last_offset(self) -> int:
+        return self.first_offset + len(self) - 1
+
+    def event(self, index: int) -> Event:
+        """Event ``index`` (not negative, in range)."""
+        raise NotImplementedError
+
+    def part(self, start: int, stop: int) -> EventBatch:
+        """Events ``start`` to ``stop`` (not negative) as a batch of their own."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    @typing.overload
+    def __getitem__(self, index: int) -> Event: ...
+
+    @typing.overload
+    def __getitem__(self, index: slice) -> list[Event]: ...
+
+    def __getitem__(self, index: int | slice) -> Event | list[Event]:
+        count = len(self)
+        if isinstance(index, slice):
+            return [self.event(i) for i in range(*index.indices(count))]
+        if index < 0:
+            index += count
+        if not 0 <= index < count:
+            raise IndexError("event index out of range")
+        return self.event(index)
+
+    def __iter__(self) -> typing.Iterator[Event]:
+        return map(self.event, range(len(self)))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({list(self)!r})"
+
+
+@final
+class OutputBatch(EventBatch):
+    """The ``OUTPUT`` events of lines read together from one source.
+
+    Attributes:
+        source: ``stdout`` or ``stderr``.
+        first_line: the line number of the first line.
+        lines: the lines (:class:`~trio_stream.lines.Lines` columns).
+    """
+
+    __slots__ = ("first_line", "lines", "source")
+
+    def __init__(
+        self,
+        session: str,
+        first_offset: int,
+        ts: float,
+        source: Source,
+        first_line: int,
+        lines: Lines,
+    ) -> None:
+        super().__init__(session, first_offset, ts)
+        self.source = source
+        self.first_line = first_line
+        self.lines = lines
+
+    def event(self, index: int) -> Event:
+        lines = self.lines
+        eols = lines.eols
+        return Event(
+            EventType.OUTPUT,
+            Output(
+                self.source,
+                lines.texts[index],
+                "\n" if eols is None else eols[index],
+                self.first_line + index,
+                index in lines.partial,
+                lines.raw.get(index),
+            ),
+            self.session,
+            self.first_offset + index,
+            self.event_id(index),
+            self.ts,
+        )
+
+    def part(self, start: int, stop: int) -> OutputBatch:
+        stop = min(stop, len(self.lines.texts))
+        if start == 0 and stop == len(self.lines.texts):
+            return self
+        out = OutputBatch(
+            self.session,
+            self.first_offset + start,
+            self.ts,
+            self.source,
+            self.first_line + start,
+            self.lines.part(start, stop),
+        )
+        out._share_ids(self, start)
+        return out
+
+    def __len__(self) -> int:
+        return len(self.lines.texts)
+
+
+@final
+class DocumentBatch(EventBatch):
+    """The events of JSON documents parsed from lines read together: ``JSON`` or typed.
+
+    A ``JSON`` event keeps its document's text, parsed again when the event is read.
+
+    Attributes:
+        source: the source of the lines.
+        texts: each ``JSON`` event's JSON text (None where the event is typed).
+        line_numbers: the line number of each event's line.
+        typed: the type and payload of each typed event, by index.
+    """
+
+    __slots__ = ("line_numbers", "source", "texts", "typed")
+
+    def __init__(
+        self,
+        session: str,
+        first_offset: int,
+        ts: float,
+        source: Source,
+        texts: list[str | None],
+        line_numbers: list[int],
+        typed: Mapping[int, tuple[EventType, Payload]],
+    ) -> None:
+        super().__init__(session, first_offset, ts)
+        self.source = source
+        self.texts = texts
+        self.line_numbers = line_numbers
+        self.typed = typed
+
+    def event(self, index: int) -> Event:
+        found = self.typed.get(index) if self.typed else None
+        if found is None:
+            etype: EventType = EventType.JSON
+            data: Payload = Json(
+                orjson.loads(self.texts[index] or ""),
+                "json",
+                self.source,
+                self.line_numbers[index],
+            )
+        else:
+            etype, data = found
+        return Event(
+            etype, data, self.session, self.first_offset + index, self.event_id(index), self.ts
+        )
+
+    def part(self, start: int, stop: int) -> DocumentBatch:
+        stop = min(stop, len(self.texts))
+        if start == 0 and stop == len(self.texts):
+            return self
+        out = DocumentBatch(
+            self.session,
+            self.first_offset + start,
+            self.ts,
+            self.source,
+            self.texts[start:stop],
+            self.line_numbers[start:stop],
+            {i - start: t for i, t in self.typed.items() if start <= i < stop},
+        )
+        out._share_ids(self, start)
+        return out
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@final
+class EventRuns(Sequence[Event]):
+    """Events at consecutive offsets, held as the runs they were appended in.
+
+    What a session's log hands its followers: a :class:`~collections.abc.Sequence` of
+    :class:`Event` whose runs (:attr:`runs`, each a list of events or an
+    :class:`EventBatch`) let a consumer that can read columns skip building events.
+    """
+
+    __slots__ = ("_count", "runs")
+
+    def __init__(self, runs: list[Sequence[Event]]) -> None:
+        self.runs = runs
+        self._count = sum(map(len, runs))
+
+    def __len__(self) -> int:
+        return self._count
+
+    @typing.overload
+    def __getitem__(self, index: int) -> Event: ...
+
+    @typing.overload
+    def __getitem__(self, index: slice) -> list[Event]: ...
+
+    def __getitem__(self, index: int | slice) -> Event | list[Event]:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(self._count)
+            if step != 1:
+                return list(self)[index]
+            out: list[Event] = []
+            for run in self.runs:
+                size = len(run)
+                if start < size and stop > 0:
+                    out.extend(run[max(0, start) : min(size, stop)])
+                start -= size
+                stop -= size
+            return out
+        if index < 0:
+            index += self._count
+        if not 0 <= index < self._count:
+            raise IndexError("event index out of range")
+        for run in self.runs:
+            if index < len(run):
+                return run[index]
+            index -= len(run)
+        raise AssertionError("unreachable")
+
+    def __iter__(self) -> typing.Iterator[Event]:
+        for run in self.runs:
+            yield from run
+
+    @property
+    def first_offset(self) -> int:
+        """The offset of the first event (the log's runs are never empty)."""
+        first = self.runs[0]
+        return first.first_offset if isinstance(first, EventBatch) else first[0].offset
+
+    @property
+    def last_offset(self) -> int:
+        return self.first_offset + self._count - 1
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            return list(self) == list(other)
+        return NotImplemented
+
+    def __add__(self, other: Sequence[Event]) -> list[Event]:
+        return [*self, *other]
+
+    def __radd__(self, other: Sequence[Event]) -> list[Event]:
+        return [*other, *self]
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"EventRuns({list(self)!r})"
