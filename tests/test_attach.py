@@ -143,7 +143,8 @@ async def test_filters_last_and_no_follow_on_a_finished_session() -> None:
     assert await shown("--grep", "OUT 3") == b"out 3\n"
     events = [orjson.loads(x) for x in (await shown("--json", "--type", "session_ended")).split()]
     assert [e["type"] for e in events] == ["session_ended"]
-    assert await shown("--no-follow", "--type", "output", "--last", "1") == b"err 5\n"
+    no_follow = ("--no-follow", "--type", "output", "--source", "stderr", "--last", "1")
+    assert await shown(*no_follow) == b"err 5\n"
 
 
 async def test_no_follow_on_a_running_session_prints_what_it_holds() -> None:

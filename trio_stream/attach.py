@@ -290,7 +290,8 @@ class Feed:
                     target.session_id,
                     after=self.after,
                     token=target.token,
-                    retries=RETRIES,
+                    # A local socket drops only when its run ends: the store has the rest.
+                    retries=1 if target.live is not None else RETRIES,
                     filters=wire,
                 ) as events:
                     async for event in events:

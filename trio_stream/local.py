@@ -19,6 +19,7 @@ store) and its failures are its own.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import socket
@@ -263,6 +264,9 @@ async def serve_quietly(session: Session, options: ServeOptions) -> None:
     """:func:`serve_session`, whose failure is a warning on stderr and nothing more: the
     command goes on whatever happens to its serving."""
     try:
+        # The web stack takes a while to import: in a thread, so that the session's
+        # readers keep reading meanwhile.
+        await trio.to_thread.run_sync(importlib.import_module, "trio_stream.hub.server")
         await serve_session(
             session, listen=options.listen, tokens=options.tokens, local=options.local
         )

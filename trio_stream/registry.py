@@ -15,7 +15,6 @@ the entry as gone too.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import secrets
 import socket
@@ -85,13 +84,13 @@ def private_dir(path: Path | None = None) -> Path:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         info = path.lstat()
     except OSError as exc:
-        raise RegistryError(exc.errno, f"cannot create {path}: {exc.strerror}") from None
+        raise RegistryError(f"cannot create {path}: {exc.strerror}") from None
     if not stat.S_ISDIR(info.st_mode):
-        raise RegistryError(errno.ENOTDIR, f"{path} is not a directory")
+        raise RegistryError(f"{path} is not a directory")
     if info.st_uid != os.getuid():
-        raise RegistryError(errno.EPERM, f"{path} belongs to another user")
+        raise RegistryError(f"{path} belongs to another user")
     if info.st_mode & 0o077:
-        raise RegistryError(errno.EPERM, f"{path} is open to other users (mode must be 0700)")
+        raise RegistryError(f"{path} is open to other users (mode must be 0700)")
     return path
 
 
