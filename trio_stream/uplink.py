@@ -70,7 +70,6 @@ REFUSALS: Final = {
     "conflict": "refused",
     "stream_ended": "refused",
     "invalid_event": "refused",
-    "events_invalid": "refused",
 }
 
 

@@ -8,7 +8,7 @@ import sys
 from collections import deque
 from collections.abc import Sequence
 from types import FrameType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import click
 import trio
@@ -34,8 +34,10 @@ from ..store import (
     open_store,
 )
 from ..terminal import TerminalWriter
-from ..uplink import DEFAULT_FLUSH_TIMEOUT, Uplink, UplinkOptions
 from .processing import build_pipeline, processor_options
+
+if TYPE_CHECKING:
+    from ..uplink import Uplink, UplinkOptions
 
 # Forwarded to the child's group as they are; SIGINT, SIGTSTP, SIGCONT and SIGWINCH get
 # their own handling below.
@@ -193,9 +195,7 @@ def _check_id(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 @click.option(
     "--hub-flush-timeout",
     type=DURATION,
-    default=DEFAULT_FLUSH_TIMEOUT,
-    show_default=True,
-    help="At the end of the run, how long to wait for the hub to have every event.",
+    help="At the end of the run, how long to wait for the hub to have every event (default: 5s).",
 )
 @click.option(
     "--hub-notices",
@@ -226,7 +226,7 @@ def run(
     tokens: tuple[str, ...],
     no_serve: bool,
     hub: str | None,
-    hub_flush_timeout: float,
+    hub_flush_timeout: float | None,
     hub_notices: str,
     **processing: Any,
 ) -> None:
@@ -240,14 +240,7 @@ def run(
     if timeout is not None and timeout <= 0:
         raise click.BadParameter("must be more than 0", param_hint="--timeout")
     serving = _serve_options(listen, tokens, no_serve)
-    uplink = None
-    if hub:
-        try:
-            uplink = UplinkOptions(
-                hub, tokens[0] if tokens else None, hub_flush_timeout, hub_notices
-            )
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--hub") from None
+    uplink = _uplink_options(hub, tokens, hub_flush_timeout, hub_notices)
     pipeline = build_pipeline(**processing)
     config = StreamConfig(
         mode="pty" if pty else "merge" if merge_stderr else "pipes",
@@ -295,6 +288,25 @@ def _serve_options(listen: tuple[str, ...], tokens: tuple[str, ...], no_serve: b
     except HubConfigError as exc:
         raise click.BadParameter(str(exc), param_hint="--listen/--token") from None
     return ServeOptions(local=not no_serve, listen=addresses, tokens=tokens)
+
+
+def _uplink_options(
+    hub: str | None, tokens: tuple[str, ...], flush_timeout: float | None, notices: str
+) -> UplinkOptions | None:
+    if not hub:
+        return None
+    # Imported only when publishing: the WebSocket client costs every run startup time.
+    from ..uplink import DEFAULT_FLUSH_TIMEOUT, UplinkOptions
+
+    try:
+        return UplinkOptions(
+            hub,
+            tokens[0] if tokens else None,
+            DEFAULT_FLUSH_TIMEOUT if flush_timeout is None else flush_timeout,
+            notices,
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--hub") from None
 
 
 def execute(
