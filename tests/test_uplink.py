@@ -39,9 +39,9 @@ def ended(status: int = 0) -> Event:
 class Recorded:
     """A session's log, recorded into a local store as ``tstream run`` does."""
 
-    def __init__(self, sid: str = "s1", history: int = 10_000) -> None:
+    def __init__(self, sid: str = "s1", history: int = 10_000, stored: int = 100_000) -> None:
         self.log = SessionLog(sid, history=history, record_backlog=None)
-        self.store = MemoryStore()
+        self.store = MemoryStore(max_history=stored)
 
     async def append(self, events: list[Event]) -> list[Event]:
         if not self.log.next_offset:
@@ -359,3 +359,18 @@ async def test_messages_refused_for_the_rate_are_sent_again_in_order(
         assert await uplink.finish(8)
     assert_same(await hub_copy(hub_store), sent)
     assert uplink.connections == 1
+
+
+async def test_events_neither_the_log_nor_the_store_holds_stop_the_uplink_with_a_notice(
+    nursery, tmp_path, run_hub, hub_store
+):
+    session = Recorded(history=10, stored=100)
+    await session.append([started(), *lines(0, 500)])
+    await run_hub()
+    notices: list[str] = []
+    uplink = Uplink(
+        hub_url(tmp_path), session.log, store=session.store, backoff=FAST, notify=notices.append
+    )
+    with trio.fail_after(10):
+        await uplink.run()
+    assert "events 0 to 400 are no longer held" in notices[0]

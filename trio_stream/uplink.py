@@ -521,6 +521,12 @@ class Uplink:
                 raise _Refused(f"cannot read the session's store: {exc}") from None
             if events and events[0].offset == after + 1:
                 return events
+            if events:
+                # Recorders write in order: what is missing before was dropped for good.
+                raise _Refused(
+                    f"events {after + 1} to {events[0].offset - 1} are no longer held (the "
+                    "store keeps less than the session); the hub's copy stops there"
+                )
             # The session's recorder has not written them yet.
             await trio.sleep(RECORD_WAIT)
 
