@@ -46,7 +46,7 @@ from .protocol import (
 )
 from .rest import parse_events
 from .sse import parse_offset, query_filters
-from .wire import websocket_raw_send, ws_frame
+from .wire import RawSend, websocket_raw_send, ws_frame
 
 logger = logging.getLogger("trio_stream.hub")
 blueprint = Blueprint("websocket", __name__)
@@ -72,6 +72,14 @@ def _events_frame(stream_id: str, item: Deliver) -> bytes:
     if len(item.batches) == 1 and not item.replay:
         return item.batches[0].ws_frame(stream_id)
     return ws_frame(_events_message(stream_id, item))
+
+
+def _raw_sender(h: Hub) -> RawSend | None:
+    """The writer of whole frames for this connection, unless its client may have
+    negotiated permessage-deflate (then wsproto compresses each message)."""
+    offered = websocket.headers.get("Sec-WebSocket-Extensions", "")
+    deflate = h.config.compression and "permessage-deflate" in offered.lower()
+    return websocket_raw_send(websocket, deflate)
 
 
 def ws_message(stream_id: str, item: Item) -> str:
@@ -183,12 +191,8 @@ async def _writer(
     )
     await websocket.send(ack.decode())
     # Events go out as frames shared by every client of the tick, written straight to
-    # the connection, unless this client may have negotiated permessage-deflate.
-    offered = websocket.headers.get("Sec-WebSocket-Extensions", "")
-    raw = websocket_raw_send(
-        websocket,
-        h.config.compression and "permessage-deflate" in offered.lower(),
-    )
+    # the connection.
+    raw = _raw_sender(h)
     items = first
     while True:
         for item in items:
@@ -254,6 +258,7 @@ async def publish_ws(stream_id: str) -> Response | None:
         ).decode()
     )
     reason = "disconnected by the client"
+    raw = _raw_sender(h)
     try:
         while not h.broker.shutting_down:
             # The hub's shutdown cuts the wait for the next message (never a publish
@@ -267,7 +272,10 @@ async def publish_ws(stream_id: str) -> Response | None:
             if waiting.cancelled_caught:
                 break
             answer = await _publish_one(h, stream_id, host, data)
-            await websocket.send(answer.decode())
+            if raw is not None:
+                await raw(ws_frame(answer))
+            else:
+                await websocket.send(answer.decode())
             if stream.log is None or stream.log.closed:
                 break
         if h.broker.shutting_down:

@@ -17,9 +17,11 @@ a WebSocket without permessage-deflate, an HTTP/1.1 response sent chunked. Anyth
 from __future__ import annotations
 
 import contextvars
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeAlias
 
+import trio
 from hypercorn.events import RawData
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.http_stream import HTTPStream
@@ -54,8 +56,37 @@ def _connection_send(stream: Any) -> RawSend | None:
     if not isinstance(protocol, H11Protocol):
         return None
     send = protocol.send
+    server = getattr(send, "__self__", None)
+    lock = getattr(server, "send_lock", None)
+    socket_stream = getattr(server, "stream", None)
+    if not isinstance(lock, trio.Lock) or not isinstance(socket_stream, trio.SocketStream):
+
+        async def locked(data: bytes) -> None:
+            await send(RawData(data=data))
+
+        return locked
+    sock = socket_stream.socket
 
     async def raw(data: bytes) -> None:
+        # With nobody writing, the bytes usually fit in the socket's buffer: write them
+        # at once, without the lock's and the socket's checkpoints (each of which waits
+        # for every other runnable task, a thousand clients' writers among them). What
+        # does not fit follows through the connection's own locked, cancellable write;
+        # nothing can run in between, so no other frame lands inside this one.
+        if not lock.locked():
+            fd = sock.fileno()
+            sent = 0
+            if fd >= 0:
+                try:
+                    sent = os.write(fd, data)
+                except BlockingIOError:
+                    sent = 0
+                except OSError:
+                    # Broken: the connection's write reports it as Hypercorn expects.
+                    sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
         await send(RawData(data=data))
 
     return raw
