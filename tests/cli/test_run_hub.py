@@ -176,6 +176,9 @@ async def test_a_hub_killed_and_restarted_mid_stream_ends_with_the_whole_session
     assert events[0]["type"] == "session_started"
     assert events[-1]["type"] == "session_ended"
     assert [e["id"] for e in events] == await local_ids(run_db, "k9")
+    async with hub_client(again) as http:
+        described = (await http.get("/api/streams/k9")).json()
+    assert (described["status"], described["exitStatus"]) == ("completed", 0)
     notices = err.decode().splitlines()
     assert notices[0].startswith(f"tstream: hub {url}: link lost (")
     assert notices[1].startswith(f"tstream: hub {url}: link back; resuming after offset ")
