@@ -37,6 +37,8 @@ from .store import HistoryQuery, SessionInfo, SessionStatus, Store, UnknownSessi
 
 # Reconnections in a row before a hub counts as gone (about 30 s with the backoff).
 RETRIES: Final = 10
+# Events read from a store at once.
+PAGE: Final = 10_000
 # Pauses between looks at a stream that ended without session_ended (about 3 s in all).
 REVIVE_PAUSES: Final = (0.2, 0.4, 0.8, 1.6)
 # How often a followed local run is checked for being alive, and the store polled for a
@@ -254,7 +256,10 @@ class Feed:
         """Follow on the hub; False when a local run turned out to be gone."""
         target = self.target
         wire = server_filter(self.filters)
-        if self.last is not None or not self.follow:
+        if target.live is not None and await self._local_history():
+            if not self.follow or self.ended is not None:
+                return True
+        elif self.last is not None or not self.follow:
             try:
                 await self._history(hub)
             except OSError:
@@ -310,6 +315,23 @@ class Feed:
             nursery.cancel_scope.cancel()
         return self.ended is not None or target.live is None
 
+    async def _local_history(self) -> bool:
+        """The history of a local run from the store it records into, when this is that
+        store: read in this process, much faster than through the run's hub. The hub
+        then gives what follows (the last tenth of a second, and the live events)."""
+        live = self.target.live
+        if self.store is None or live is None:
+            return False
+        try:
+            info = await self.store.get_session(live.id)
+            if info.pid != live.pid:
+                return False
+            await self._store_pass(self.store, live.id, self._query())
+        except UnknownSessionError:
+            return False
+        self.last = None
+        return True
+
     async def _watch(self, live: LiveSession, scope: trio.CancelScope) -> None:
         # Only the death of the run counts: its socket goes as it ends normally too, and
         # then the hub still sends the end of the session.
@@ -332,48 +354,47 @@ class Feed:
             return
         while True:
             params["after"] = self.after
-            params["limit"] = 10_000
+            params["limit"] = PAGE
             answer = await http_get(
                 hub, f"/api/streams/{sid}/history?{urlencode(params)}", self.target.token
             )
             events = [event_from_dict(e) for e in answer["events"]]
             await self._deliver(events)
-            if len(events) < 10_000:
+            if len(events) < PAGE:
                 self.after = max(self.after, int(answer["lastOffset"]))
                 return
+
+    def _query(self) -> HistoryQuery:
+        flt = self.filters
+        return HistoryQuery(
+            types=flt.types, sources=flt.sources, start_time=flt.start_time, last=self.last
+        )
+
+    async def _store_pass(self, store: Store, session_id: str, query: HistoryQuery) -> None:
+        """Deliver what the store holds after the cursor, and move the cursor past it."""
+        recorded = await store.last_offset(session_id)
+        if query.last is not None:
+            await self._deliver(await store.read(session_id, attrs.evolve(query, after=self.after)))
+        else:
+            after = self.after
+            while True:
+                page = await store.read(session_id, attrs.evolve(query, after=after, limit=PAGE))
+                await self._deliver(page)
+                if len(page) < PAGE:
+                    break
+                after = page[-1].offset
+        self.after = max(self.after, recorded)
 
     async def _from_store(self, session_id: str) -> None:
         """History from the local store, then what a running session records next."""
         store = self.store
         if store is None:
             raise UnknownSessionError(session_id)
-        flt = self.filters
-        query = HistoryQuery(
-            types=flt.types,
-            sources=flt.sources,
-            start_time=flt.start_time,
-            last=self.last,
-        )
+        query = self._query()
         info = await store.get_session(session_id)
-        first = True
         while True:
-            recorded = await store.last_offset(session_id)
-            if first and self.last is not None:
-                page = await store.read(session_id, attrs.evolve(query, after=self.after))
-                await self._deliver(page)
-                query = attrs.evolve(query, last=None)
-            else:
-                after = self.after
-                while True:
-                    page = await store.read(
-                        session_id, attrs.evolve(query, after=after, limit=10_000)
-                    )
-                    await self._deliver(page)
-                    if len(page) < 10_000:
-                        break
-                    after = page[-1].offset
-            first = False
-            self.after = max(self.after, recorded)
+            await self._store_pass(store, session_id, query)
+            query = attrs.evolve(query, last=None)
             self.info = info
             if self.ended is None:
                 # The filters may leave it out; the exit status is in it all the same.
