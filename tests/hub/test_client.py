@@ -9,9 +9,12 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
+from trio_stream.events import Event, EventType, Output, SessionEnded
 from trio_stream.hub.client import HubClientError, follow_stream, open_publisher
 from trio_stream.hub.config import Listen
 from trio_stream.hub.server import ServedHub
+from trio_stream.store.base import SessionInfo, SessionStatus
+from trio_stream.store.memory import MemoryStore
 
 from .conftest import StartHub, create, output
 
@@ -141,3 +144,18 @@ async def test_a_hub_shutting_down_closes_its_publishers_with_1001(served: Serve
                     await trio.sleep(0.01)
     assert closed.value.reason is not None
     assert (closed.value.reason.code, closed.value.reason.reason) == (1001, "shutdown")
+
+
+async def test_a_publisher_back_at_a_stream_whose_end_was_not_noted_gets_it_noted(
+    served: ServedHub, store: MemoryStore
+) -> None:
+    await store.create_session(SessionInfo("cut", status=SessionStatus.INTERRUPTED))
+    events = [
+        Event(EventType.OUTPUT, Output("stdout", "done")),
+        Event(EventType.SESSION_ENDED, SessionEnded(3)),
+    ]
+    await store.append("cut", [e.with_offset("cut", i) for i, e in enumerate(events)])
+    async with open_publisher(served.urls[0], "cut") as hub:
+        assert (hub.last_offset, hub.status) == (1, "failed")
+    info = await store.get_session("cut")
+    assert (info.status, info.exit_status) == (SessionStatus.FAILED, 3)

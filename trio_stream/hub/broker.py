@@ -224,6 +224,15 @@ class Broker:
                         stream_id, status=SessionStatus.RUNNING, ended=None, pid=os.getpid()
                     )
                     return self._start(info)
+                ended = last[0].data
+                if isinstance(ended, SessionEnded) and not ended.interrupted:
+                    # The hub died after recording the end but before noting it.
+                    info = await self.store.update_session(
+                        stream_id,
+                        status=_status_of(ended),
+                        exit_status=ended.exit_status,
+                        ended=last[0].ts,
+                    )
             return Stream(self, info, None)
 
     def _check_open(self) -> None:
