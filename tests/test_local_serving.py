@@ -37,7 +37,7 @@ async def test_run_registers_its_session_on_a_private_socket(private_dirs: Path)
         transport = httpx.AsyncHTTPTransport(uds=live.socket)
         async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
             answer = await http.get("/api/streams/served-1")
-        assert answer.json()["live"] is True
+        assert answer.json()["status"] == "running"
         status, _ = await finish(process)
     assert status == 0
     assert list(private_dirs.iterdir()) == []

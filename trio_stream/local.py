@@ -26,13 +26,14 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Final, final
 
 import attrs
 import trio
 
-from .events import Event
+from .events import Event, SessionEnded
 from .hub.config import HubConfig, Listen, TokenSpec
 from .hub.errors import HubError
 from .log import SessionLog
@@ -219,12 +220,17 @@ async def serve_session(
     store: Any = view if view is not None else MemoryStore()
     async with trio.open_nursery() as nursery:
         served = await nursery.start(serve_hub, config, store)
+        broker = served.hub.broker
         try:
-            stream = await served.hub.broker.create_stream(session.session_id)
+            if view is None:
+                await broker.create_stream(session.session_id)
+                bridge = partial(_bridge, session.log, broker)
+            else:
+                bridge = partial(_bridge_on_demand, session.log, broker, view, own)
             if sock is None:
                 result = ServedSession(session.session_id, None, served.urls, None)
                 task_status.started(result)
-                await _bridge(session.log, served.hub.broker, stream.id, own, view)
+                await bridge()
             else:
                 live = LiveSession(
                     id=session.session_id,
@@ -239,9 +245,9 @@ async def serve_session(
                     task_status.started(
                         ServedSession(session.session_id, str(sock), served.urls, entry)
                     )
-                    await _bridge(session.log, served.hub.broker, stream.id, own, view)
+                    await bridge()
             with trio.move_on_after(FAREWELL):
-                await served.hub.broker.wait_no_clients()
+                await broker.wait_no_clients()
         finally:
             served.shutdown()
 
@@ -279,27 +285,49 @@ async def serve_quietly(session: Session, options: ServeOptions) -> None:
         print(f"tstream: warning: not serving the session: {reason}", file=sys.stderr)
 
 
-async def _bridge(
-    log: SessionLog,
-    broker: Any,
-    stream_id: str,
-    store: Store | None,
-    view: SessionView | None,
-) -> None:
-    """Publish every event of ``log`` into the hub's stream, at its own offset."""
-    after = -1
+async def _bridge(log: SessionLog, broker: Any) -> None:
+    """Publish every event of ``log`` into the hub's stream of the same id, at its offset."""
+    async for batch in log.follow(-1):
+        if not batch.complete:
+            raise HubError(f"session {log.session_id}: the hub fell behind the session's memory")
+        await broker.publish(log.session_id, batch.events, [True] * len(batch.events))
+
+
+async def _bridge_on_demand(log: SessionLog, broker: Any, view: SessionView, store: Store) -> None:
+    """Feed the hub's stream of the session only while it is live.
+
+    The hub starts the stream when a client first follows the session, at the offset after
+    what the store holds (older events are history, read from the store), and keeps it
+    while it has clients. A session nobody follows costs nothing more than its recording.
+    """
+    sid = log.session_id
     try:
-        async for batch in log.follow(after):
-            events = batch.events
-            if not batch.complete and events:
-                # Fell behind the log's memory: the store has (or soon has) the rest.
-                events = await _from_store(store, stream_id, after, events[0].offset) + events
-            if events:
-                await broker.publish(stream_id, events, [True] * len(events))
-                after = events[-1].offset
+        while True:
+            stream = broker.streams.get(sid)
+            target = None if stream is None else stream.log
+            if target is not None and not target.closed and target.next_offset < log.next_offset:
+                after = target.next_offset - 1
+                held = log.since(after)
+                events = held.events
+                if not held.complete:
+                    # Fell behind the log's memory: the store has (or soon has) the rest.
+                    missing = await _from_store(store, sid, after, events[0].offset)
+                    events = missing + events
+                await broker.publish(sid, events, [True] * len(events))
+                continue
+            if log.closed and (target is None or target.closed):
+                return
+            if log.closed and stream is not None:
+                # Started after the session ended, from a store that had it all.
+                ended = log.since(log.last_offset - 1).events[-1].data
+                await broker.end_stream(stream, ended if isinstance(ended, SessionEnded) else None)
+                continue
+            # Woken by the session's next events, or soon after, to see whether a client
+            # has made the hub start the stream.
+            with trio.move_on_after(RECORDED_POLL):
+                await log.wait_after(log.last_offset)
     finally:
-        if view is not None:
-            view.session_done = True
+        view.session_done = True
 
 
 async def _from_store(store: Store | None, session_id: str, after: int, before: int) -> list[Event]:
