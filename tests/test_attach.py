@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 import trio
 from live_helpers import TSTREAM, finish, private_dirs, start_run
 
@@ -270,3 +271,12 @@ async def test_attach_across_a_hub_restart_has_no_gap_and_no_duplicate(
         nursery.cancel_scope.cancel()
     assert (seen + out).decode().splitlines() == [f"line {i}" for i in range(100)]
     assert code == 6
+
+
+@pytest.mark.parametrize("page", ["tstream-attach.1", "tstream-run.1", "tstream.1"])
+def test_man_page_renders_without_warnings(page: str) -> None:
+    path = Path(__file__).resolve().parent.parent / "man" / page
+    done = subprocess.run(
+        ["groff", "-man", "-Tutf8", "-ww", "-z", str(path)], capture_output=True, timeout=30
+    )
+    assert (done.returncode, done.stderr) == (0, b"")
