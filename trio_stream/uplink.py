@@ -323,9 +323,8 @@ class Uplink:
 
     async def finish(self, timeout: float | None = None) -> bool:
         """The session has ended: give the uplink ``timeout`` seconds (default:
-        ``flush_timeout``) to deliver the rest
-        (retrying at once if it was waiting to reconnect), then stop it. Notifies when
-        it could not deliver everything.
+        ``flush_timeout``) to deliver the rest, retrying at once if it was waiting to
+        reconnect, then stop it. Notifies when it could not deliver everything.
 
         Returns:
             Whether the hub has every event.
@@ -354,10 +353,12 @@ class Uplink:
         self._flush_scope.cancel()
 
     def _lost(self, reason: str) -> None:
-        if self._lost_noticed or not self.link_notices:
-            self._lost_noticed = True
+        """Note an outage, once however many attempts it lasts."""
+        if self._lost_noticed:
             return
         self._lost_noticed = True
+        if not self.link_notices:
+            return
         if self._ever_connected:
             self._say(f"link lost ({reason}); the run goes on and sends the rest when it is back")
         else:
