@@ -53,6 +53,9 @@ logger = logging.getLogger("trio_stream.local")
 
 # How often the hub's recorder looks whether the session has recorded what it holds.
 RECORDED_POLL: Final = 0.05
+# Events one client of a served session may have waiting before it is cut.
+LOCAL_CLIENT_QUEUE: Final = 200_000
+LOCAL_HISTORY: Final = 50_000
 # How long clients get to read the end of the session before the hub shuts down.
 FAREWELL: Final = 1.0
 
@@ -214,6 +217,12 @@ async def serve_session(
         listen=tuple(addresses),
         tokens=tuple(TokenSpec(t, frozenset({"read"})) for t in tokens),
         prune_every=0,
+        # One stream, followed by a few clients: one that lags (a terminal) lags rather
+        # than being cut and resuming from the store.
+        client_queue=LOCAL_CLIENT_QUEUE,
+        # The bridge hands over what the session made meanwhile at once: the fan-out's
+        # memory must hold it, or it would cut its clients as having fallen behind.
+        history=LOCAL_HISTORY,
     )
     own = session.config.store
     view = SessionView(own, session.session_id) if own is not None else None
