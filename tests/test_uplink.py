@@ -10,13 +10,15 @@ from typing import Any
 import pytest
 import trio
 
-from trio_stream.events import Event, EventType, Output, SessionEnded, SessionStarted
+from trio_stream.batches import EventRuns, OutputBatch
+from trio_stream.events import Event, EventType, Output, SessionEnded, SessionStarted, event_to_json
 from trio_stream.hub.config import HubConfig, Listen, TokenSpec
 from trio_stream.hub.server import serve_hub
+from trio_stream.lines import Lines
 from trio_stream.log import SessionLog
 from trio_stream.store.base import HistoryQuery
 from trio_stream.store.memory import MemoryStore
-from trio_stream.uplink import Backoff, Uplink, check_hub_url, messages
+from trio_stream.uplink import Backoff, Uplink, check_hub_url, encode, messages
 
 FAST = Backoff(initial=0.01, cap=0.05)
 
@@ -374,3 +376,16 @@ async def test_events_neither_the_log_nor_the_store_holds_stop_the_uplink_with_a
     with trio.fail_after(10):
         await uplink.run()
     assert "events 0 to 400 are no longer held" in notices[0]
+
+
+def test_captured_lines_are_encoded_from_their_columns_as_event_to_json_does():
+    lines = Lines(
+        ["plain", 'quote " and \\ and é', "cut", "bad \ufffd", ""],
+        ["\n", "\r\n", "", "\n", "\r"],
+        frozenset({2}),
+        {3: b"bad \xff"},
+    )
+    batch = OutputBatch("s1", 7, 1795440000.125, "stderr", 3, lines)
+    whole = OutputBatch("s1", 20, 1795440001.5, "stdout", 8, Lines(["a", "b", "c"]))
+    runs = EventRuns([batch, [started().with_offset("s1", 12)], whole.part(1, 3)])
+    assert encode(runs) == [event_to_json(e) for e in runs]
