@@ -64,8 +64,8 @@ def test_registry_refuses_two_live_sessions_with_one_id():
 
 def test_published_documents_are_json_or_typed_events_in_order():
     log = SessionLog("s", record_backlog=None)
-    typed = {1: (EventType.STATUS, Status("up"))}
-    Publisher(log).publish_documents("stdout", ['{"a": 1}', None], [3, 4], typed, ts=2.0)
+    texts = ['{"a": 1}', '{"type": "status", "status": "up"}']
+    Publisher(log).publish_documents("stdout", texts, [3, 4], {1: EventType.STATUS}, ts=2.0)
     events = log.since(-1).events
     assert [e.data for e in events] == [Json({"a": 1}, line=3), Status("up")]
     assert [(e.offset, e.ts) for e in events] == [(0, 2.0), (1, 2.0)]
@@ -75,7 +75,7 @@ def test_published_documents_are_json_or_typed_events_in_order():
 def test_published_documents_pass_the_drop_filter():
     log = SessionLog("s", record_backlog=None)
     pub = Publisher(log, drop_types=[EventType.JSON])
-    typed = {1: (EventType.STATUS, Status("up"))}
-    pub.publish_documents("stdout", ['{"a": 1}', None], [3, 4], typed)
+    texts = ['{"a": 1}', '{"type": "status", "status": "up"}']
+    pub.publish_documents("stdout", texts, [3, 4], {1: EventType.STATUS})
     assert [e.data for e in log.since(-1).events] == [Status("up")]
     assert pub.dropped == 1

@@ -18,7 +18,7 @@ from typing import final
 
 import orjson
 
-from .events import Event, EventType, Json, Output, Payload, Source
+from .events import Event, EventType, Json, Output, Payload, Source, typed_data
 from .lines import Lines
 
 
@@ -170,13 +170,14 @@ class OutputBatch(EventBatch):
 class DocumentBatch(EventBatch):
     """The events of JSON documents parsed from lines read together: ``JSON`` or typed.
 
-    A ``JSON`` event keeps its document's text, parsed again when the event is read.
+    An event keeps its document's text, parsed again (and a typed payload built) when the
+    event is read.
 
     Attributes:
         source: the source of the lines.
-        texts: each ``JSON`` event's JSON text (None where the event is typed).
+        texts: each event's JSON text.
         line_numbers: the line number of each event's line.
-        typed: the type and payload of each typed event, by index.
+        typed: the type of each typed event, by index (the others are ``JSON``).
     """
 
     __slots__ = ("line_numbers", "source", "texts", "typed")
@@ -187,9 +188,9 @@ class DocumentBatch(EventBatch):
         first_offset: int,
         ts: float,
         source: Source,
-        texts: list[str | None],
-        line_numbers: list[int],
-        typed: Mapping[int, tuple[EventType, Payload]],
+        texts: list[str],
+        line_numbers: Sequence[int],
+        typed: Mapping[int, EventType],
     ) -> None:
         super().__init__(session, first_offset, ts)
         self.source = source
@@ -198,17 +199,14 @@ class DocumentBatch(EventBatch):
         self.typed = typed
 
     def event(self, index: int) -> Event:
-        found = self.typed.get(index) if self.typed else None
-        if found is None:
-            etype: EventType = EventType.JSON
-            data: Payload = Json(
-                orjson.loads(self.texts[index] or ""),
-                "json",
-                self.source,
-                self.line_numbers[index],
-            )
+        document = orjson.loads(self.texts[index])
+        etype = self.typed.get(index) if self.typed else None
+        data: Payload
+        if etype is None:
+            etype = EventType.JSON
+            data = Json(document, "json", self.source, self.line_numbers[index])
         else:
-            etype, data = found
+            data = typed_data(etype, document)
         return Event(
             etype, data, self.session, self.first_offset + index, self.event_id(index), self.ts
         )

@@ -446,35 +446,36 @@ def _messages(exc: BaseException, path: str) -> list[str]:
 # bytes) goes through the converter, which gives the same payload or the error messages.
 
 _BAD: Final = object()
+_NONE: Final = type(None)
 
 
 def _field_check(kind: Any) -> Any:
-    """A function giving the structured value, or _BAD; None when the kind is not plain."""
+    """How a plain value of ``kind`` is checked: None (any value), a tuple of the exact
+    classes allowed, or a function giving the structured value or _BAD; _BAD when the
+    kind is not plain."""
     if kind is Any:
-        return lambda value: value
+        return None
     if kind in (str, bool, int):
-        return lambda value: value if value.__class__ is kind else _BAD
+        return (kind,)
     if kind is float:
         return lambda value: (
-            value
-            if value.__class__ is float
-            else float(value)
-            if value.__class__ is int
-            else _BAD
+            value if value.__class__ is float else float(value) if value.__class__ is int else _BAD
         )
     origin = typing.get_origin(kind)
     args = typing.get_args(kind)
     if origin is Literal:
         allowed = frozenset(args)
         return lambda value: value if value.__class__ is str and value in allowed else _BAD
-    if origin in (typing.Union, types.UnionType) and len(args) == 2 and type(None) in args:
-        inner = _field_check(args[0] if args[1] is type(None) else args[1])
-        if inner is None:
-            return None
+    if origin in (typing.Union, types.UnionType) and len(args) == 2 and _NONE in args:
+        inner = _field_check(args[0] if args[1] is _NONE else args[1])
+        if inner.__class__ is tuple:
+            return (*inner, _NONE)
+        if inner is _BAD or inner is None:
+            return inner
         return lambda value: None if value is None else inner(value)
     if origin is dict and args and args[1] is Any:
         return lambda value: dict(value) if value.__class__ is dict else _BAD
-    return None
+    return _BAD
 
 
 def _plan(cls: type) -> tuple[frozenset[str], list[tuple[str, Any, bool]]] | None:
@@ -482,7 +483,7 @@ def _plan(cls: type) -> tuple[frozenset[str], list[tuple[str, Any, bool]]] | Non
     fields = []
     for field in attrs.fields(attrs.resolve_types(cls)):
         check = _field_check(field.type)
-        if check is None:
+        if check is _BAD:
             return None
         fields.append((field.name, check, field.default is attrs.NOTHING))
     return frozenset(name for name, _, _ in fields), fields
@@ -491,32 +492,69 @@ def _plan(cls: type) -> tuple[frozenset[str], list[tuple[str, Any, bool]]] | Non
 _PLANS: Final = {cls: _plan(cls) for cls in set(PAYLOADS.values())}
 
 
-def _structure_fast(cls: type, data: Mapping[str, Any]) -> Any:
+def plain_fields(
+    cls: type, data: Mapping[str, Any], ignore: str | None = None
+) -> dict[str, Any] | None:
+    """The field values of ``cls`` from plain ``data`` that fits it exactly, else None
+    (the converter then decides).
+
+    Args:
+        cls: a payload class.
+        data: the fields.
+        ignore: a key of ``data`` that is not a field (the ``type`` of a typed document).
+    """
     plan = _PLANS[cls]
     if plan is None:
         return None
     names, fields = plan
-    if not names.issuperset(data):
+    extra = len(data) - len(names)
+    if extra > 0 and (extra > 1 or ignore is None or ignore not in data):
         return None
     values = {}
+    found = 0
     for name, check, required in fields:
-        if name in data:
-            value = check(data[name])
+        value = data.get(name, _BAD)
+        if value is _BAD:
+            if required:
+                return None
+            continue
+        found += 1
+        if check is None:
+            pass
+        elif check.__class__ is tuple:
+            if value.__class__ not in check:
+                return None
+        else:
+            value = check(value)
             if value is _BAD:
                 return None
-            values[name] = value
-        elif required:
-            return None
-    return cls(**values)
+        values[name] = value
+    if found + (ignore is not None and ignore in data) != len(data):
+        return None
+    return values
+
+
+def typed_data(etype: EventType, document: Mapping[str, Any]) -> Payload:
+    """The payload of a document that names the type ``etype`` by its ``type`` key.
+
+    Raises:
+        EventValidationError: when the document's other keys do not fit the payload.
+    """
+    cls = PAYLOADS[etype]
+    values = plain_fields(cls, document, ignore="type")
+    if values is not None:
+        return cls(**values)  # type: ignore[no-any-return]
+    return structure_data(etype, {k: v for k, v in document.items() if k != "type"})
 
 
 def structure_data(etype: EventType, data: Any) -> Payload:
     """Check and build the payload of a ``etype`` event from plain data."""
     if not isinstance(data, Mapping):
         raise EventValidationError([f"data: expected an object, got {type_name(data)}"])
-    payload = _structure_fast(PAYLOADS[etype], data)
-    if payload is not None:
-        return payload  # type: ignore[no-any-return]
+    cls = PAYLOADS[etype]
+    values = plain_fields(cls, data)
+    if values is not None:
+        return cls(**values)  # type: ignore[no-any-return]
     try:
         return converter.structure(data, PAYLOADS[etype])  # type: ignore[no-any-return]
     except (cattrs.BaseValidationError, ForbiddenExtraKeysError) as exc:

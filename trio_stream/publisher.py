@@ -132,24 +132,24 @@ class Publisher:
     def publish_documents(
         self,
         source: Source,
-        texts: list[str | None],
-        line_numbers: list[int],
-        typed: Mapping[int, tuple[EventType, Payload]],
+        texts: list[str],
+        line_numbers: Sequence[int],
+        typed: Mapping[int, EventType],
         *,
         ts: float | None = None,
     ) -> Sequence[Event]:
         """Publish the events of parsed JSON lines, all stamped ``ts`` (default: now).
 
-        The fast path for the JSON lines processor: a ``JSON`` event per JSON text, or the
-        typed event ``typed`` holds at its index (where ``texts`` holds None). The events
-        are kept as one :class:`~trio_stream.batches.DocumentBatch` and built when read.
+        The fast path for the JSON lines processor: a ``JSON`` event per JSON text, or an
+        event of the type ``typed`` holds at its index. The events are kept as one
+        :class:`~trio_stream.batches.DocumentBatch` and built when read.
 
         Args:
             source: the source of the lines.
-            texts: the JSON text of each document, already parsed once without error.
+            texts: the JSON text of each document.
             line_numbers: the line number of each document.
-            typed: ``(type, payload)`` of each typed event, by index; the caller vouches
-                that each payload is its type's payload class.
+            typed: the type of each typed event, by index; the caller vouches that the
+                text parses and fits the type (the processor checked it).
             ts: the timestamp of every event.
         """
         if len(line_numbers) != len(texts):

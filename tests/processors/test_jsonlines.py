@@ -146,3 +146,11 @@ async def test_a_document_too_deep_to_serialize_is_counted_not_published():
     assert len(events) == 1
     assert processor.counts.unparsed == 1
     event_to_json(events[0])
+
+
+async def test_a_malformed_line_among_documents_is_counted_and_the_others_kept():
+    processor = JsonLinesProcessor()
+    texts = ['{"a": 1}', "{broken", '{"type": "status", "status": "ok"}', "[2]"]
+    events = await run(processor, batch(texts, first_line=3))
+    assert [e.data for e in events] == [Json({"a": 1}, line=3), Status("ok"), Json([2], line=6)]
+    assert processor.counts.as_dict() == {"documents": 3, "typed": 1, "invalid": 0, "unparsed": 1}

@@ -24,18 +24,21 @@ from __future__ import annotations
 
 import base64
 import datetime
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
+from itertools import repeat
 from typing import Any, Final, final
 
 import orjson
 
 from ..events import (
+    PAYLOADS,
     EventType,
     EventValidationError,
     Json,
     Payload,
     Source,
-    structure_data,
+    plain_fields,
+    typed_data,
 )
 from ..publisher import Publisher
 from .base import Completion, LineBatch
@@ -53,6 +56,7 @@ TYPED_NAMES: Final[frozenset[str]] = frozenset(
 )
 """Event types a document may name with its ``"type"`` key; the session's own kinds and
 ``output`` are not among them, since a child must not forge them."""
+_TYPED: Final = {name: EventType(name) for name in TYPED_NAMES}
 
 DEFAULT_MAX_DOCUMENT: Final = 16 * 1024 * 1024
 MAX_DEPTH: Final = 200
@@ -60,6 +64,7 @@ MAX_DEPTH: Final = 200
 orjson serializes at most 255 levels."""
 MAX_NODES: Final = 1_000_000
 _OPENERS: Final = frozenset("{[")
+_OPENER_PREFIXES: Final = ("{", "[")
 
 
 def typed_payload(document: Any) -> tuple[EventType, Payload] | None:
@@ -77,9 +82,21 @@ def typed_payload(document: Any) -> tuple[EventType, Payload] | None:
     name = document.get("type")
     if name.__class__ is not str or name not in TYPED_NAMES:
         return None
-    etype = EventType(name)
-    fields = {k: v for k, v in document.items() if k != "type"}
-    return etype, structure_data(etype, fields)
+    etype = _TYPED[name]
+    return etype, typed_data(etype, document)
+
+
+def typed_type(document: dict[str, Any], name: str) -> EventType:
+    """The type of a document whose ``"type"`` is ``name``, one of :data:`TYPED_NAMES`,
+    once its other keys are checked (its payload is built when its event is read).
+
+    Raises:
+        EventValidationError: when the document does not fit the type.
+    """
+    etype = _TYPED[name]
+    if plain_fields(PAYLOADS[etype], document, ignore="type") is None:
+        typed_data(etype, document)
+    return etype
 
 
 def jsonable(value: Any, *, max_depth: int = MAX_DEPTH, max_nodes: int = MAX_NODES) -> Any:
@@ -173,19 +190,19 @@ class Documents:
     """What a batch of lines gave, as columns.
 
     Attributes:
-        texts: the JSON text of each ``JSON`` event's document, None where the event is
-            typed. The text is what is kept: the line is already held, and its document is
-            parsed again only when the event is read.
+        texts: the JSON text of each event's document. The text is what is kept: the
+            line is already held, and its document is parsed again (and a typed
+            payload built) only when the event is read.
         line_numbers: the line number of each event's line.
-        typed: the type and payload of each typed event, by index.
+        typed: the type of each typed event, by index (the others are ``JSON``).
     """
 
     __slots__ = ("line_numbers", "texts", "typed")
 
     def __init__(self) -> None:
-        self.texts: list[str | None] = []
-        self.line_numbers: list[int] = []
-        self.typed: dict[int, tuple[EventType, Payload]] = {}
+        self.texts: list[str] = []
+        self.line_numbers: Sequence[int] = []
+        self.typed: dict[int, EventType] = {}
 
 
 @final
@@ -239,14 +256,21 @@ class JsonLinesProcessor:
             texts, numbers = self._joined(batch)
         else:
             numbers = range(batch.first_line, batch.first_line + len(texts))
+            if all(map(str.startswith, texts, repeat(_OPENER_PREFIXES))) and self._parse_whole(
+                texts, numbers, found
+            ):
+                return found
         counts = self.counts
         loads = orjson.loads
         decode_error = orjson.JSONDecodeError
         typed_names = TYPED_NAMES if self.typed else frozenset()
         found_texts = found.texts
         add_text = found_texts.append
-        add_number = found.line_numbers.append
+        numbers_found: list[int] = []
+        found.line_numbers = numbers_found
+        add_number = numbers_found.append
         typed = found.typed
+        long_text = 2 * MAX_DEPTH
         unparsed = 0
         for text, number in zip(texts, numbers, strict=True):
             first = text[:1]
@@ -258,7 +282,7 @@ class JsonLinesProcessor:
             except decode_error:
                 unparsed += 1
                 continue
-            if len(text) > 2 * MAX_DEPTH and text_too_deep(text, document):
+            if len(text) > long_text and text_too_deep(text, document):
                 unparsed += 1
                 continue
             if document.__class__ is dict:
@@ -266,19 +290,55 @@ class JsonLinesProcessor:
                 name = document.get("type")
                 if name.__class__ is str and name in typed_names:
                     try:
-                        typed[len(found_texts)] = typed_payload(document)  # type: ignore[assignment]
+                        typed[len(found_texts)] = typed_type(document, name)
                     except EventValidationError:
                         counts.invalid += 1
                     else:
                         counts.typed += 1
-                        add_text(None)
-                        add_number(number)
-                        continue
             add_text(text)
             add_number(number)
         counts.documents += len(found_texts)
         counts.unparsed += unparsed
         return found
+
+    def _parse_whole(self, texts: list[str], numbers: range, found: Documents) -> bool:
+        """The fast path for a batch whose every line opens an object or an array: every
+        line a document. Returns False, having changed nothing, when one is not."""
+        loads = orjson.loads
+        typed_names = TYPED_NAMES if self.typed else frozenset()
+        found_texts = found.texts
+        add_text = found_texts.append
+        typed = found.typed
+        long_text = 2 * MAX_DEPTH
+        invalid = 0
+        try:
+            for text in texts:
+                document = loads(text)
+                if len(text) > long_text and text_too_deep(text, document):
+                    return False
+                if document.__class__ is dict and "type" in document:
+                    name = document["type"]
+                    if name.__class__ is str and name in typed_names:
+                        try:
+                            typed[len(found_texts)] = typed_type(document, name)
+                        except EventValidationError:
+                            invalid += 1
+                # Only the text is kept: freeing the document now lets the next one
+                # reuse its memory while it is still in the cache.
+                document = None
+                add_text(text)
+        except orjson.JSONDecodeError:
+            return False
+        finally:
+            if len(found_texts) != len(texts):
+                found_texts.clear()
+                typed.clear()
+        counts = self.counts
+        counts.documents += len(found_texts)
+        counts.typed += len(typed)
+        counts.invalid += invalid
+        found.line_numbers = numbers
+        return True
 
     def parse_batch(self, batch: LineBatch) -> tuple[list[EventType], list[Payload]]:
         """The events a batch gives, as their types and payloads, in line order (no I/O)."""
@@ -286,13 +346,13 @@ class JsonLinesProcessor:
         types: list[EventType] = []
         payloads: list[Payload] = []
         for index, (text, number) in enumerate(zip(found.texts, found.line_numbers, strict=True)):
-            typed = found.typed.get(index)
-            if typed is None:
+            etype = found.typed.get(index)
+            if etype is None:
                 types.append(EventType.JSON)
-                payloads.append(Json(orjson.loads(text or ""), "json", batch.source, number))
+                payloads.append(Json(orjson.loads(text), "json", batch.source, number))
             else:
-                types.append(typed[0])
-                payloads.append(typed[1])
+                types.append(etype)
+                payloads.append(typed_data(etype, orjson.loads(text)))
         return types, payloads
 
     def _joined(self, batch: LineBatch) -> tuple[list[str], list[int]]:
