@@ -17,11 +17,14 @@ under a millisecond.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator, Sequence
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import accumulate, repeat
 from typing import Any, Final
 
 import orjson
 
+from ..batches import EventBatch, EventRuns, OutputBatch
 from ..events import Event, EventType, EventValidationError, Output, converter, structure_data
 
 MAX_CHUNK_EVENTS: Final = 1000
@@ -34,6 +37,9 @@ _OUTPUT: Final = EventType.OUTPUT
 def split(events: Sequence[Event]) -> Iterator[Sequence[Event]]:
     """Cut ``events`` into runs of at most MAX_CHUNK_EVENTS events and about
     MAX_CHUNK_BYTES of line text (a single longer event is a chunk of its own)."""
+    if isinstance(events, EventRuns):
+        yield from _split_runs(events)
+        return
     start = 0
     size = 0
     for index, event in enumerate(events):
@@ -47,10 +53,91 @@ def split(events: Sequence[Event]) -> Iterator[Sequence[Event]]:
         yield events[start:]
 
 
+def _split_runs(events: EventRuns) -> Iterator[EventRuns]:
+    """:func:`split` for runs, without building the events of batches of lines."""
+    pieces: list[Sequence[Event]] = []
+    count = 0
+    size = 0
+    for run in events.runs:
+        if isinstance(run, OutputBatch):
+            sizes: Sequence[int] = list(accumulate(map(len, run.lines.texts)))
+        elif isinstance(run, EventBatch):
+            # Only batches of lines hold output events.
+            sizes = range(256, 256 * (len(run) + 1), 256)
+        else:
+            sizes = list(
+                accumulate(len(e.data.text) if type(e.data) is Output else 256 for e in run)
+            )
+        start = 0
+        while start < len(run):
+            done = sizes[start - 1] if start else 0
+            # Events of this run that fit the chunk: by count, then by text size.
+            fit = min(len(run), start + MAX_CHUNK_EVENTS - count)
+            limit = MAX_CHUNK_BYTES - size + done
+            fit = min(fit, max(start + 1, bisect_left(sizes, limit, start, fit) + 1))
+            part = run.part(start, fit) if isinstance(run, EventBatch) else run[start:fit]
+            pieces.append(part)
+            count += fit - start
+            size += sizes[fit - 1] - done
+            start = fit
+            if count >= MAX_CHUNK_EVENTS or size >= MAX_CHUNK_BYTES:
+                yield EventRuns(pieces)
+                pieces, count, size = [], 0, 0
+    if pieces:
+        yield EventRuns(pieces)
+
+
+def stamps(events: Sequence[Event]) -> tuple[float, float]:
+    """The lowest and highest timestamps of ``events`` (not empty)."""
+    if isinstance(events, EventRuns):
+        found = [
+            s
+            for run in events.runs
+            for s in ((run.ts,) if isinstance(run, EventBatch) else (e.ts for e in run))
+        ]
+    else:
+        found = [e.ts for e in events]
+    return min(found), max(found)
+
+
+def _encode_lines(run: OutputBatch, append: Any) -> None:
+    """The chunk items of a batch of lines, from its columns."""
+    lines = run.lines
+    count = len(lines.texts)
+    partial = lines.partial
+    raw = lines.raw
+    for item in zip(
+        range(run.first_offset, run.first_offset + count),
+        run.event_ids(),
+        repeat(run.ts),
+        repeat(run.source),
+        lines.texts,
+        repeat("\n") if lines.eols is None else lines.eols,
+        range(run.first_line, run.first_line + count),
+        repeat(False) if not partial else [i in partial for i in range(count)],
+        repeat(None)
+        if not raw
+        else [None if i not in raw else base64.b64encode(raw[i]).decode() for i in range(count)],
+    ):
+        append(item)
+
+
 def encode(events: Sequence[Event]) -> bytes:
     """One chunk's bytes for ``events``."""
     items: list[tuple[Any, ...]] = []
     append = items.append
+    if isinstance(events, EventRuns):
+        for run in events.runs:
+            if isinstance(run, OutputBatch):
+                _encode_lines(run, append)
+            else:
+                _encode_events(run, append)
+    else:
+        _encode_events(events, append)
+    return orjson.dumps(items, default=converter.unstructure)
+
+
+def _encode_events(events: Iterable[Event], append: Any) -> None:
     for event in events:
         data = event.data
         if type(data) is Output:
@@ -72,7 +159,6 @@ def encode(events: Sequence[Event]) -> bytes:
             append(
                 (event.offset, event.id, event.ts, event.type.value, converter.unstructure(data))
             )
-    return orjson.dumps(items, default=converter.unstructure)
 
 
 def decode(session_id: str, body: bytes, after: int = -1, limit: int | None = None) -> list[Event]:

@@ -10,6 +10,7 @@ from typing import Any
 
 import attrs
 
+from ..batches import EventBatch, EventRuns
 from ..events import Event, SessionEnded
 from .base import SessionInfo, SessionStatus, StoreError, check_session_id
 
@@ -26,6 +27,17 @@ def check_batch(session_id: str, events: Sequence[Event], after: int) -> int:
         StoreError: naming the first event that does not fit.
     """
     last = after
+    if isinstance(events, EventRuns):
+        for run in events.runs:
+            if isinstance(run, EventBatch) and run.session == session_id:
+                if run.first_offset <= last:
+                    raise StoreError(
+                        f"session {session_id}: offset {run.first_offset} does not follow {last}"
+                    )
+                last = run.last_offset
+            else:
+                last = check_batch(session_id, run, last)
+        return last
     for event in events:
         if event.session != session_id:
             raise StoreError(

@@ -492,15 +492,15 @@ class SQLiteStore:
                 )
             rows = []
             for piece in chunks.split(events):
-                stamps = [e.ts for e in piece]
+                oldest, newest_ts = chunks.stamps(piece)
                 rows.append(
                     (
                         sid,
                         piece[0].offset,
                         piece[-1].offset,
                         len(piece),
-                        min(stamps),
-                        max(stamps),
+                        oldest,
+                        newest_ts,
                         chunks.encode(piece),
                     )
                 )
