@@ -298,14 +298,9 @@ class Feed:
                     # A local socket drops only when its run ends: the store has the rest.
                     retries=1 if target.live is not None else RETRIES,
                     filters=wire,
-                ) as events:
-                    async for event in events:
-                        batch = [event]
-                        while True:
-                            try:
-                                batch.append(events.receive_nowait())
-                            except (trio.WouldBlock, trio.EndOfChannel):
-                                break
+                    batched=True,
+                ) as batches:
+                    async for batch in batches:
                         await self._deliver(batch)
             except HubClientError:
                 if target.live is None:

@@ -72,8 +72,9 @@ class _Follower:
         after: int,
         token: str | None,
         retries: int,
-        send: trio.MemorySendChannel[Event],
+        send: trio.MemorySendChannel[Any],
         filters: Mapping[str, Any] | None = None,
+        batched: bool = False,
     ) -> None:
         self.hub = hub
         self.stream_id = stream_id
@@ -83,6 +84,7 @@ class _Follower:
         self.send = send
         self.epoch: str | None = None
         self.filters = _filter_query(filters or {})
+        self.batched = batched
 
     def _resource(self) -> str:
         query = f"after={self.last}"
@@ -120,11 +122,15 @@ class _Follower:
             if kind == "connection_ack":
                 self.epoch = message.get("epoch")
             elif kind == "event":
-                for raw in message["events"]:
-                    event = _hub_event(raw)
-                    if event.offset > self.last:
-                        self.last = event.offset
+                fresh = [e for e in map(_hub_event, message["events"]) if e.offset > self.last]
+                if not fresh:
+                    continue
+                if self.batched:
+                    await self.send.send(fresh)
+                else:
+                    for event in fresh:
                         await self.send.send(event)
+                self.last = fresh[-1].offset
             elif kind == "heartbeat":
                 await ws.send_message('{"type":"pong"}')
             elif kind == "end":
@@ -374,7 +380,8 @@ async def follow_stream(
     retries: int = DEFAULT_RETRIES,
     buffer: int = 1000,
     filters: Mapping[str, Any] | None = None,
-) -> AsyncIterator[trio.MemoryReceiveChannel[Event]]:
+    batched: bool = False,
+) -> AsyncIterator[trio.MemoryReceiveChannel[Any]]:
     """Follow ``stream_id`` on ``hub`` from the event after offset ``after``.
 
     Args:
@@ -387,17 +394,27 @@ async def follow_stream(
         filters: only the events these filters pass, in their wire form
             (``{"eventTypes": ["output"], "sources": ["stderr"]}``, see
             :meth:`~trio_stream.hub.protocol.EventFilter.to_json`).
+        batched: give lists of events (each what one message of the hub brought) rather
+            than one event at a time, for readers that keep up with fast streams.
 
     Yields:
-        A channel of events in offset order; it closes after ``session_ended``.
+        A channel of events (or lists of them) in offset order; it closes after
+        ``session_ended``.
 
     Raises:
         HubClientError: refused (unknown stream, bad token), disconnected by an
             operator, or unreachable after ``retries`` attempts.
     """
-    send, receive = trio.open_memory_channel[Event](buffer)
+    send, receive = trio.open_memory_channel[Any](buffer)
     follower = _Follower(
-        hub, stream_id, after=after, token=token, retries=retries, send=send, filters=filters
+        hub,
+        stream_id,
+        after=after,
+        token=token,
+        retries=retries,
+        send=send,
+        filters=filters,
+        batched=batched,
     )
     try:
         async with trio.open_nursery() as nursery:
