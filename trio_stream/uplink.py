@@ -594,6 +594,19 @@ def _describe(exc: BaseException) -> str:
             return "connection dropped"
         text = f"connection closed, code {reason.code}"
         return f"{text}: {reason.reason}" if reason.reason else text
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
+    # The system's reason (Connection refused…) is in the chain of causes, behind the
+    # HTTP client's and trio's "all attempts to connect … failed".
+    cause: BaseException | None = exc
+    for _ in range(6):
+        if cause is None:
+            break
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
+        if isinstance(cause, BaseExceptionGroup):
+            reasons = {
+                e.strerror for e in cause.exceptions if isinstance(e, OSError) and e.strerror
+            }
+            if len(reasons) == 1:
+                return reasons.pop()
+        cause = cause.__cause__ or cause.__context__
     return str(exc) or type(exc).__name__
