@@ -154,3 +154,17 @@ async def test_a_malformed_line_among_documents_is_counted_and_the_others_kept()
     events = await run(processor, batch(texts, first_line=3))
     assert [e.data for e in events] == [Json({"a": 1}, line=3), Status("ok"), Json([2], line=6)]
     assert processor.counts.as_dict() == {"documents": 3, "typed": 1, "invalid": 0, "unparsed": 1}
+
+
+async def test_batches_after_one_with_plain_lines_are_parsed_the_same():
+    processor = JsonLinesProcessor()
+    first = batch(['{"a": 1}', "42", "", "  [1]"], first_line=0)
+    second = batch(['{"b": 2}', '{"type": "status", "status": "ok"}'], first_line=4)
+    events = await run(processor, first, second)
+    assert [e.data for e in events] == [
+        Json({"a": 1}, line=0),
+        Json([1], line=3),
+        Json({"b": 2}, line=4),
+        Status("ok"),
+    ]
+    assert processor.counts.as_dict() == {"documents": 4, "typed": 1, "invalid": 0, "unparsed": 1}

@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import datetime
 from collections.abc import Collection, Sequence
-from itertools import repeat
 from typing import Any, Final, final
 
 import orjson
@@ -64,7 +63,6 @@ MAX_DEPTH: Final = 200
 orjson serializes at most 255 levels."""
 MAX_NODES: Final = 1_000_000
 _OPENERS: Final = frozenset("{[")
-_OPENER_PREFIXES: Final = ("{", "[")
 
 
 def typed_payload(document: Any) -> tuple[EventType, Payload] | None:
@@ -244,6 +242,8 @@ class JsonLinesProcessor:
         self.max_document = max_document
         self.counts = DocumentCounts()
         self._pieces: dict[str, _Pieces] = {}
+        # Whether the next batch is tried on the fast path (the last one was all documents).
+        self._whole = True
 
     def parse_documents(self, batch: LineBatch) -> Documents:
         """The events a batch gives, as columns, in line order (no I/O)."""
@@ -256,9 +256,7 @@ class JsonLinesProcessor:
             texts, numbers = self._joined(batch)
         else:
             numbers = range(batch.first_line, batch.first_line + len(texts))
-            if all(map(str.startswith, texts, repeat(_OPENER_PREFIXES))) and self._parse_whole(
-                texts, numbers, found
-            ):
+            if self._whole and self._parse_whole(texts, numbers, found):
                 return found
         counts = self.counts
         loads = orjson.loads
@@ -299,11 +297,13 @@ class JsonLinesProcessor:
             add_number(number)
         counts.documents += len(found_texts)
         counts.unparsed += unparsed
+        # The next batch tries the fast path again once a batch was all documents.
+        self._whole = len(found_texts) == len(texts)
         return found
 
     def _parse_whole(self, texts: list[str], numbers: range, found: Documents) -> bool:
-        """The fast path for a batch whose every line opens an object or an array: every
-        line a document. Returns False, having changed nothing, when one is not."""
+        """The fast path for a batch whose every line is a document (an object or an
+        array). Returns False, having changed nothing, when one is not."""
         loads = orjson.loads
         typed_names = TYPED_NAMES if self.typed else frozenset()
         found_texts = found.texts
@@ -316,7 +316,12 @@ class JsonLinesProcessor:
                 document = loads(text)
                 if len(text) > long_text and text_too_deep(text, document):
                     return False
-                if document.__class__ is dict and "type" in document:
+                kind = document.__class__
+                if kind is not dict:
+                    if kind is not list:
+                        self._whole = False
+                        return False
+                elif "type" in document:
                     name = document["type"]
                     if name.__class__ is str and name in typed_names:
                         try:
@@ -328,6 +333,7 @@ class JsonLinesProcessor:
                 document = None
                 add_text(text)
         except orjson.JSONDecodeError:
+            self._whole = False
             return False
         finally:
             if len(found_texts) != len(texts):
