@@ -226,13 +226,14 @@ class Feed:
         kept = []
         after = self.after
         ended = self.ended
+        flt = None if self.filters.empty else self.filters
         for event in events:
             if event.offset <= after:
                 continue
             after = event.offset
-            if isinstance(event.data, SessionEnded):
+            if type(event.data) is SessionEnded:
                 ended = event.data
-            if self.filters.empty or self.filters.matches(event):
+            if flt is None or flt.matches(event):
                 kept.append(event)
         if kept:
             # A cancelled send sent nothing: the cursor moves only once the events are out.
