@@ -151,3 +151,31 @@ async def test_publisher_for_reaches_a_running_session() -> None:
     assert EventType.STATUS in [e.type for e in events]
     with pytest.raises(UnknownSessionError):
         publisher_for("reach-1")
+
+
+async def test_an_sse_client_on_the_socket_gets_history_then_live_lines(
+    private_dirs: Path,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        process = await start_run(nursery, "--id", "sse-1")
+        (live,) = live_sessions(private_dirs)
+        await process.stdin.send_all(b"before\n")
+        transport = httpx.AsyncHTTPTransport(uds=live.socket)
+        texts: list[str] = []
+        async with (
+            httpx.AsyncClient(transport=transport, base_url="http://localhost") as http,
+            http.stream("GET", "/api/streams/sse-1/sse?lastEventId=-1") as answer,
+        ):
+            with trio.fail_after(20):
+                async for line in answer.aiter_lines():
+                    if not line.startswith("data: "):
+                        continue
+                    event = orjson.loads(line[6:])
+                    if event.get("type") == "output":
+                        texts.append(event["data"]["text"])
+                        if texts == ["ready", "before"]:
+                            await process.stdin.send_all(b"after\n")
+                    if event.get("type") == "session_ended" or texts[-1:] == ["after"]:
+                        break
+        await finish(process)
+    assert texts == ["ready", "before", "after"]
