@@ -1,5 +1,7 @@
 """The session log: offsets, history and batches of events built on demand."""
 
+import operator
+
 import pytest
 
 from trio_stream.batches import OutputBatch
@@ -69,3 +71,16 @@ def test_the_recorder_takes_batches_as_events():
     assert [e.offset for e in taken] == [0, 1]
     assert taken[0:1] == [log.since(-1).events[0]]
     assert len(log.take_unrecorded()) == 0
+
+
+def test_events_of_several_runs_index_and_slice_like_a_list():
+    log = SessionLog("s", record_backlog=None)
+    Publisher(log).publish_status("first")
+    log.append_batch(output_batch(log, ["a", "b", "c"]))
+    Publisher(log).publish_status("last")
+    events = log.since(-1).events
+    whole = list(events)
+    assert [events[i] for i in range(-5, 5)] == whole + whole
+    assert events[1:4] == whole[1:4]
+    # Code that joins what it holds to a batch with + keeps working.
+    assert operator.add(whole[:1], events) == [whole[0], *whole]

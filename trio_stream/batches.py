@@ -281,10 +281,18 @@ class EventRuns(Sequence[Event]):
             index += self._count
         if not 0 <= index < self._count:
             raise IndexError("event index out of range")
-        for run in self.runs:
-            if index < len(run):
-                return run[index]
-            index -= len(run)
+        if index < self._count // 2:
+            for run in self.runs:
+                if index < len(run):
+                    return run[index]
+                index -= len(run)
+        else:
+            # From the end: the newest events are the ones followers look at.
+            index -= self._count
+            for run in reversed(self.runs):
+                if -index <= len(run):
+                    return run[index]
+                index += len(run)
         raise AssertionError("unreachable")
 
     def __iter__(self) -> typing.Iterator[Event]:

@@ -252,7 +252,7 @@ class LineSplitter:
         """Bytes held for a line not yet complete."""
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[Line]:
+    def feed(self, data: bytes | bytearray) -> list[Line]:
         """Take the next chunk; return the lines it completes, in order."""
         return list(self.feed_lines(data))
 
@@ -260,7 +260,7 @@ class LineSplitter:
         """End of stream: return the final line(s) still held, if any."""
         return list(self.close_lines())
 
-    def feed_lines(self, data: bytes) -> Lines:
+    def feed_lines(self, data: bytes | bytearray) -> Lines:
         """Take the next chunk; return the lines it completes, in order, as columns."""
         if self._closed:
             raise RuntimeError("feed() after close()")

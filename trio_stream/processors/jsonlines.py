@@ -63,6 +63,7 @@ MAX_DEPTH: Final = 200
 orjson serializes at most 255 levels."""
 MAX_NODES: Final = 1_000_000
 _OPENERS: Final = frozenset("{[")
+_STDOUT: Final[tuple[Source, ...]] = ("stdout",)
 
 
 def typed_payload(document: Any) -> tuple[EventType, Payload] | None:
@@ -231,7 +232,7 @@ class JsonLinesProcessor:
     def __init__(
         self,
         *,
-        sources: Collection[Source] = ("stdout",),
+        sources: Collection[Source] = _STDOUT,
         typed: bool = True,
         max_document: int = DEFAULT_MAX_DOCUMENT,
         name: str = "jsonl",
@@ -252,6 +253,7 @@ class JsonLinesProcessor:
             return found
         lines = batch.lines
         texts = lines.texts
+        numbers: Sequence[int]
         if lines.partial or self._pieces:
             texts, numbers = self._joined(batch)
         else:
@@ -301,7 +303,7 @@ class JsonLinesProcessor:
         self._whole = len(found_texts) == len(texts)
         return found
 
-    def _parse_whole(self, texts: list[str], numbers: range, found: Documents) -> bool:
+    def _parse_whole(self, texts: list[str], numbers: Sequence[int], found: Documents) -> bool:
         """The fast path for a batch whose every line is a document (an object or an
         array). Returns False, having changed nothing, when one is not."""
         loads = orjson.loads
