@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 
 import httpx
@@ -387,6 +388,36 @@ async def test_publisher_websocket_acks_in_order_and_is_idempotent(
         e["data"].get("text") for e in (await http.get("/api/streams/s/history")).json()["events"]
     ]
     assert texts == ["a", "b", "c", None]
+
+
+async def test_publishers_closing_as_their_streams_end_leave_no_error_in_the_log(
+    served: ServedHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each publisher closes its side as soon as the last event is sent, so its close
+    # frame reaches the hub while the hub answers and closes: the reader task shuts the
+    # socket down while the handler writes.
+    ended = orjson.dumps([output("x"), {"type": "session_ended", "data": {"exit_status": 0}}])
+
+    async def publish_and_leave(sid: str) -> None:
+        async with open_websocket_url(
+            ws_url(served, f"/api/streams/{sid}/publish?create=1")
+        ) as pub:
+            await receive(pub)
+            await pub.send_message(ended)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            for i in range(60):
+                nursery.start_soon(publish_and_leave, f"p{i}")
+        async with open_websocket_url(ws_url(served, "/api/streams/last/publish?create=1")) as pub:
+            await receive(pub)
+            await pub.send_message(ended)
+            assert (await receive(pub))["type"] == "ack"
+            with pytest.raises(ConnectionClosed) as closed:
+                await receive(pub)
+    assert (closed.value.reason.code, closed.value.reason.reason) == (1000, "stream_ended")
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert errors == []
 
 
 async def test_one_client_sending_garbage_does_not_disturb_another(

@@ -1,4 +1,4 @@
-"""Three adjustments to Hypercorn that the hub needs.
+"""Four adjustments to Hypercorn that the hub needs.
 
 * **permessage-deflate with a threshold.** Hypercorn accepts permessage-deflate from every
   client that offers it and wsproto then compresses every message. Compressing a small
@@ -13,8 +13,15 @@
   shutdown) forever. :func:`_protocol_send` lets a write be cancelled and then drops the
   connection, since a frame cut short leaves the byte stream unusable. That is how a
   slow consumer that never drains is dropped after ``write_timeout``.
+* **Closing without clashing with a write.** Hypercorn closes a connection (``send_eof``,
+  then ``aclose``) without its send lock, from whichever task saw the end: the reader
+  answering a peer's close frame, say, while the handler is sending its own close or a
+  last frame. A write that starts during ``send_eof`` raised ``trio.BusyResourceError``
+  in the handler. :func:`_close` takes the send lock for ``send_eof``, or, when a write
+  holds it, closes the socket under that write (which then ends as a closed connection,
+  as Hypercorn expects).
 
-All three are installed once per process by :func:`install`; the settings come from
+All four are installed once per process by :func:`install`; the settings come from
 :data:`deflate_settings`, a context variable that :func:`trio_stream.hub.server.serve_hub`
 sets for the connections it serves (trio tasks inherit it from the task that starts them).
 """
@@ -121,8 +128,27 @@ async def _protocol_send(self: TCPServer, event: Event) -> None:
             raise
 
 
+_original_close: Final = TCPServer._close
+
+
+async def _close(self: TCPServer) -> None:
+    """Hypercorn's ``TCPServer._close``, never concurrent with a write."""
+    lock = self.send_lock
+    if lock.locked():
+        # Waiting for the write could take up to the write timeout (a peer that stopped
+        # reading); the connection is going anyway.
+        await self.stream.aclose()
+        return
+    lock.acquire_nowait()
+    try:
+        await _original_close(self)
+    finally:
+        lock.release()
+
+
 def install() -> None:
     """Install the adjustments (idempotent)."""
     ws_stream.PerMessageDeflate = ThresholdDeflate  # type: ignore[misc]
     ws_stream.WSStream._handle_events = _handle_events  # type: ignore[method-assign]
     TCPServer.protocol_send = _protocol_send  # type: ignore[method-assign]
+    TCPServer._close = _close  # type: ignore[method-assign]

@@ -26,6 +26,7 @@ from hypercorn.events import RawData
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.http_stream import HTTPStream
 from hypercorn.protocol.ws_stream import WSStream
+from wsproto.connection import ConnectionState
 
 RawSend: TypeAlias = Callable[[bytes], Awaitable[None]]
 
@@ -103,7 +104,18 @@ def websocket_raw_send(websocket: Any, deflate: bool) -> RawSend | None:
     stream = getattr(args[0], "__self__", None) if args else None
     if not isinstance(stream, WSStream):
         return None
-    return _connection_send(stream)
+    send = _connection_send(stream)
+    if send is None:
+        return None
+
+    async def frame(data: bytes) -> None:
+        # These bytes bypass wsproto, so its state is checked here: once either side
+        # has sent its close frame, no data frame may follow (the peer may be gone too).
+        if stream.closed or stream.connection.state is not ConnectionState.OPEN:
+            return
+        await send(data)
+
+    return frame
 
 
 def sse_raw_send(http_version: str, method: str) -> RawSend | None:
