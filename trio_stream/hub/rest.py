@@ -15,11 +15,12 @@ import orjson
 import trio
 from quart import Blueprint, Response, request
 
-from ..events import Event, EventType, EventValidationError, event_from_dict, event_to_json
+from ..events import EventType, event_to_json
 from ..store.base import HistoryQuery, SessionStatus
 from .clients import EndReason, Frame
 from .context import RateLimited, authorize, host_of, hub, json_response
 from .errors import HubError
+from .ingest import parse_events
 from .metrics import metrics_json, prometheus
 from .protocol import EventFilter, ProtocolError, parse_filters, parse_replay_options
 from .sse import parse_offset, query_filters
@@ -34,47 +35,6 @@ MAX_LIST: Final = 1000
 PAGE: Final = 1000
 # A pattern is matched by the hub, page by page; at most this many events are scanned.
 MAX_PATTERN_SCAN: Final = 1_000_000
-
-
-class EventsInvalid(HubError):
-    """Published events that do not fit the event model (``errors`` names each field)."""
-
-    code = "invalid_event"
-
-
-def parse_events(body: Any, stream_id: str) -> tuple[list[Event], list[bool]]:
-    """Check published events: one event object or a list of them.
-
-    Returns:
-        The events, and for each whether the publisher placed it at an ``offset``.
-
-    Raises:
-        HubError: for an empty list; EventsInvalid naming every bad field.
-    """
-    items = body if isinstance(body, list) else [body]
-    if not items:
-        raise HubError("body: an empty list publishes nothing")
-    events: list[Event] = []
-    placed: list[bool] = []
-    errors: list[str] = []
-    for index, item in enumerate(items):
-        where = f"events[{index}]" if isinstance(body, list) else "event"
-        try:
-            event = event_from_dict(item, require_placement=False)
-        except EventValidationError as exc:
-            errors.extend(f"{where}.{e}" for e in exc.errors)
-            continue
-        if event.session not in ("", stream_id):
-            errors.append(f"{where}.session: belongs to {event.session!r}, not {stream_id!r}")
-            continue
-        if "offset" in item and event.offset < 0:
-            errors.append(f"{where}.offset: must be 0 or more")
-            continue
-        events.append(event)
-        placed.append("offset" in item)
-    if errors:
-        raise EventsInvalid("; ".join(errors[:20]), errors=errors[:100])
-    return events, placed
 
 
 def body_response(body: bytes, status: int = 200) -> Response:

@@ -32,6 +32,7 @@ from .clients import (
 )
 from .context import Hub, authorize, error_response, host_of, hub, remote_of
 from .errors import HubError, NotFound
+from .ingest import parse_events
 from .protocol import (
     CloseCode,
     ProtocolError,
@@ -44,7 +45,6 @@ from .protocol import (
     parse_client_message,
     subscribed_frame,
 )
-from .rest import parse_events
 from .sse import parse_offset, query_filters
 from .wire import RawSend, websocket_raw_send, ws_frame
 

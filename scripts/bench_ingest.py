@@ -1,0 +1,111 @@
+"""What publishing costs the hub: events/s through its publishing WebSocket, and the cost
+of checking each published event.
+
+Two figures, measured in the same run:
+
+* **parse**: microseconds per event to check a message of published output events and
+  build them (:func:`trio_stream.hub.ingest.parse_events`), against the baseline of
+  building each through the event model's converter path
+  (:func:`trio_stream.events.event_from_dict`), which the hub used before.
+* **publish**: events/s from :func:`trio_stream.hub.client.open_publisher` into a hub
+  served in this process (memory store), with several messages in flight as the uplink
+  keeps them. The publisher and the hub share one process, so this is a floor.
+
+Usage::
+
+    .venv/bin/python scripts/bench_ingest.py --events 50000
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import deque
+from typing import Any, Final
+
+import orjson
+import trio
+
+from trio_stream.events import event_from_dict
+from trio_stream.hub.client import open_publisher
+from trio_stream.hub.config import HubConfig, Listen
+from trio_stream.hub.ingest import parse_events
+from trio_stream.hub.server import serve_hub
+from trio_stream.store.memory import MemoryStore
+
+BATCH: Final = 250
+WINDOW: Final = 4
+
+
+def _event(n: int, ts: float) -> dict[str, Any]:
+    return {
+        "type": "output",
+        "data": {"source": "stdout", "text": f"request {n} ok", "eol": "\n", "line": n},
+        "offset": n,
+        "id": f"{n:016d}",
+        "ts": ts,
+    }
+
+
+def _messages(count: int) -> list[bytes]:
+    ts = time.time()
+    return [
+        orjson.dumps([_event(n, ts) for n in range(first, min(count, first + BATCH))])
+        for first in range(0, count, BATCH)
+    ]
+
+
+def parse_cost(count: int) -> tuple[float, float]:
+    """Microseconds per event: the hub's parse, and the converter baseline."""
+    bodies = [orjson.loads(m) for m in _messages(count)]
+    start = time.perf_counter()
+    for body in bodies:
+        parse_events(body, "bench")
+    hub = time.perf_counter() - start
+    start = time.perf_counter()
+    for body in bodies:
+        for item in body:
+            event_from_dict(item, require_placement=False)
+    baseline = time.perf_counter() - start
+    return hub / count * 1e6, baseline / count * 1e6
+
+
+async def publish_rate(count: int) -> float:
+    """Events/s published through the WebSocket into a hub in this process."""
+    messages = _messages(count)
+    config = HubConfig(listen=(Listen(port=0),), publish_per_second=10**9)
+    store = MemoryStore()
+    async with trio.open_nursery() as nursery:
+        served = await nursery.start(serve_hub, config, store)
+        async with open_publisher(served.urls[0], "bench") as publisher:
+            in_flight: deque[None] = deque()
+            start = time.perf_counter()
+            for message in messages:
+                if len(in_flight) >= WINDOW:
+                    await publisher.receive_ack()
+                    in_flight.popleft()
+                await publisher.send_encoded([message[1:-1]])
+                in_flight.append(None)
+            while in_flight:
+                await publisher.receive_ack()
+                in_flight.popleft()
+            took = time.perf_counter() - start
+        served.shutdown()
+    await store.aclose()
+    return count / took
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=50_000)
+    args = parser.parse_args()
+    hub, baseline = parse_cost(args.events)
+    print(
+        f"parse: {hub:.2f} µs/event (converter path {baseline:.2f} µs/event, {baseline / hub:.1f}x)"
+    )
+    rate = trio.run(publish_rate, args.events)
+    print(f"publish: {rate:,.0f} events/s over one WebSocket ({args.events:,} events)")
+
+
+if __name__ == "__main__":
+    main()

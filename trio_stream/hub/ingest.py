@@ -1,0 +1,139 @@
+"""Checking published events: what ``POST /api/streams/{id}/events`` and the publishing
+WebSocket take, turned into events for the broker.
+
+Most of what a hub ingests is output lines from ``tstream run --hub``, all well formed.
+Each event is checked by plain class tests and built directly; anything that does not
+fit exactly (a missing or unknown field, a wrong type, base64 ``raw`` bytes, another
+session) goes through :func:`trio_stream.events.event_from_dict`, which builds the same
+event or names each bad field.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Final
+
+from ..events import (
+    PAYLOADS,
+    Event,
+    EventType,
+    EventValidationError,
+    Output,
+    event_from_dict,
+    new_event_ids,
+    plain_fields,
+)
+from .errors import HubError
+
+_EVENT_KEYS: Final = frozenset({"type", "data", "id", "session", "offset", "ts"})
+_OUTPUT_KEYS: Final = frozenset({"source", "text", "eol", "line", "partial"})
+_SOURCES: Final = frozenset({"stdout", "stderr"})
+_TYPES: Final = {etype.value: etype for etype in EventType}
+_MISSING: Final = object()
+
+
+class EventsInvalid(HubError):
+    """Published events that do not fit the event model (``errors`` names each field)."""
+
+    code = "invalid_event"
+
+
+def _output(data: dict[str, Any]) -> Output | None:
+    """The payload of plain, well-formed output data, else None."""
+    if not data.keys() <= _OUTPUT_KEYS:
+        return None
+    source = data.get("source")
+    text = data.get("text")
+    eol = data.get("eol", "\n")
+    line = data.get("line", -1)
+    partial = data.get("partial", False)
+    if (
+        source.__class__ is not str
+        or source not in _SOURCES
+        or text.__class__ is not str
+        or eol.__class__ is not str
+        or line.__class__ is not int
+        or partial.__class__ is not bool
+    ):
+        return None
+    return Output(source, text, eol, line, partial)  # type: ignore[arg-type]
+
+
+def _plain_event(item: Any, stream_id: str, ids: list[str], now: float) -> Event | None:
+    """The event of a well-formed published object, else None (the full check decides)."""
+    if item.__class__ is not dict or not item.keys() <= _EVENT_KEYS:
+        return None
+    name = item.get("type")
+    data = item.get("data")
+    if name.__class__ is not str or data.__class__ is not dict:
+        return None
+    etype = _TYPES.get(name)
+    if etype is None:
+        return None
+    if etype is EventType.OUTPUT:
+        payload: Any = _output(data)
+    else:
+        cls = PAYLOADS[etype]
+        values = plain_fields(cls, data)
+        payload = None if values is None else cls(**values)
+    if payload is None:
+        return None
+    session = item.get("session", stream_id)
+    offset = item.get("offset", -1)
+    event_id = item.get("id", _MISSING)
+    ts = item.get("ts", now)
+    if (
+        session.__class__ is not str
+        or session not in ("", stream_id)
+        or offset.__class__ is not int
+        or ("offset" in item and offset < 0)
+        or (ts.__class__ is not float and ts.__class__ is not int)
+    ):
+        return None
+    if event_id is _MISSING:
+        event_id = ids.pop() if ids else new_event_ids(1)[0]
+    elif event_id.__class__ is not str:
+        return None
+    return Event(etype, payload, stream_id, offset, event_id, float(ts))
+
+
+def parse_events(body: Any, stream_id: str) -> tuple[list[Event], list[bool]]:
+    """Check published events: one event object or a list of them.
+
+    Returns:
+        The events (of ``stream_id``), and for each whether the publisher placed it at
+        an ``offset``.
+
+    Raises:
+        HubError: for an empty list; EventsInvalid naming every bad field.
+    """
+    items = body if isinstance(body, list) else [body]
+    if not items:
+        raise HubError("body: an empty list publishes nothing")
+    # Ids for the events that come without one, from one read of the entropy source.
+    unnamed = sum(1 for item in items if item.__class__ is dict and "id" not in item)
+    ids = new_event_ids(unnamed)
+    now = time.time()
+    events: list[Event] = []
+    placed: list[bool] = []
+    errors: list[str] = []
+    for index, item in enumerate(items):
+        event = _plain_event(item, stream_id, ids, now)
+        if event is None:
+            where = f"events[{index}]" if isinstance(body, list) else "event"
+            try:
+                event = event_from_dict(item, require_placement=False)
+            except EventValidationError as exc:
+                errors.extend(f"{where}.{e}" for e in exc.errors)
+                continue
+            if event.session not in ("", stream_id):
+                errors.append(f"{where}.session: belongs to {event.session!r}, not {stream_id!r}")
+                continue
+            if "offset" in item and event.offset < 0:
+                errors.append(f"{where}.offset: must be 0 or more")
+                continue
+        events.append(event)
+        placed.append("offset" in item)
+    if errors:
+        raise EventsInvalid("; ".join(errors[:20]), errors=errors[:100])
+    return events, placed
