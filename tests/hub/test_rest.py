@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import gzip
+import time
+from collections.abc import Awaitable
 
 import httpx
 import pytest
+import trio
+from trio_websocket import open_websocket_url
 
 from trio_stream.hub.server import ServedHub
 
-from .conftest import create, output
+from .conftest import create, output, receive_until, ws_url
 
 
 async def test_healthz(http: httpx.AsyncClient) -> None:
@@ -206,3 +210,58 @@ async def test_history_pattern_pages_through_the_store(http: httpx.AsyncClient) 
     ]
     paged = await http.get("/api/streams/s/history?pattern=%5Eboom&limit=1&offset=1")
     assert [e["data"]["text"] for e in paged.json()["events"]] == ["boom 1000"]
+
+
+async def test_stats_report_client_activity_over_the_time_window(
+    served: ServedHub, http: httpx.AsyncClient
+) -> None:
+    await create(http, "s", 3)
+    before = time.time()
+    url = ws_url(served, "/api/streams/s/ws?after=-1")
+    async with open_websocket_url(url) as ws:
+        await receive_until(ws, "event")
+    async with open_websocket_url(url) as ws:
+        ack = await receive_until(ws, "event")
+        await http.delete(f"/api/streams/s/clients/{ack[0]['clientId']}")
+        await receive_until(ws, "error")
+    with trio.fail_after(5):
+        await served.hub.broker.wait_no_clients()
+    between = time.time()
+    async with open_websocket_url(url) as ws:
+        await receive_until(ws, "event")
+
+        def activity(query: str) -> Awaitable[httpx.Response]:
+            return http.get(f"/api/streams/s/stats?{query}")
+
+        everything = (await activity(f"startTime={before}")).json()["clientActivity"]
+        assert everything["connectionsOpened"] == 3
+        assert everything["activeInWindow"] == 3
+        assert everything["activeInWindowByType"] == {"websocket": 3}
+        assert everything["disconnections"] == {"client_left": 1, "disconnected": 1}
+        assert everything["eventsSent"] == 9 and everything["bytesSent"] > 9 * 50
+        later = (await activity(f"startTime={between}")).json()["clientActivity"]
+        assert (later["connectionsOpened"], later["activeInWindow"]) == (1, 1)
+        assert later["disconnections"] == {}
+        earlier = (await activity(f"endTime={before}")).json()["clientActivity"]
+        assert (earlier["connectionsOpened"], earlier["activeInWindow"]) == (0, 0)
+        assert (await activity("")).json()["clientActivity"]["connectionsOpened"] == 3
+
+
+async def test_client_activity_outlives_an_ended_stream_and_goes_with_a_deleted_one(
+    served: ServedHub, http: httpx.AsyncClient
+) -> None:
+    await create(http, "s", 1)
+    async with open_websocket_url(ws_url(served, "/api/streams/s/ws?after=-1")) as ws:
+        await receive_until(ws, "event")
+        ended = {"type": "session_ended", "data": {"exit_status": 0}}
+        await http.post("/api/streams/s/events", json=ended)
+        await receive_until(ws, "end")
+    with trio.fail_after(5):
+        await served.hub.broker.wait_no_clients()
+    activity = (await http.get("/api/streams/s/stats")).json()["clientActivity"]
+    assert activity["connectionsOpened"] == 1
+    assert activity["disconnections"] == {"stream_ended": 1}
+    assert (await http.delete("/api/streams/s")).status_code == 200
+    await create(http, "s")
+    activity = (await http.get("/api/streams/s/stats")).json()["clientActivity"]
+    assert activity["connectionsOpened"] == 0 and activity["recordedSince"] is None

@@ -39,6 +39,7 @@ from ..store.base import (
     StoreError,
     check_session_id,
 )
+from .activity import ActivityRecords
 from .clients import Client, ClientKind, EndReason
 from .config import HubConfig
 from .errors import (
@@ -110,6 +111,7 @@ class Broker:
         self._no_clients.set()
         # The publisher connections' waits for their next message, cut at shutdown.
         self.publishers: set[trio.CancelScope] = set()
+        self.activity = ActivityRecords()
 
     # -- metrics hooks -------------------------------------------------------------------
 
@@ -361,6 +363,7 @@ class Broker:
                     await stream.wait_advanced()
                     await trio.sleep(self.config.tick or 0.001)
         self.streams.pop(stream_id, None)
+        self.activity.forget(stream_id)
         try:
             await self.store.destroy_session(stream_id)
         except LookupError:
@@ -388,6 +391,7 @@ class Broker:
             write_timeout=self.config.write_timeout,
         )
         stream.clients[client_id] = client
+        stream.activity.opened(client)
         stream.connections += 1
         self.connections += 1
         if self._no_clients.is_set():
@@ -412,6 +416,7 @@ class Broker:
         if not self.connections:
             self._no_clients.set()
         self.clients_by_kind[client.kind.value] -= 1
+        client.stream.activity.closed(client, time.time())
         if client.end_reason is EndReason.SLOW_CONSUMER:
             self.slow_consumers += 1
             client.stream.cut += 1

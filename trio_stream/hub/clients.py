@@ -398,8 +398,10 @@ class Client:
         """The transport wrote ``item`` (``size`` bytes)."""
         self.frames_sent += 1
         self.bytes_sent += size
+        count = item.count if isinstance(item, Deliver) else 0
+        self.stream.activity.sent(count, size, time.time())
         if isinstance(item, Deliver):
-            self.events_sent += item.count
+            self.events_sent += count
             if not item.replay:
                 self.position = max(self.position, item.position)
 

@@ -320,7 +320,8 @@ async def publish(stream_id: str) -> Response:
 
 @blueprint.route("/api/streams/<stream_id>/stats")
 async def stats(stream_id: str) -> Response:
-    """``GET /api/streams/{id}/stats``: event types and client activity."""
+    """``GET /api/streams/{id}/stats``: event types and client activity, both over the
+    ``startTime``/``endTime`` window (``clients`` is who is connected now)."""
     h = hub()
     authorize(h, request.headers, request.args, request.cookies, request.scope, "read")
     filters = query_filters(request.args)
@@ -357,5 +358,6 @@ async def stats(stream_id: str) -> Response:
                 "eventsSent": sum(c.events_sent for c in clients),
                 "bytesSent": sum(c.bytes_sent for c in clients),
             },
+            "clientActivity": stream.activity.report(filters.start_time, filters.end_time),
         }
     )

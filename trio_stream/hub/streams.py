@@ -56,6 +56,7 @@ class Stream:
         self.duplicates = 0
         self.connections = 0
         self.cut = 0
+        self.activity = broker.activity.of(info.id)
         self.recorder_done = trio.Event()
         # True once the store knows the stream ended: only then may it leave memory.
         self.end_stored = log is None
