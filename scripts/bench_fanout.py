@@ -159,17 +159,22 @@ async def ws_client(host: str, port: int, token: str, tally: Tally) -> None:
         return
     while True:
         now = time.time()
-        while len(buffer) >= 2:
-            size = buffer[1] & 0x7F
-            start = 2
+        # Frames are read at a moving position: slicing the rest of the buffer off after
+        # each frame would copy it once per frame.
+        at = 0
+        end = len(buffer)
+        while end - at >= 2:
+            size = buffer[at + 1] & 0x7F
+            start = at + 2
             if size == 126:
-                size, start = int.from_bytes(buffer[2:4], "big"), 4
+                size, start = int.from_bytes(buffer[at + 2 : at + 4], "big"), at + 4
             elif size == 127:
-                size, start = int.from_bytes(buffer[2:10], "big"), 10
-            if len(buffer) < start + size:
+                size, start = int.from_bytes(buffer[at + 2 : at + 10], "big"), at + 10
+            if end < start + size:
                 break
-            opcode = buffer[0] & 0x0F
-            payload, buffer = buffer[start : start + size], buffer[start + size :]
+            opcode = buffer[at] & 0x0F
+            payload = buffer[start : start + size]
+            at = start + size
             if opcode == 0x8:
                 tally.broken = tally.broken or f"closed {payload[:2].hex()} {payload[2:]!r}"
                 return
@@ -187,6 +192,7 @@ async def ws_client(host: str, port: int, token: str, tally: Tally) -> None:
                 return
             elif payload.startswith(b'{"type":"error"'):
                 tally.broken = tally.broken or payload.decode()
+        buffer = buffer[at:]
         chunk = await stream.receive_some(1 << 18)
         if not chunk:
             tally.broken = tally.broken or "connection closed without an end frame"
