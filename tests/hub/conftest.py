@@ -72,6 +72,18 @@ async def create(http: httpx.AsyncClient, sid: str, n: int = 0) -> None:
         assert answer.status_code == 200, answer.text
 
 
+async def create_mixed(http: httpx.AsyncClient, sid: str, n: int) -> None:
+    """Create stream ``sid`` with ``n`` events alternating output ``line I`` (even
+    offsets) and status ``step I`` (odd offsets)."""
+    await create(http, sid)
+    events = [
+        output(f"line {i}") if i % 2 == 0 else {"type": "status", "data": {"status": f"step {i}"}}
+        for i in range(n)
+    ]
+    answer = await http.post(f"/api/streams/{sid}/events", json=events)
+    assert answer.status_code == 200, answer.text
+
+
 async def receive(ws: WebSocketConnection) -> dict[str, Any]:
     with trio.fail_after(5):
         message = await ws.get_message()

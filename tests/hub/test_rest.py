@@ -13,7 +13,7 @@ from trio_websocket import open_websocket_url
 
 from trio_stream.hub.server import ServedHub
 
-from .conftest import create, output, receive_until, ws_url
+from .conftest import create, create_mixed, output, receive_until, ws_url
 
 
 async def test_healthz(http: httpx.AsyncClient) -> None:
@@ -210,6 +210,24 @@ async def test_history_pattern_pages_through_the_store(http: httpx.AsyncClient) 
     ]
     paged = await http.get("/api/streams/s/history?pattern=%5Eboom&limit=1&offset=1")
     assert [e["data"]["text"] for e in paged.json()["events"]] == ["boom 1000"]
+
+
+@pytest.mark.parametrize(
+    ("query", "offsets"),
+    [
+        ("lastN=2&eventTypes=status", [7, 9]),
+        ("lastN=2&pattern=%5Eline", [6, 8]),
+        ("lastN=3&pattern=line%20%5B0-3%5D&eventTypes=output", [0, 2]),
+        ("lastN=3&pattern=line&offset=1&limit=1", [6]),
+        ("lastN=2&after=5&eventTypes=output", [6, 8]),
+    ],
+)
+async def test_history_last_n_counts_only_the_events_the_filters_pass(
+    http: httpx.AsyncClient, query: str, offsets: list[int]
+) -> None:
+    await create_mixed(http, "s", 10)
+    history = (await http.get(f"/api/streams/s/history?{query}")).json()
+    assert [e["offset"] for e in history["events"]] == offsets
 
 
 async def test_stats_report_client_activity_over_the_time_window(

@@ -15,7 +15,7 @@ from trio_stream.hub.protocol import ProtocolError
 from trio_stream.hub.server import ServedHub
 from trio_stream.hub.sse import SSEParser, parse_offset, sse_comment, sse_event, sse_retry
 
-from .conftest import StartHub, create, output
+from .conftest import StartHub, create, create_mixed, output
 
 # -- framing and parsing -----------------------------------------------------------------
 
@@ -115,6 +115,16 @@ async def test_sse_headers_history_live_and_end(served: ServedHub, http: httpx.A
     assert answer.status_code == 204
     # So is a first connection to an ended stream that asks for no history.
     assert (await http.get("/api/streams/s/sse")).status_code == 204
+
+
+async def test_last_n_counts_only_the_events_the_filters_pass(http: httpx.AsyncClient) -> None:
+    await create_mixed(http, "s", 10)
+    await http.post(
+        "/api/streams/s/events", json={"type": "session_ended", "data": {"exit_status": 0}}
+    )
+    answer = await http.get("/api/streams/s/sse?lastN=2&eventTypes=output")
+    ids = [m.id for m in SSEParser().feed(answer.content) if m.event == "stream_event"]
+    assert ids == ["6", "8"]
 
 
 async def test_last_event_id_header_wins_over_the_query(

@@ -10,12 +10,21 @@ import orjson
 import pytest
 import trio
 import wsproto
-from trio_websocket import ConnectionClosed, open_websocket_url
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
 from trio_stream.hub.server import ServedHub
 
-from .conftest import StartHub, create, output, receive, receive_until, texts_until_end, ws_url
+from .conftest import (
+    StartHub,
+    create,
+    create_mixed,
+    output,
+    receive,
+    receive_until,
+    texts_until_end,
+    ws_url,
+)
 
 
 async def test_subscribe_from_start_gets_history_then_live_then_end(
@@ -132,6 +141,57 @@ async def test_replay_sends_history_frames_without_touching_the_subscription(
         await ws.send_message('{"type": "replay", "replayOptions": {"fromOffset": 0}, "limit": 2}')
         message = await receive(ws)
         assert [e["offset"] for e in message["events"]] == [1, 2] and message["done"]
+
+
+def replay(last_n: int, filters: dict[str, object]) -> str:
+    message = {"type": "replay", "replayOptions": {"lastN": last_n}, "filters": filters}
+    return orjson.dumps(message).decode()
+
+
+async def replayed(ws: WebSocketConnection) -> list[int]:
+    """The offsets of a replay's events, up to its ``done`` message."""
+    offsets: list[int] = []
+    while True:
+        message = await receive(ws)
+        assert message["type"] == "replay"
+        offsets.extend(e["offset"] for e in message.get("events", []))
+        if message["done"]:
+            return offsets
+
+
+@pytest.mark.parametrize("history", [10_000, 2], ids=["in-memory", "from-the-store"])
+async def test_replay_last_n_counts_only_the_events_the_filters_pass(
+    start_hub: StartHub, history: int
+) -> None:
+    served = await start_hub(history=history)
+    async with httpx.AsyncClient(base_url=served.urls[0]) as http:
+        await create_mixed(http, "s", 10)
+    async with open_websocket_url(ws_url(served, "/api/streams/s/ws")) as ws:
+        await receive(ws)
+        await ws.send_message(replay(2, {"eventTypes": ["status"]}))
+        assert await replayed(ws) == [7, 9]
+        await ws.send_message(replay(3, {"pattern": "line [0-5]"}))
+        assert await replayed(ws) == [0, 2, 4]
+
+
+async def test_subscribe_with_last_n_starts_at_the_last_n_events_the_filters_pass(
+    served: ServedHub, http: httpx.AsyncClient
+) -> None:
+    await create_mixed(http, "s", 10)
+    async with open_websocket_url(ws_url(served, "/api/streams/s/ws")) as ws:
+        await receive(ws)
+        subscribe = {
+            "type": "subscribe",
+            "replayOptions": {"lastN": 3},
+            "filters": {"eventTypes": ["status"]},
+        }
+        await ws.send_message(orjson.dumps(subscribe).decode())
+        assert (await receive(ws))["fromOffset"] == 4
+        await http.post("/api/streams/s/events", json={"type": "status", "data": {"status": "x"}})
+        offsets: list[int] = []
+        while len(offsets) < 4:
+            offsets.extend(e["offset"] for e in (await receive(ws))["events"])
+        assert offsets == [5, 7, 9, 10]
 
 
 async def test_bad_messages_get_error_frames_and_the_connection_stays_up(

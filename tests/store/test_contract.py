@@ -95,6 +95,9 @@ async def test_filters_by_type_source_time_and_text(store, info):
     assert await offsets(last=2) == [2, 3]
     assert await offsets(skip=1, limit=2) == [1, 2]
     assert await offsets(last=3, skip=1, limit=1) == [2]
+    # Asking for more of the last events than match gives every match.
+    assert await offsets(types=frozenset({EventType.STATUS}), last=5) == [3]
+    assert await offsets(search_text="COMPILING", last=3) == [0, 3]
     assert await store.count("build-1", HistoryQuery(search_text="error")) == 1
 
 

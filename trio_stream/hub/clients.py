@@ -507,7 +507,7 @@ class Client:
         self.pending = []
         self.pending_count = 0
         self.filters = filters
-        start, recovered = await self.stream.resolve_start(options)
+        start, recovered = await self.stream.resolve_start(options, filters)
         self.subscribed = True
         self.recovered = recovered
         self.position = self.queued = start
@@ -536,7 +536,7 @@ class Client:
         job = self.replays[0]
         if not job.started:
             job.started = True
-            job.cursor, _ = await self.stream.resolve_start(job.options)
+            job.cursor, _ = await self.stream.resolve_start(job.options, job.filters)
         assert job.cursor is not None
         size = PAGE if job.remaining is None else min(PAGE, job.remaining)
         frames, cursor, finished = await self.stream.read_history(job.cursor, job.filters, size)

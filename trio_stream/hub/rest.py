@@ -24,7 +24,7 @@ from .ingest import parse_events
 from .metrics import metrics_json, prometheus
 from .protocol import EventFilter, ProtocolError, parse_filters, parse_replay_options
 from .sse import parse_offset, query_filters
-from .streams import Stream
+from .streams import MAX_PATTERN_SCAN, Stream
 
 blueprint = Blueprint("rest", __name__)
 
@@ -33,8 +33,6 @@ DEFAULT_HISTORY_LIMIT: Final = 1000
 MAX_HISTORY_LIMIT: Final = 10_000
 MAX_LIST: Final = 1000
 PAGE: Final = 1000
-# A pattern is matched by the hub, page by page; at most this many events are scanned.
-MAX_PATTERN_SCAN: Final = 1_000_000
 
 
 def body_response(body: bytes, status: int = 200) -> Response:
@@ -210,13 +208,13 @@ async def _history(
 ) -> list[Frame]:
     """Matching events from the store, then those still waiting for the recorder."""
     store = stream.broker.store
-    if filters.pattern is None or last is not None:
-        query = filters.to_query(after=after, limit=limit, skip=skip, last=last)
+    if last is not None:
+        frames = await stream.last_matching(filters, last, after=after)
+        return frames[skip : skip + limit]
+    if filters.pattern is None:
+        query = filters.to_query(after=after, limit=limit, skip=skip)
         frames = [Frame(e, event_to_json(e)) for e in await store.read(stream.id, query)]
-        if filters.pattern is not None:
-            # With lastN, the pattern narrows the last N events of the other filters.
-            frames = [f for f in frames if filters.matches(f.event, f.raw)]
-        if last is not None or skip or len(frames) >= limit:
+        if skip or len(frames) >= limit:
             return frames
         cursor = frames[-1].offset if frames else after
     else:

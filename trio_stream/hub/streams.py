@@ -28,6 +28,8 @@ logger = logging.getLogger("trio_stream.hub")
 
 RECORD_RETRY: Final = 1.0
 RECORD_TICK: Final = 0.02
+# A pattern is matched by the hub, not the store; at most this many events are scanned.
+MAX_PATTERN_SCAN: Final = 1_000_000
 
 
 @final
@@ -197,9 +199,12 @@ class Stream:
         while self.log is not None and not self.finished and self.pumped < self.log.last_offset:
             await self.wait_advanced()
 
-    async def resolve_start(self, options: ReplayOptions | None) -> tuple[int, bool]:
+    async def resolve_start(
+        self, options: ReplayOptions | None, filters: EventFilter | None = None
+    ) -> tuple[int, bool]:
         """Where a subscription or replay starts (the offset it follows) and whether
-        everything the client asked for is still there."""
+        everything the client asked for is still there. ``lastN`` counts the events that
+        ``filters`` pass."""
         await self.settle()
         last = self.last_offset
         if options is None:
@@ -215,9 +220,40 @@ class Stream:
         if options.from_timestamp is not None:
             return await self._offset_before_time(options.from_timestamp), True
         if options.last_n is not None:
-            after = max(-1, last - options.last_n)
-            return after, True
+            if filters is None or filters.empty:
+                return max(-1, last - options.last_n), True
+            frames = await self.last_matching(filters, options.last_n)
+            return (frames[0].offset - 1 if frames else last), True
         return last, True
+
+    async def last_matching(
+        self, filters: EventFilter, count: int, *, after: int = -1
+    ) -> list[Frame]:
+        """The last ``count`` events after ``after`` that ``filters`` pass, oldest first:
+        from the store, and from memory for what the recorder has not stored yet."""
+        recorded = self.recorded
+        fresh = [
+            f
+            for f in self.frames
+            if f.offset > max(recorded, after) and filters.matches(f.event, f.raw)
+        ]
+        want = count - len(fresh)
+        if want <= 0:
+            return fresh[len(fresh) - count :]
+        # The store finds the last events of every filter but a pattern; with a pattern,
+        # ask for more of them until enough match (or the store has no more).
+        ask = want
+        while True:
+            events = await self.broker.store.read(self.id, filters.to_query(after=after, last=ask))
+            kept = [
+                e
+                for e in events
+                if e.offset <= recorded and (filters.pattern is None or filters.matches(e))
+            ]
+            if len(kept) >= want or len(events) < ask or ask >= MAX_PATTERN_SCAN:
+                break
+            ask *= 2
+        return [Frame(e, event_to_json(e)) for e in kept[max(0, len(kept) - want) :]] + fresh
 
     async def available_after(self, after: int) -> bool:
         """Whether every event after ``after`` is still held (memory or store)."""

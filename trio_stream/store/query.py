@@ -88,7 +88,7 @@ def select(events: Sequence[Event], query: HistoryQuery) -> list[Event]:
     if predicate is not None:
         chosen = [e for e in chosen if predicate(e)]
     if query.last is not None:
-        chosen = chosen[len(chosen) - query.last :] if query.last else []
+        chosen = chosen[max(0, len(chosen) - query.last) :] if query.last else []
     chosen = chosen[query.skip :]
     if query.limit is not None:
         chosen = chosen[: query.limit]
