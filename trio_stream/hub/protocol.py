@@ -20,9 +20,9 @@ Client to server:
     Without ``replayOptions`` the subscription starts at the live end; with
     ``{"fromOffset": N}`` it resumes after offset N (no gap, no duplicate),
     ``{"fromTimestamp": T}`` starts at the first event at or after T (epoch seconds),
-    ``{"lastN": N}`` starts with the last N events. ``"epoch"`` may carry the store
-    epoch the client saw: if it differs, the offsets are from a history that is gone and
-    the client gets everything that remains, with ``recovered: false``.
+    ``{"lastN": N}`` starts with the last N events the filters pass. ``"epoch"`` may
+    carry the store epoch the client saw: if it differs, the offsets are from a history
+    that is gone and the client gets everything that remains, with ``recovered: false``.
 ``{"type": "unsubscribe"}``
     Stop receiving events (the connection stays open).
 ``{"type": "replay", "replayOptions": {…}, "filters": {…}, "limit": N}``
