@@ -26,7 +26,7 @@ import struct
 import subprocess
 import termios
 from collections.abc import Mapping, Sequence
-from typing import Final, Literal, TypeAlias, final
+from typing import Any, Final, Literal, TypeAlias, final
 
 import attrs
 import trio
@@ -54,9 +54,13 @@ class SpawnError(Exception):
 
     Attributes:
         exit_status: the shell's status for it: 127 not found, 126 not executable.
+        session_log: when a session recorded the failure, its log (closed, holding
+            ``session_started``, the ``error`` and ``session_ended``), so that it can
+            still be published.
     """
 
     exit_status: int = EXIT_NOT_EXECUTABLE
+    session_log: Any = None
 
 
 class CommandNotFoundError(SpawnError):

@@ -352,6 +352,7 @@ class Session:
         except SpawnError as exc:
             with trio.CancelScope(shield=True):
                 await self._record_spawn_failure(exc)
+            exc.session_log = self.log
             raise
         except BaseException:
             with trio.CancelScope(shield=True):

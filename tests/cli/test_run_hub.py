@@ -298,6 +298,19 @@ async def test_runs_at_once_each_publish_their_own_stream_listed_by_ls_hub(
     assert sorted(line.split()[0] for line in lines[1:]) == ["first", "second"]
 
 
+async def test_a_command_that_cannot_start_is_published_with_its_status(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    _, url = await start_hub(nursery, "--listen", "127.0.0.1:0", "--store", "memory:")
+    run = await start_run("--hub", url, "--id", "missing", "--", "no-such-command-here")
+    status, err = await finish(run)
+    assert status == 127, err
+    assert b"command not found" in err
+    events = await hub_history(url, "missing")
+    assert [e["type"] for e in events] == ["session_started", "error", "session_ended"]
+    assert events[-1]["data"]["exit_status"] == 127
+
+
 async def test_ls_hub_names_a_rejected_token(tmp_path: Path, nursery: trio.Nursery) -> None:
     _, url = await start_hub(
         nursery, "--listen", "127.0.0.1:0", "--store", "memory:", "--token", TOKEN

@@ -394,20 +394,28 @@ async def _main(
         nursery.start_soon(writer.run)
         try:
             with SignalQueue(_handled_signals(config)) as signals:
-                async with open_session(command, config) as session:
-                    if uplink_options is not None:
-                        uplink = uplink_options.uplink(session.log, config.store)
-                        nursery.start_soon(uplink.run)
-                    if serving is not None and serving.enabled:
-                        from ..local import serve_quietly
+                try:
+                    async with open_session(command, config) as session:
+                        if uplink_options is not None:
+                            uplink = uplink_options.uplink(session.log, config.store)
+                            nursery.start_soon(uplink.run)
+                        if serving is not None and serving.enabled:
+                            from ..local import serve_quietly
 
-                        nursery.start_soon(serve_quietly, session, serving)
-                    if json_output or compact:
-                        nursery.start_soon(_print_events, session, writer, json_output)
-                    async with trio.open_nursery() as forwarding:
-                        forwarding.start_soon(_forward_signals, signals, session)
-                        await session.wait()
-                        forwarding.cancel_scope.cancel()
+                            nursery.start_soon(serve_quietly, session, serving)
+                        if json_output or compact:
+                            nursery.start_soon(_print_events, session, writer, json_output)
+                        async with trio.open_nursery() as forwarding:
+                            forwarding.start_soon(_forward_signals, signals, session)
+                            await session.wait()
+                            forwarding.cancel_scope.cancel()
+                except SpawnError as exc:
+                    # A command that could not start is a session too: the hub gets it.
+                    if uplink_options is not None and exc.session_log is not None:
+                        uplink = uplink_options.uplink(exc.session_log, config.store)
+                        nursery.start_soon(uplink.run)
+                        await _flush(uplink, signals)
+                    raise
                 if uplink is not None:
                     await _flush(uplink, signals)
         finally:
