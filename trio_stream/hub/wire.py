@@ -80,14 +80,23 @@ def _connection_send(stream: Any) -> RawSend | None:
             if fd >= 0:
                 try:
                     sent = os.write(fd, data)
-                except BlockingIOError:
-                    sent = 0
                 except OSError:
-                    # Broken: the connection's write reports it as Hypercorn expects.
+                    # Full, or broken: the connection's write reports a broken one as
+                    # Hypercorn expects.
                     sent = 0
             if sent == len(data):
                 return
-            data = data[sent:]
+            if sent:
+                # Part of the frame is on the wire. Cancelled before the rest follows
+                # (the lock's checkpoint comes before the connection's own cancellable
+                # write), the byte stream is unusable: drop the connection, so that no
+                # other frame lands inside this one.
+                try:
+                    await send(RawData(data=data[sent:]))
+                except trio.Cancelled:
+                    await trio.aclose_forcefully(socket_stream)
+                    raise
+                return
         await send(RawData(data=data))
 
     return raw
