@@ -14,7 +14,7 @@ import click
 import trio
 
 from ..attach import Feed, locate
-from ..events import Event, event_to_json
+from ..events import Event
 from ..hub.client import HubClientError
 from ..hub.protocol import EventFilter
 from ..process import EXIT_FAILURE
@@ -28,7 +28,8 @@ from ..store import (
 )
 from .history import (
     EXIT_NOT_FOUND,
-    TerminalWriter,
+    EventPrinter,
+    _leaf,
     _quiet_broken_pipe,
     fail,
     filter_options,
@@ -36,26 +37,6 @@ from .history import (
 )
 
 EXIT_DETACHED: Final = 130
-
-
-class Printer:
-    """Writes events as they come: as the terminal showed them, or as JSON lines."""
-
-    def __init__(self, as_json: bool) -> None:
-        self.as_json = as_json
-        self.stdout = sys.stdout.buffer
-        self.writer = TerminalWriter(
-            sys.stdout.buffer, sys.stderr.buffer, compact=sys.stderr.isatty()
-        )
-
-    def write(self, events: list[Event]) -> None:
-        if self.as_json:
-            self.stdout.write(b"".join([event_to_json(e) + b"\n" for e in events]))
-            self.stdout.flush()
-            return
-        for event in events:
-            self.writer.add(event)
-        self.writer.flush()
 
 
 def _status_of(feed: Feed, session_id: str) -> int:
@@ -123,7 +104,7 @@ def attach(
         end_time=until,
         search_text=grep.casefold() if grep else None,
     )
-    printer = Printer(as_json)
+    printer = EventPrinter(as_json)
 
     async def main(store: Store | None) -> int:
         target = await locate(session, hub=hub, token=token, store=store)
@@ -156,12 +137,6 @@ def attach(
     except BaseException as raised:
         _fail(raised)
     sys.exit(status)
-
-
-def _leaf(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 
 def _fail(raised: BaseException) -> Any:

@@ -239,6 +239,28 @@ class TerminalWriter:
             self._pending = []
 
 
+class EventPrinter:
+    """Writes batches of events on stdout as they come: as the terminal showed them (see
+    :class:`TerminalWriter`), or as JSON lines. Each batch is out when :meth:`write`
+    returns."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.stdout = sys.stdout.buffer
+        self.writer = TerminalWriter(
+            sys.stdout.buffer, sys.stderr.buffer, compact=sys.stderr.isatty()
+        )
+
+    def write(self, events: list[Event]) -> None:
+        if self.as_json:
+            self.stdout.write(b"".join([event_to_json(e) + b"\n" for e in events]))
+            self.stdout.flush()
+            return
+        for event in events:
+            self.writer.add(event)
+        self.writer.flush()
+
+
 async def replay_events(
     batches: AsyncIterator[list[Event]],
     writer: TerminalWriter,
@@ -414,21 +436,12 @@ def show(
     SESSION is a session id, a unique prefix of one, or ``latest``.
     """
     query = history_query(types, sources, since, until, grep, last)
-    stdout, stderr = sys.stdout.buffer, sys.stderr.buffer
+    printer = EventPrinter(as_json)
 
     async def main(store: Store) -> None:
         info = await store.resolve(session)
-        batches = read_batches(store, info.id, query)
-        if as_json:
-            async for events in batches:
-                stdout.write(b"".join([event_to_json(e) + b"\n" for e in events]))
-            stdout.flush()
-            return
-        writer = TerminalWriter(stdout, stderr, compact=sys.stderr.isatty())
-        async for events in batches:
-            for event in events:
-                writer.add(event)
-            writer.flush()
+        async for events in read_batches(store, info.id, query):
+            printer.write(events)
 
     run_with_store(store_url, main)
 
