@@ -22,7 +22,7 @@ import socket
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final, final
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlsplit
 
 import attrs
 import h11
@@ -30,7 +30,7 @@ import orjson
 import trio
 
 from .events import Event, EventType, SessionEnded, event_from_dict
-from .hub.client import HubClientError, follow_stream, unix_path
+from .hub.client import HubClientError, filter_query, follow_stream, unix_path
 from .hub.protocol import EventFilter
 from .registry import LiveSession, find_live, forget, pid_alive
 from .store import HistoryQuery, SessionInfo, SessionStatus, Store, UnknownSessionError
@@ -337,23 +337,16 @@ class Feed:
 
     async def _history(self, hub: str) -> None:
         """The history the hub holds now (``--last``, ``--no-follow``)."""
-        params: dict[str, Any] = {
-            k: ",".join(v) if isinstance(v, list) else v for k, v in self.filters.to_json().items()
-        }
-        sid = quote(self.target.session_id, safe="")
+        wire = self.filters.to_json()
+        path = f"/api/streams/{quote(self.target.session_id, safe='')}/history"
         if self.last is not None:
-            params["lastN"] = self.last
-            answer = await http_get(
-                hub, f"/api/streams/{sid}/history?{urlencode(params)}", self.target.token
-            )
+            query = filter_query({**wire, "lastN": self.last})
+            answer = await http_get(hub, f"{path}?{query}", self.target.token)
             await self._deliver([event_from_dict(e) for e in answer["events"]])
             return
         while True:
-            params["after"] = self.after
-            params["limit"] = PAGE
-            answer = await http_get(
-                hub, f"/api/streams/{sid}/history?{urlencode(params)}", self.target.token
-            )
+            query = filter_query({**wire, "after": self.after, "limit": PAGE})
+            answer = await http_get(hub, f"{path}?{query}", self.target.token)
             events = [event_from_dict(e) for e in answer["events"]]
             await self._deliver(events)
             if len(events) < PAGE:

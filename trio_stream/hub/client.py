@@ -83,7 +83,7 @@ class _Follower:
         self.retries = retries
         self.send = send
         self.epoch: str | None = None
-        self.filters = _filter_query(filters or {})
+        self.filters = filter_query(filters or {})
         self.batched = batched
 
     def _resource(self) -> str:
@@ -164,8 +164,9 @@ def _hub_event(raw: dict[str, Any]) -> Event:
     return event_from_dict(raw)
 
 
-def _filter_query(filters: Mapping[str, Any]) -> str:
-    """Filters in their wire form (:meth:`EventFilter.to_json`) as query parameters."""
+def filter_query(filters: Mapping[str, Any]) -> str:
+    """Filters in their wire form (:meth:`EventFilter.to_json`), and any other parameters,
+    as a query string: lists are joined with commas."""
     return urlencode(
         {k: ",".join(v) if isinstance(v, list | tuple) else v for k, v in filters.items()}
     )
