@@ -493,7 +493,7 @@ class Uplink:
         sent = pub.last_offset
         ready: deque[tuple[int, list[bytes]]] = deque()
         in_flight: deque[int] = deque()
-        while in_flight or not (self.log.closed and self.acked >= self.log.last_offset):
+        while in_flight or not self.delivered:
             while len(in_flight) < WINDOW:
                 if not ready:
                     if self.log.last_offset <= sent and (in_flight or self.log.closed):
