@@ -184,12 +184,6 @@ class _Builder:
         self.partial: set[int] = set()
         self.raw: dict[int, bytes] = {}
 
-    def extend(self, texts: list[str]) -> None:
-        """Lines that end with ``"\\n"``, valid UTF-8, whole."""
-        if self.eols is not None:
-            self.eols.extend(["\n"] * len(texts))
-        self.texts.extend(texts)
-
     def add(self, text: str, eol: str, partial: bool = False, raw: bytes | None = None) -> None:
         index = len(self.texts)
         if eol != "\n" and self.eols is None:
