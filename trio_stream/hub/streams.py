@@ -232,11 +232,8 @@ class Stream:
         """The last ``count`` events after ``after`` that ``filters`` pass, oldest first:
         from the store, and from memory for what the recorder has not stored yet."""
         recorded = self.recorded
-        fresh = [
-            f
-            for f in self.frames
-            if f.offset > max(recorded, after) and filters.matches(f.event, f.raw)
-        ]
+        newer = max(recorded, after)
+        fresh = [f for f in self.frames if f.offset > newer and filters.matches(f.event, f.raw)]
         want = count - len(fresh)
         if want <= 0:
             return fresh[len(fresh) - count :]
