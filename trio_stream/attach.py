@@ -32,7 +32,7 @@ import trio
 from .events import Event, EventType, SessionEnded, event_from_dict
 from .hub.client import HubClientError, filter_query, follow_stream, unix_path
 from .hub.protocol import EventFilter
-from .registry import LiveSession, find_live, forget, pid_alive
+from .registry import LiveSession, find_live, forget, match_ref, pid_alive
 from .store import HistoryQuery, SessionInfo, SessionStatus, Store, UnknownSessionError
 
 # Reconnections in a row before a hub counts as gone (about 30 s with the backoff).
@@ -124,8 +124,6 @@ async def resolve_on_hub(hub: str, ref: str, token: str | None = None) -> str:
     Raises:
         UnknownSessionError, AmbiguousSessionError, HubClientError, OSError.
     """
-    from .store import AmbiguousSessionError
-
     if ref != "latest":
         try:
             answer = await http_get(hub, f"/api/streams/{quote(ref, safe='')}", token)
@@ -134,17 +132,7 @@ async def resolve_on_hub(hub: str, ref: str, token: str | None = None) -> str:
             if exc.code != "not_found":
                 raise
     listing = await http_get(hub, "/api/streams?limit=1000", token)
-    ids = [str(s["id"]) for s in listing.get("streams", [])]
-    if ref == "latest":
-        if not ids:
-            raise UnknownSessionError(ref)
-        return ids[0]
-    matches = sorted(i for i in ids if ref and i.startswith(ref))
-    if not matches:
-        raise UnknownSessionError(ref)
-    if len(matches) > 1:
-        raise AmbiguousSessionError(ref, matches)
-    return matches[0]
+    return match_ref(ref, [str(s["id"]) for s in listing.get("streams", [])])
 
 
 async def locate(

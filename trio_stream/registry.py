@@ -180,19 +180,30 @@ def find_live(ref: str, directory: Path | None = None) -> LiveSession:
         AmbiguousSessionError: several running sessions start with ``ref``.
     """
     sessions = live_sessions(directory)
+    wanted = match_ref(ref, [s.id for s in sessions])
+    return next(s for s in sessions if s.id == wanted)
+
+
+def match_ref(ref: str, ids: Sequence[str]) -> str:
+    """The id ``ref`` names among ``ids`` (newest first): ``latest`` (the first), an id,
+    or a unique prefix of one.
+
+    Raises:
+        UnknownSessionError: none matches.
+        AmbiguousSessionError: several start with ``ref``.
+    """
     if ref == "latest":
-        if not sessions:
+        if not ids:
             raise UnknownSessionError(ref)
-        return sessions[0]
-    exact = [s for s in sessions if s.id == ref]
-    if exact:
-        return exact[0]
-    matches = sorted({s.id for s in sessions if s.id.startswith(ref)}) if ref else []
+        return ids[0]
+    if ref in ids:
+        return ref
+    matches = sorted({i for i in ids if i.startswith(ref)}) if ref else []
     if not matches:
         raise UnknownSessionError(ref)
     if len(matches) > 1:
         raise AmbiguousSessionError(ref, matches)
-    return next(s for s in sessions if s.id == matches[0])
+    return matches[0]
 
 
 @contextlib.contextmanager
