@@ -37,6 +37,7 @@ from ..terminal import TerminalWriter
 from .processing import build_pipeline, processor_options
 
 if TYPE_CHECKING:
+    from ..local import ServeOptions
     from ..uplink import Uplink, UplinkOptions
 
 # Forwarded to the child's group as they are; SIGINT, SIGTSTP, SIGCONT and SIGWINCH get
@@ -270,7 +271,9 @@ def run(
     )
 
 
-def _serve_options(listen: tuple[str, ...], tokens: tuple[str, ...], no_serve: bool) -> Any:
+def _serve_options(
+    listen: tuple[str, ...], tokens: tuple[str, ...], no_serve: bool
+) -> ServeOptions:
     """Check ``--listen`` and ``--token`` before the command starts: a bad one is a usage
     error, not a warning in the middle of the run."""
     from ..hub.config import HubConfig, HubConfigError, Listen, parse_token
@@ -316,7 +319,7 @@ def execute(
     json_output: bool = False,
     record: bool = False,
     store_url: str | None = None,
-    serving: Any = None,
+    serving: ServeOptions | None = None,
     uplink: UplinkOptions | None = None,
 ) -> int:
     """Run ``command`` as ``tstream run`` does and return the exit status for it.
@@ -370,7 +373,7 @@ async def _recorded(
     config: StreamConfig,
     json_output: bool,
     store_url: str | None,
-    serving: Any = None,
+    serving: ServeOptions | None = None,
     uplink: UplinkOptions | None = None,
 ) -> int:
     """Run the session with the store at ``store_url`` open (and recording) throughout."""
@@ -383,7 +386,7 @@ async def _main(
     command: Sequence[str],
     config: StreamConfig,
     json_output: bool,
-    serving: Any = None,
+    serving: ServeOptions | None = None,
     uplink_options: UplinkOptions | None = None,
 ) -> int:
     writer = TerminalWriter()
