@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -12,6 +13,7 @@ import pytest
 import trio
 from live_helpers import TSTREAM, finish, private_dirs, start_run
 
+from trio_stream.attach import http_get
 from trio_stream.events import event_from_json
 from trio_stream.registry import live_sessions
 
@@ -227,6 +229,35 @@ async def _pipe(a: trio.SocketStream, b: trio.SocketStream, both: trio.CancelSco
 async def create_stream(url: str, sid: str) -> None:
     async with httpx.AsyncClient(base_url=url) as http:
         assert (await http.post("/api/streams", json={"id": sid})).status_code == 201
+
+
+async def serve_with(handler: object, nursery: trio.Nursery) -> str:
+    listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
+    return f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+
+
+async def test_a_hub_that_closes_without_answering_is_a_connection_error() -> None:
+    async def close_at_once(stream: trio.SocketStream) -> None:
+        async with stream:
+            await stream.receive_some()
+
+    async with trio.open_nursery() as nursery:
+        hub = await serve_with(close_at_once, nursery)
+        with pytest.raises(ConnectionError, match="broke before the answer to /api/streams"):
+            await http_get(hub, "/api/streams")
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_hub_that_never_answers_is_a_timeout(autojump_clock: object) -> None:
+    async def stay_silent(stream: trio.SocketStream) -> None:
+        async with stream:
+            await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        hub = await serve_with(stay_silent, nursery)
+        with pytest.raises(TimeoutError, match="no answer within"):
+            await http_get(hub, "/api/streams")
+        nursery.cancel_scope.cancel()
 
 
 async def test_attach_through_a_cut_connection_has_no_gap_and_no_duplicate(

@@ -45,6 +45,8 @@ REVIVE_PAUSES: Final = (0.2, 0.4, 0.8, 1.6)
 # running session that is not served.
 WATCH_INTERVAL: Final = 0.25
 HTTP_LIMIT: Final = 256 * 1024 * 1024
+# How long a hub may stay silent while connecting or answering a request.
+HTTP_TIMEOUT: Final = 30.0
 
 
 @final
@@ -73,18 +75,33 @@ async def http_get(hub: str, path: str, token: str | None = None) -> Any:
     Raises:
         HubClientError: the hub answered with an error (its code and message), or an
             address that is not http or unix.
-        OSError: the hub cannot be reached.
+        OSError: the hub cannot be reached, broke the connection before answering
+            (ConnectionError) or stayed silent for :data:`HTTP_TIMEOUT` (TimeoutError).
     """
     sock = unix_path(hub)
-    if sock is not None:
-        stream: trio.abc.Stream = await trio.open_unix_socket(sock)
-        host = "localhost"
-    else:
-        parts = urlsplit(hub)
-        if parts.scheme not in ("http", "ws") or not parts.hostname:
-            raise HubClientError("bad_address", f"hub {hub!r}: use http://HOST:PORT", -1)
-        stream = await trio.open_tcp_stream(parts.hostname, parts.port or 80)
-        host = parts.netloc
+    parts = urlsplit(hub)
+    if sock is None and (parts.scheme not in ("http", "ws") or not parts.hostname):
+        raise HubClientError("bad_address", f"hub {hub!r}: use http://HOST:PORT", -1)
+    try:
+        return await _get(hub, path, token)
+    except trio.TooSlowError:
+        raise TimeoutError(f"hub {hub}: no answer within {HTTP_TIMEOUT:g}s") from None
+    except (h11.ProtocolError, trio.BrokenResourceError) as exc:
+        raise ConnectionError(
+            f"hub {hub}: the connection broke before the answer to {path} ({exc})"
+        ) from None
+
+
+async def _get(hub: str, path: str, token: str | None) -> Any:
+    sock = unix_path(hub)
+    with trio.fail_after(HTTP_TIMEOUT):
+        if sock is not None:
+            stream: trio.abc.Stream = await trio.open_unix_socket(sock)
+            host = "localhost"
+        else:
+            parts = urlsplit(hub)
+            stream = await trio.open_tcp_stream(parts.hostname or "", parts.port or 80)
+            host = parts.netloc
     headers = [("Host", host), ("Connection", "close"), ("Accept", "application/json")]
     if token:
         headers.append(("Authorization", f"Bearer {token}"))
@@ -97,7 +114,8 @@ async def http_get(hub: str, path: str, token: str | None = None) -> Any:
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(65536))
+                with trio.fail_after(HTTP_TIMEOUT):
+                    conn.receive_data(await stream.receive_some(65536))
             elif isinstance(event, h11.Response):
                 status = event.status_code
             elif isinstance(event, h11.Data):
