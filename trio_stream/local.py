@@ -339,10 +339,8 @@ async def _bridge_on_demand(log: SessionLog, broker: Any, view: SessionView, sto
         view.session_done = True
 
 
-async def _from_store(store: Store | None, session_id: str, after: int, before: int) -> list[Event]:
+async def _from_store(store: Store, session_id: str, after: int, before: int) -> list[Event]:
     """The events between ``after`` and ``before`` (both excluded), once recorded."""
-    if store is None:
-        raise HubError(f"session {session_id}: events after {after} are no longer held")
     while await store.last_offset(session_id) < before - 1:
         await trio.sleep(RECORDED_POLL)
     return await store.read(session_id, HistoryQuery(after=after, limit=before - after - 1))
