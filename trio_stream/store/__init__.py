@@ -98,7 +98,7 @@ async def open_store(
     url: str | os.PathLike[str] | None = None,
     *,
     max_history: int = DEFAULT_MAX_HISTORY,
-    busy_timeout: float = 5.0,
+    busy_timeout: float = 15.0,
 ) -> AsyncIterator[Store]:
     """Open the store at ``url`` for the duration of the ``async with`` block.
 

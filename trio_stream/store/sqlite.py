@@ -49,7 +49,7 @@ from .sessions import apply_changes, check_batch, new_session, process_alive, pr
 
 SCHEMA_VERSION: Final = 1
 APPLICATION_ID: Final = 0x74737472  # "tstr": marks a database as a tstream store
-DEFAULT_BUSY_TIMEOUT: Final = 5.0
+DEFAULT_BUSY_TIMEOUT: Final = 15.0
 READ_CONNECTIONS: Final = 4
 
 _T = TypeVar("_T")
