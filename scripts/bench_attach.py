@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import shutil
 import socket
 import subprocess
@@ -32,6 +31,9 @@ import time
 from pathlib import Path
 
 import trio
+
+# The same input as the capture benchmark (run from scripts/, which is on sys.path).
+from bench_capture import generate
 
 TSTREAM = [sys.executable, "-c", "from trio_stream.cli import main; main()"]
 
@@ -49,17 +51,6 @@ async def main(url, count):
 
 trio.run(main, sys.argv[1], int(sys.argv[2]))
 """
-
-
-def generate(path: Path, count: int) -> int:
-    """Write ``count`` lines of 20 to 150 printable bytes; return the file's size."""
-    rng = random.Random(1234)
-    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789 .,:;-_=+"
-    pool = ["".join(rng.choices(alphabet, k=150)) for _ in range(64)]
-    with path.open("w") as out:
-        for i in range(count):
-            out.write(pool[i % 64][: rng.randint(20, 150)] + "\n")
-    return path.stat().st_size
 
 
 def free_port() -> int:
