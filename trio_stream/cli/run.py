@@ -38,6 +38,7 @@ from .processing import build_pipeline, processor_options
 
 if TYPE_CHECKING:
     from ..local import ServeOptions
+    from ..log import SessionLog
     from ..uplink import Uplink, UplinkOptions
 
 # Forwarded to the child's group as they are; SIGINT, SIGTSTP, SIGCONT and SIGWINCH get
@@ -394,14 +395,21 @@ async def _main(
     compact = not json_output and os.isatty(2)
     uplink: Uplink | None = None
     async with trio.open_nursery() as nursery:
+
+        def publish(log: SessionLog) -> Uplink | None:
+            """Start sending ``log`` to the hub, when the run has one."""
+            if uplink_options is None:
+                return None
+            started = uplink_options.uplink(log, config.store)
+            nursery.start_soon(started.run)
+            return started
+
         nursery.start_soon(writer.run)
         try:
             with SignalQueue(_handled_signals(config)) as signals:
                 try:
                     async with open_session(command, config) as session:
-                        if uplink_options is not None:
-                            uplink = uplink_options.uplink(session.log, config.store)
-                            nursery.start_soon(uplink.run)
+                        uplink = publish(session.log)
                         if serving is not None and serving.enabled:
                             from ..local import serve_quietly
 
@@ -414,10 +422,10 @@ async def _main(
                             forwarding.cancel_scope.cancel()
                 except SpawnError as exc:
                     # A command that could not start is a session too: the hub gets it.
-                    if uplink_options is not None and exc.session_log is not None:
-                        uplink = uplink_options.uplink(exc.session_log, config.store)
-                        nursery.start_soon(uplink.run)
-                        await _flush(uplink, signals)
+                    if exc.session_log is not None:
+                        uplink = publish(exc.session_log)
+                        if uplink is not None:
+                            await _flush(uplink, signals)
                     raise
                 if uplink is not None:
                     await _flush(uplink, signals)
