@@ -216,6 +216,7 @@ class Session:
     def __init__(self, command: Sequence[str], config: StreamConfig) -> None:
         self.command = list(command)
         self.config = config
+        self._recorded_command = _redacted(self.command, config.transforms)
         session_id = config.session_id or new_session_id()
         check_session_id(session_id)
         self.log = SessionLog(
@@ -331,7 +332,7 @@ class Session:
             await config.store.create_session(
                 SessionInfo(
                     self.session_id,
-                    command=self._recorded_command(),
+                    command=self._recorded_command,
                     cwd=config.cwd or os.getcwd(),
                     created=now,
                     last_activity=now,
@@ -360,20 +361,12 @@ class Session:
             raise
         self.log.append([self._started_event()])
 
-    def _recorded_command(self) -> list[str]:
-        """The command as recorded and served: ``--redact`` hides secrets in it too."""
-        command = self.command
-        for transform in self.config.transforms:
-            if isinstance(transform, Redactor):
-                command = [transform.redact(argument) for argument in command]
-        return command
-
     def _started_event(self) -> Event:
         config = self.config
         return Event(
             EventType.SESSION_STARTED,
             SessionStarted(
-                self._recorded_command(),
+                self._recorded_command,
                 config.cwd or os.getcwd(),
                 self.pid,
                 config.mode,
@@ -654,6 +647,14 @@ class Session:
                 ended=now,
                 last_activity=now,
             )
+
+
+def _redacted(command: list[str], transforms: Sequence[LineTransform]) -> list[str]:
+    """The command as recorded and served: ``--redact`` hides secrets in it too."""
+    for transform in transforms:
+        if isinstance(transform, Redactor):
+            command = [transform.redact(argument) for argument in command]
+    return command
 
 
 def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
