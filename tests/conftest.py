@@ -8,6 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from trio_stream.process import running_processes
+
 # ``tstream run`` records every session in the default store, in the XDG data directory:
 # point that (and the store variable) at a directory of the test run's own, for this process
 # and every process the tests start, so that no test writes into the user's home.
@@ -17,18 +19,10 @@ os.environ.pop("TSTREAM_STORE", None)
 
 
 def _descendants(root: int) -> list[int]:
-    """Every process below ``root`` that still runs (from /proc), parents first."""
+    """Every process below ``root`` that still runs, parents first."""
     children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as stat:
-                fields = stat.read().rpartition(b")")[2].split()
-        except OSError:
-            continue
-        if fields[0] != b"Z":
-            children.setdefault(int(fields[1]), []).append(int(entry))
+    for pid, ppid, _ in running_processes():
+        children.setdefault(ppid, []).append(pid)
     found: list[int] = []
     todo = [root]
     while todo:

@@ -25,7 +25,7 @@ import signal
 import struct
 import subprocess
 import termios
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final, Literal, TypeAlias, final
 
 import attrs
@@ -95,6 +95,25 @@ def signal_group(pgid: int, sig: int) -> bool:
     return True
 
 
+def running_processes() -> Iterator[tuple[int, int, int]]:
+    """``(pid, ppid, pgrp)`` of every process that ``/proc`` shows and is not a zombie.
+
+    Raises:
+        OSError: when ``/proc`` cannot be listed.
+    """
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                # After the command name: state, ppid, pgrp.
+                fields = stat.read().rpartition(b")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 2 and fields[0] != b"Z":
+            yield int(entry), int(fields[1]), int(fields[2])
+
+
 def group_alive(pgid: int) -> bool:
     """Whether the process group ``pgid`` still has a member that is not a zombie.
 
@@ -104,21 +123,9 @@ def group_alive(pgid: int) -> bool:
     if not signal_group(pgid, 0):
         return False
     try:
-        entries = os.listdir("/proc")
+        return any(pgrp == pgid for _, _, pgrp in running_processes())
     except OSError:
         return True
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as stat:
-                fields = stat.read().rpartition(b")")[2].split()
-        except OSError:
-            continue
-        # After the command name: state, ppid, pgrp.
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
-            return True
-    return False
 
 
 def terminal_size(fds: Sequence[int] = (0, 1, 2)) -> tuple[int, int] | None:
