@@ -116,6 +116,40 @@ async def test_attach_to_a_finished_session_prints_its_history() -> None:
     assert (shown.returncode, shown.stdout, shown.stderr) == (5, b"out\n", b"err\n")
 
 
+# Several chunks of lines, stdout and stderr in turns, a line that is not UTF-8, CRLF,
+# and a last line with no end.
+BYTES_SCRIPT = (
+    'i=0; while [ $i -lt 3000 ]; do echo "line $i"; i=$((i+1)); done; '
+    "echo oops >&2; printf 'caf\\351\\n'; printf 'dos\\r\\n'; echo warn >&2; printf 'end'"
+)
+
+
+async def test_attach_prints_a_finished_session_byte_for_byte() -> None:
+    bare = await trio.run_process(
+        ["sh", "-c", BYTES_SCRIPT], capture_stdout=True, capture_stderr=True
+    )
+    await trio.run_process(
+        [*TSTREAM, "run", "--id", "bytes-1", "--quiet", "--", "sh", "-c", BYTES_SCRIPT]
+    )
+    shown = await trio.run_process(
+        [*TSTREAM, "attach", "bytes-1"], capture_stdout=True, capture_stderr=True
+    )
+    assert shown.stdout == bare.stdout
+    assert shown.stderr == bare.stderr == b"oops\nwarn\n"
+
+
+async def test_attach_prints_live_lines_byte_for_byte() -> None:
+    async with trio.open_nursery() as nursery:
+        run = await start_run(nursery, "--id", "live-bytes-1")
+        follower = await attach("live-bytes-1")
+        await read_until(follower.stdout, b"ready\n")
+        # The run's script echoes its stdin to stdout.
+        await run.stdin.send_all(b"caf\xe9\nplain\r\n")
+        await finish(run)
+        code, out, _ = await outcome(follower)
+    assert (code, out) == (0, b"caf\xe9\nplain\r\n")
+
+
 async def test_attach_to_a_killed_run_says_it_was_interrupted() -> None:
     async with trio.open_nursery() as nursery:
         run = await start_run(nursery, "--id", "dead-1")

@@ -19,7 +19,7 @@ The iteration ends after the session's ``session_ended`` event.
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final, final
 from urllib.parse import quote, urlsplit
@@ -29,11 +29,13 @@ import h11
 import orjson
 import trio
 
+from .batches import RowEvents
 from .events import Event, EventType, SessionEnded, event_from_dict
 from .hub.client import HubClientError, filter_query, follow_stream, unix_path
 from .hub.protocol import EventFilter
 from .registry import LiveSession, find_live, forget, match_ref, pid_alive
 from .store import HistoryQuery, SessionInfo, SessionStatus, Store, UnknownSessionError
+from .store.sqlite import SQLiteStore
 
 # Reconnections in a row before a hub counts as gone (about 30 s with the backoff).
 RETRIES: Final = 10
@@ -209,7 +211,7 @@ class Feed:
     def __init__(
         self,
         target: Target,
-        send: trio.MemorySendChannel[list[Event]],
+        send: trio.MemorySendChannel[Sequence[Event]],
         *,
         filters: EventFilter = EventFilter(),
         last: int | None = None,
@@ -228,7 +230,10 @@ class Feed:
         self.interrupted = False
         self.info: SessionInfo | None = target.info
 
-    async def _deliver(self, events: list[Event]) -> None:
+    async def _deliver(self, events: Sequence[Event]) -> None:
+        if isinstance(events, RowEvents) and self.filters.empty:
+            await self._deliver_rows(events)
+            return
         kept = []
         after = self.after
         ended = self.ended
@@ -245,6 +250,18 @@ class Feed:
             # A cancelled send sent nothing: the cursor moves only once the events are out.
             await self.send.send(kept)
         self.after, self.ended = after, ended
+
+    async def _deliver_rows(self, events: RowEvents) -> None:
+        """:meth:`_deliver` without filters, for events not built yet."""
+        fresh = events.after(self.after)
+        if not fresh.rows:
+            return
+        ended = self.ended
+        for event in fresh.others():
+            if type(event.data) is SessionEnded:
+                ended = event.data
+        await self.send.send(fresh)
+        self.after, self.ended = fresh.last_offset, ended
 
     async def run(self) -> None:
         """Deliver the events, then close the channel."""
@@ -368,7 +385,13 @@ class Feed:
     async def _store_pass(self, store: Store, session_id: str, query: HistoryQuery) -> None:
         """Deliver what the store holds after the cursor, and move the cursor past it."""
         recorded = await store.last_offset(session_id)
-        if query.last is not None:
+        if isinstance(store, SQLiteStore) and query == HistoryQuery():
+            while True:
+                rows = await store.read_rows(session_id, self.after, PAGE)
+                await self._deliver(rows)
+                if not rows or rows.last_offset >= recorded:
+                    break
+        elif query.last is not None:
             await self._deliver(await store.read(session_id, attrs.evolve(query, after=self.after)))
         else:
             after = self.after
@@ -450,7 +473,7 @@ async def subscribe(
 
     flt = filters if isinstance(filters, EventFilter) else parse_filters(filters)
     target = await locate(session, hub=hub, token=token, store=store)
-    batches_send, batches = trio.open_memory_channel[list[Event]](16)
+    batches_send, batches = trio.open_memory_channel[Sequence[Event]](16)
     send, receive = trio.open_memory_channel[Event](1000)
     feed = Feed(target, batches_send, filters=flt, after=after, follow=follow, store=store)
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 import base64
 import os
 import typing
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
+from itertools import groupby
 from typing import final
 
 import orjson
@@ -324,3 +326,110 @@ class EventRuns(Sequence[Event]):
 
     def __repr__(self) -> str:
         return f"EventRuns({list(self)!r})"
+
+
+class RowEvents(Sequence[Event]):
+    """Events kept in the form they were read in, built only when read.
+
+    A follower that prints a million lines (``tstream attach``) must not build a million
+    events it only writes out: a store chunk's arrays and a hub message's objects stay as
+    they were decoded, and :meth:`terminal` writes their lines straight from them. Offsets
+    are increasing. Subclasses say how rows are read.
+
+    Attributes:
+        session: the session id.
+        rows: the decoded rows, one per event.
+    """
+
+    __slots__ = ("_sources", "rows", "session")
+
+    def __init__(self, session: str, rows: list[typing.Any]) -> None:
+        self.session = session
+        self.rows = rows
+        self._sources: list[str | None] | None = None
+
+    def build(self, row: typing.Any) -> Event:
+        """The event of ``row``."""
+        raise NotImplementedError
+
+    def offset(self, row: typing.Any) -> int:
+        """The offset of ``row``."""
+        raise NotImplementedError
+
+    def line_sources(self, rows: list[typing.Any]) -> list[str | None]:
+        """For each row, its source when it is a line whose text is its exact bytes, else
+        None (other events, lines kept as raw bytes)."""
+        raise NotImplementedError
+
+    def line_texts(self, rows: list[typing.Any]) -> list[str]:
+        """The text and end of line of each of ``rows``, all such lines."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @typing.overload
+    def __getitem__(self, index: int) -> Event: ...
+
+    @typing.overload
+    def __getitem__(self, index: slice) -> list[Event]: ...
+
+    def __getitem__(self, index: int | slice) -> Event | list[Event]:
+        if isinstance(index, slice):
+            return list(map(self.build, self.rows[index]))
+        return self.build(self.rows[index])
+
+    def __iter__(self) -> typing.Iterator[Event]:
+        return map(self.build, self.rows)
+
+    @property
+    def last_offset(self) -> int:
+        """The offset of the last event (-1 when empty)."""
+        return self.offset(self.rows[-1]) if self.rows else -1
+
+    def after(self, offset: int) -> typing.Self:
+        """The events after ``offset``."""
+        rows = self.rows
+        if not rows or self.offset(rows[0]) > offset:
+            return self
+        return type(self)(self.session, rows[bisect_right(rows, offset, key=self.offset) :])
+
+    def _line_sources(self) -> list[str | None]:
+        if self._sources is None:
+            self._sources = self.line_sources(self.rows)
+        return self._sources
+
+    def others(self) -> list[Event]:
+        """The events that are not plain lines (session events, lines with raw bytes)."""
+        sources = self._line_sources()
+        if None not in sources:
+            return []
+        return [self.build(r) for r, s in zip(self.rows, sources, strict=True) if s is None]
+
+    def terminal(self) -> list[tuple[str, bytes] | Event]:
+        """What a terminal showed: each run of lines of one source as its bytes, and every
+        other event as itself, in order."""
+        rows = self.rows
+        sources = self._line_sources()
+        if sources and sources.count(sources[0]) == len(sources) and sources[0] is not None:
+            return [(sources[0], "".join(self.line_texts(rows)).encode())]
+        out: list[tuple[str, bytes] | Event] = []
+        start = 0
+        for source, group in groupby(sources):
+            stop = start + sum(1 for _ in group)
+            if source is None:
+                out.extend(map(self.build, rows[start:stop]))
+            else:
+                out.append((source, "".join(self.line_texts(rows[start:stop])).encode()))
+            start = stop
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({list(self)!r})"

@@ -232,3 +232,22 @@ async def test_a_damaged_chunk_is_a_store_error(db):
     async with open_store(db) as store:
         with pytest.raises(StoreError, match="holds an event this tstream cannot read"):
             await store.read("s")
+
+
+async def test_rows_are_read_page_by_page_from_any_cursor(db):
+    async with open_store(db) as store:
+        await store.create_session(SessionInfo("s", command=["x"]))
+        await store.append("s", lines("s", 0, [f"line {i}" for i in range(2500)]))
+        # The cursor falls inside a chunk: a page still holds ``limit`` events or more.
+        page = await store.read_rows("s", 1500, limit=800)
+        assert page.rows[0][0] == 1501
+        assert len(page) >= 800
+        seen: list[int] = []
+        after = 99
+        while rows := await store.read_rows("s", after, limit=333):
+            seen += [event.offset for event in rows]
+            after = rows.last_offset
+        assert seen == list(range(100, 2500))
+        assert list(await store.read_rows("s", 2000)) == await store.read(
+            "s", HistoryQuery(after=2000)
+        )

@@ -8,6 +8,7 @@ run was killed, so it has no exit status) or the store or hub fails; 2 for bad o
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import Any, Final
 
 import click
@@ -108,7 +109,7 @@ def attach(
 
     async def main(store: Store | None) -> int:
         target = await locate(session, hub=hub, token=token, store=store)
-        send, receive = trio.open_memory_channel[list[Event]](16)
+        send, receive = trio.open_memory_channel[Sequence[Event]](16)
         feed = Feed(
             target,
             send,

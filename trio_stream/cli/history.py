@@ -14,13 +14,14 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import IO, Any, NoReturn, TypeVar
 
 import click
 import orjson
 import trio
 
+from ..batches import RowEvents
 from ..durations import DURATION, parse_duration
 from ..events import SOURCES, Event, EventType, Output, converter, event_to_json
 from ..render import compact_line
@@ -220,12 +221,26 @@ class TerminalWriter:
     def add(self, event: Event) -> None:
         data = event.data
         if type(data) is Output:
-            chunk, source = line_bytes(data), data.source
-        else:
-            text = compact_line(event) if self._compact else None
-            if text is None:
-                return
-            chunk, source = (text + "\n").encode(), "stderr"
+            self.add_bytes(data.source, line_bytes(data))
+            return
+        text = compact_line(event) if self._compact else None
+        if text is not None:
+            self.add_bytes("stderr", (text + "\n").encode())
+
+    def add_all(self, events: Sequence[Event]) -> None:
+        """:meth:`add` each event; lines not built yet are written from their rows."""
+        if not isinstance(events, RowEvents):
+            for event in events:
+                self.add(event)
+            return
+        for part in events.terminal():
+            if isinstance(part, tuple):
+                self.add_bytes(*part)
+            else:
+                self.add(part)
+
+    def add_bytes(self, source: str, chunk: bytes) -> None:
+        """Bytes ``source`` (``stdout`` or ``stderr``) wrote."""
         if source != self._source:
             self.flush()
             self._source = source
@@ -251,13 +266,12 @@ class EventPrinter:
             sys.stdout.buffer, sys.stderr.buffer, compact=sys.stderr.isatty()
         )
 
-    def write(self, events: list[Event]) -> None:
+    def write(self, events: Sequence[Event]) -> None:
         if self.as_json:
             self.stdout.write(b"".join([event_to_json(e) + b"\n" for e in events]))
             self.stdout.flush()
             return
-        for event in events:
-            self.writer.add(event)
+        self.writer.add_all(events)
         self.writer.flush()
 
 

@@ -37,7 +37,8 @@ from trio_websocket import (
     wrap_client_stream,
 )
 
-from ..events import Event, EventType, Output, event_from_dict, event_to_json
+from ..batches import RowEvents
+from ..events import SOURCES, Event, EventType, Output, event_from_dict, event_to_json
 
 # A hub that shuts down is usually restarted: followers come back after it, with backoff.
 RESUMABLE: Final = frozenset({"slow_consumer", "shutdown", "idle_timeout"})
@@ -122,15 +123,17 @@ class _Follower:
             if kind == "connection_ack":
                 self.epoch = message.get("epoch")
             elif kind == "event":
-                fresh = [e for e in map(_hub_event, message["events"]) if e.offset > self.last]
-                if not fresh:
-                    continue
                 if self.batched:
-                    await self.send.send(fresh)
-                else:
-                    for event in fresh:
-                        await self.send.send(event)
-                self.last = fresh[-1].offset
+                    rows = WireEvents(self.stream_id, message["events"]).after(self.last)
+                    if rows.rows:
+                        await self.send.send(rows)
+                        self.last = rows.last_offset
+                    continue
+                fresh = [e for e in map(_hub_event, message["events"]) if e.offset > self.last]
+                for event in fresh:
+                    await self.send.send(event)
+                if fresh:
+                    self.last = fresh[-1].offset
             elif kind == "heartbeat":
                 await ws.send_message('{"type":"pong"}')
             elif kind == "end":
@@ -162,6 +165,38 @@ def _hub_event(raw: dict[str, Any]) -> Event:
         except KeyError:
             pass
     return event_from_dict(raw)
+
+
+class WireEvents(RowEvents):
+    """Events as the hub sent them (decoded JSON objects), built only when read: see
+    :class:`~trio_stream.batches.RowEvents`."""
+
+    __slots__ = ()
+
+    def build(self, row: Any) -> Event:
+        return _hub_event(row)
+
+    def offset(self, row: Any) -> int:
+        return int(row["offset"])
+
+    def line_sources(self, rows: list[Any]) -> list[str | None]:
+        return [_line_source(r) for r in rows]
+
+    def line_texts(self, rows: list[Any]) -> list[str]:
+        return [r["data"]["text"] + r["data"]["eol"] for r in rows]
+
+
+def _line_source(row: Any) -> str | None:
+    """The source of a line whose text is its exact bytes, else None."""
+    if row.get("type") != "output":
+        return None
+    data = row.get("data")
+    if not isinstance(data, dict) or data.get("raw") is not None:
+        return None
+    text, eol, source = data.get("text"), data.get("eol"), data.get("source")
+    if type(text) is not str or type(eol) is not str or source not in SOURCES:
+        return None
+    return source  # type: ignore[no-any-return]
 
 
 def filter_query(filters: Mapping[str, Any]) -> str:

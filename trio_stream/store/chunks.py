@@ -24,7 +24,7 @@ from typing import Any, Final
 
 import orjson
 
-from ..batches import EventBatch, EventRuns, OutputBatch
+from ..batches import EventBatch, EventRuns, OutputBatch, RowEvents
 from ..events import Event, EventType, EventValidationError, Output, converter, structure_data
 
 MAX_CHUNK_EVENTS: Final = 1000
@@ -167,34 +167,58 @@ def decode(session_id: str, body: bytes, after: int = -1, limit: int | None = No
     Raises:
         EventValidationError: when a stored event no longer fits the model.
     """
-    out: list[Event] = []
-    append = out.append
     items = orjson.loads(body)
     if limit is not None:
         start = next((i for i, item in enumerate(items) if item[0] > after), len(items))
         items = items[start : start + limit]
+    return [_item_event(session_id, item) for item in items if item[0] > after]
+
+
+def _item_event(session_id: str, item: list[Any]) -> Event:
     try:
-        for item in items:
-            if item[0] <= after:
-                continue
-            if len(item) == 9:
-                offset, event_id, ts, source, text, eol, line, partial, raw = item
-                data: Any = Output(
-                    source, text, eol, line, partial, None if raw is None else base64.b64decode(raw)
-                )
-                append(Event(_OUTPUT, data, session_id, offset, event_id, ts))
-            else:
-                offset, event_id, ts, type_name, payload = item
-                etype = _TYPES.get(type_name)
-                if etype is None:
-                    raise EventValidationError([f"type: unknown event type {type_name!r}"])
-                data = structure_data(etype, payload)
-                append(Event(etype, data, session_id, offset, event_id, ts))
+        if len(item) == 9:
+            offset, event_id, ts, source, text, eol, line, partial, raw = item
+            data: Any = Output(
+                source, text, eol, line, partial, None if raw is None else base64.b64decode(raw)
+            )
+            return Event(_OUTPUT, data, session_id, offset, event_id, ts)
+        offset, event_id, ts, type_name, payload = item
+        etype = _TYPES.get(type_name)
+        if etype is None:
+            raise EventValidationError([f"type: unknown event type {type_name!r}"])
+        return Event(etype, structure_data(etype, payload), session_id, offset, event_id, ts)
     except EventValidationError:
         raise
     except (TypeError, ValueError, IndexError) as exc:
         raise EventValidationError([f"stored event: {exc}"]) from None
-    return out
+
+
+class StoredEvents(RowEvents):
+    """Events as chunks hold them (one array each), built only when read: see
+    :class:`~trio_stream.batches.RowEvents`. Building one raises
+    :class:`EventValidationError` when it no longer fits the model."""
+
+    __slots__ = ()
+
+    def build(self, row: Any) -> Event:
+        return _item_event(self.session, row)
+
+    def offset(self, row: Any) -> int:
+        return int(row[0])
+
+    def line_sources(self, rows: list[Any]) -> list[str | None]:
+        return [r[3] if len(r) == 9 and r[8] is None else None for r in rows]
+
+    def line_texts(self, rows: list[Any]) -> list[str]:
+        return [r[4] + r[5] for r in rows]
+
+
+def decode_rows(session_id: str, bodies: Iterable[bytes], after: int = -1) -> StoredEvents:
+    """The events of chunks (in offset order) after ``after``, not built yet."""
+    rows: list[Any] = []
+    for body in bodies:
+        rows += orjson.loads(body)
+    return StoredEvents(session_id, rows).after(after)
 
 
 def offsets(body: bytes) -> list[int]:

@@ -572,6 +572,35 @@ class SQLiteStore:
         q.check_query(query)
         return await self._read(lambda conn: self._read_sync(conn, session_id, query))
 
+    async def read_rows(
+        self, session_id: str, after: int = -1, limit: int = 10_000
+    ) -> chunks.StoredEvents:
+        """Up to about ``limit`` events after ``after``, unfiltered and not built yet: what
+        a follower that writes lines out reads (a whole chunk more than ``limit`` at most).
+        """
+
+        def read(conn: sqlite3.Connection) -> chunks.StoredEvents:
+            sid = self._sid(conn, session_id)
+            rows = conn.execute(
+                "SELECT body, first_offset, last_offset FROM chunks "
+                "WHERE sid = ? AND last_offset > ? ORDER BY last_offset",
+                (sid, after),
+            )
+            bodies: list[bytes] = []
+            count = 0
+            for body, first, last in rows:
+                bodies.append(body)
+                # A chunk's offsets are consecutive; the first one may start before after.
+                count += last - max(first, after + 1) + 1
+                if count >= limit:
+                    break
+            try:
+                return chunks.decode_rows(session_id, bodies, after)
+            except (TypeError, ValueError, IndexError) as exc:
+                raise EventValidationError([f"stored event: {exc}"]) from None
+
+        return await self._read(read)
+
     async def count(self, session_id: str, query: HistoryQuery = HistoryQuery()) -> int:
         q.check_query(query)
 
