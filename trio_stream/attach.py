@@ -47,6 +47,10 @@ REVIVE_PAUSES: Final = (0.2, 0.4, 0.8, 1.6)
 # running session that is not served.
 WATCH_INTERVAL: Final = 0.25
 HTTP_LIMIT: Final = 256 * 1024 * 1024
+# A running local session is followed in its store while it records at least
+# STORE_FOLLOW_MIN events every STORE_FOLLOW_INTERVAL seconds (100,000 a second).
+STORE_FOLLOW_INTERVAL: Final = 0.1
+STORE_FOLLOW_MIN: Final = 10_000
 # How long a hub may stay silent while connecting or answering a request.
 HTTP_TIMEOUT: Final = 30.0
 
@@ -346,9 +350,18 @@ class Feed:
             if info.pid != live.pid:
                 return False
             await self._store_pass(self.store, live.id, self._query())
+            self.last = None
+            # While the run records lines faster than a hub carries them to one client,
+            # the store is the faster way to follow it: it is read again each time the
+            # run records, until it records little (then the hub's latency is better).
+            while self.follow and self.ended is None:
+                await trio.sleep(STORE_FOLLOW_INTERVAL)
+                before = self.after
+                await self._store_pass(self.store, live.id, self._query())
+                if self.after - before < STORE_FOLLOW_MIN:
+                    break
         except UnknownSessionError:
             return False
-        self.last = None
         return True
 
     async def _watch(self, live: LiveSession, scope: trio.CancelScope) -> None:

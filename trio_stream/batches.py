@@ -305,7 +305,42 @@ class EventRuns(Sequence[Event]):
     def first_offset(self) -> int:
         """The offset of the first event (the log's runs are never empty)."""
         first = self.runs[0]
-        return first.first_offset if isinstance(first, EventBatch) else first[0].offset
+        if isinstance(first, EventBatch):
+            return first.first_offset
+        if isinstance(first, RowEvents):
+            return first.offset(first.rows[0])
+        return first[0].offset
+
+    def after(self, offset: int) -> EventRuns:
+        """The events after ``offset``, as runs still (none of them built)."""
+        if not self._count or self.first_offset > offset:
+            return self
+        skip = offset - self.first_offset + 1
+        runs: list[Sequence[Event]] = []
+        for run in self.runs:
+            if skip >= len(run):
+                skip -= len(run)
+                continue
+            if skip:
+                if isinstance(run, EventBatch):
+                    run = run.part(skip, len(run))
+                elif isinstance(run, RowEvents):
+                    run = type(run)(run.session, run.rows[skip:])
+                else:
+                    run = run[skip:]
+                skip = 0
+            runs.append(run)
+        return EventRuns(runs)
+
+    def others(self) -> list[Event]:
+        """The events that are not lines kept as columns or rows (session events...)."""
+        out: list[Event] = []
+        for run in self.runs:
+            if isinstance(run, RowEvents):
+                out += run.others()
+            elif not isinstance(run, EventBatch):
+                out += run
+        return out
 
     @property
     def last_offset(self) -> int:
@@ -341,12 +376,12 @@ class RowEvents(Sequence[Event]):
         rows: the decoded rows, one per event.
     """
 
-    __slots__ = ("_sources", "rows", "session")
+    __slots__ = ("_others", "rows", "session")
 
     def __init__(self, session: str, rows: list[typing.Any]) -> None:
         self.session = session
         self.rows = rows
-        self._sources: list[str | None] | None = None
+        self._others: list[typing.Any] | None = None
 
     def build(self, row: typing.Any) -> Event:
         """The event of ``row``."""
@@ -363,6 +398,14 @@ class RowEvents(Sequence[Event]):
 
     def line_texts(self, rows: list[typing.Any]) -> list[str]:
         """The text and end of line of each of ``rows``, all such lines."""
+        raise NotImplementedError
+
+    def source_texts(self, rows: list[typing.Any], source: str) -> list[str]:
+        """The text and end of line of the rows that are such lines of ``source``."""
+        raise NotImplementedError
+
+    def other_rows(self, rows: list[typing.Any]) -> list[typing.Any]:
+        """The rows that are not such lines."""
         raise NotImplementedError
 
     def __len__(self) -> int:
@@ -394,25 +437,27 @@ class RowEvents(Sequence[Event]):
             return self
         return type(self)(self.session, rows[bisect_right(rows, offset, key=self.offset) :])
 
-    def _line_sources(self) -> list[str | None]:
-        if self._sources is None:
-            self._sources = self.line_sources(self.rows)
-        return self._sources
+    def _other_rows(self) -> list[typing.Any]:
+        if self._others is None:
+            self._others = self.other_rows(self.rows)
+        return self._others
 
     def others(self) -> list[Event]:
         """The events that are not plain lines (session events, lines with raw bytes)."""
-        sources = self._line_sources()
-        if None not in sources:
-            return []
-        return [self.build(r) for r, s in zip(self.rows, sources, strict=True) if s is None]
+        return list(map(self.build, self._other_rows()))
 
     def terminal(self) -> list[tuple[str, bytes] | Event]:
         """What a terminal showed: each run of lines of one source as its bytes, and every
         other event as itself, in order."""
         rows = self.rows
-        sources = self._line_sources()
-        if sources and sources.count(sources[0]) == len(sources) and sources[0] is not None:
-            return [(sources[0], "".join(self.line_texts(rows)).encode())]
+        if rows and not self._other_rows():
+            # Most often: lines of one source only, written at once.
+            (first,) = self.line_sources(rows[:1])
+            assert first is not None
+            texts = self.source_texts(rows, first)
+            if len(texts) == len(rows):
+                return [(first, "".join(texts).encode())]
+        sources = self.line_sources(rows)
         out: list[tuple[str, bytes] | Event] = []
         start = 0
         for source, group in groupby(sources):

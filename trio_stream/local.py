@@ -33,6 +33,7 @@ from typing import Any, Final, final
 import attrs
 import trio
 
+from .batches import EventRuns
 from .events import Event, SessionEnded
 from .hub.config import HubConfig, Listen, TokenSpec
 from .hub.errors import HubError
@@ -41,11 +42,13 @@ from .registry import LiveSession, live_sessions, new_socket_path, private_dir, 
 from .session import Session
 from .store.base import (
     HistoryQuery,
+    RowStore,
     SessionInfo,
     SessionStatus,
     Store,
     UnknownSessionError,
 )
+from .store.chunks import StoredEvents, decode_rows, encode
 from .store.memory import MemoryStore
 from .store.sessions import apply_changes
 
@@ -130,6 +133,15 @@ class SessionView:
     async def read(self, session_id: str, query: HistoryQuery = HistoryQuery()) -> list[Event]:
         self._check(session_id)
         return await self._store.read(session_id, query)
+
+    async def read_rows(
+        self, session_id: str, after: int = -1, limit: int = 10_000
+    ) -> StoredEvents:
+        self._check(session_id)
+        if isinstance(self._store, RowStore):
+            return await self._store.read_rows(session_id, after, limit)
+        events = await self._store.read(session_id, HistoryQuery(after=after, limit=limit))
+        return decode_rows(session_id, [encode(events)] if events else [])
 
     async def count(self, session_id: str, query: HistoryQuery = HistoryQuery()) -> int:
         self._check(session_id)
@@ -299,7 +311,7 @@ async def _bridge(log: SessionLog, broker: Any) -> None:
     async for batch in log.follow(-1):
         if not batch.complete:
             raise HubError(f"session {log.session_id}: the hub fell behind the session's memory")
-        await broker.publish(log.session_id, batch.events, [True] * len(batch.events))
+        await broker.publish_runs(log.session_id, batch.events)
 
 
 async def _bridge_on_demand(log: SessionLog, broker: Any, view: SessionView, store: Store) -> None:
@@ -320,9 +332,9 @@ async def _bridge_on_demand(log: SessionLog, broker: Any, view: SessionView, sto
                 events = held.events
                 if not held.complete:
                     # Fell behind the log's memory: the store has (or soon has) the rest.
-                    missing = await _from_store(store, sid, after, events[0].offset)
-                    events = missing + events
-                await broker.publish(sid, events, [True] * len(events))
+                    missing = await _from_store(store, sid, after, events.first_offset)
+                    events = EventRuns([missing, *events.runs])
+                await broker.publish_runs(sid, events)
                 continue
             if log.closed and (target is None or target.closed):
                 return
@@ -339,8 +351,12 @@ async def _bridge_on_demand(log: SessionLog, broker: Any, view: SessionView, sto
         view.session_done = True
 
 
-async def _from_store(store: Store, session_id: str, after: int, before: int) -> list[Event]:
+async def _from_store(store: Store, session_id: str, after: int, before: int) -> Sequence[Event]:
     """The events between ``after`` and ``before`` (both excluded), once recorded."""
     while await store.last_offset(session_id) < before - 1:
         await trio.sleep(RECORDED_POLL)
-    return await store.read(session_id, HistoryQuery(after=after, limit=before - after - 1))
+    wanted = before - after - 1
+    if isinstance(store, RowStore):
+        rows = await store.read_rows(session_id, after, wanted)
+        return StoredEvents(session_id, rows.rows[:wanted])
+    return await store.read(session_id, HistoryQuery(after=after, limit=wanted))

@@ -27,7 +27,7 @@ from typing import Final, final
 import attrs
 import trio
 
-from .batches import EventBatch, EventRuns
+from .batches import EventBatch, EventRuns, RowEvents
 from .events import Event
 
 DEFAULT_HISTORY: Final = 10_000
@@ -123,6 +123,33 @@ class SessionLog:
         if len(batch):
             self._add(batch)
 
+    def append_runs(self, events: EventRuns) -> None:
+        """Add runs built already placed at the next offsets (another log's, handed on),
+        keeping batches and rows as they are, and wake every follower.
+
+        Raises:
+            ValueError: when a run is placed elsewhere (another session or offset).
+        """
+        for run in events.runs:
+            if isinstance(run, EventBatch):
+                self.append_batch(run)
+            elif isinstance(run, RowEvents):
+                if not run.rows:
+                    continue
+                first, last = run.offset(run.rows[0]), run.last_offset
+                if run.session != self.session_id or first != self.next_offset:
+                    raise ValueError(
+                        f"rows placed at {run.session}:{first} cannot follow "
+                        f"{self.session_id}:{self.next_offset - 1}"
+                    )
+                if last - first + 1 != len(run):
+                    raise ValueError(f"rows {first} to {last} are not at consecutive offsets")
+                if self._closed:
+                    raise trio.ClosedResourceError(f"session {self.session_id} has ended")
+                self._add(run)
+            else:
+                self.append(run)
+
     def _add(self, run: Sequence[Event]) -> None:
         count = len(run)
         runs = self._runs
@@ -216,4 +243,6 @@ def _part(run: Sequence[Event], start: int) -> Sequence[Event]:
     """The events of ``run`` from index ``start`` on."""
     if isinstance(run, EventBatch):
         return run.part(start, len(run))
+    if isinstance(run, RowEvents):
+        return type(run)(run.session, run.rows[start:])
     return run[start:]

@@ -13,7 +13,7 @@ import wsproto
 from wsproto.events import AcceptConnection, Request, TextMessage
 from wsproto.handshake import H11Handshake
 
-from trio_stream.events import Event, EventType, Output, Status, event_to_json
+from trio_stream.events import Event, EventType, Output, Status
 from trio_stream.hub.broker import Broker
 from trio_stream.hub.clients import Batch, ClientKind, Deliver, Frame
 from trio_stream.hub.config import HubConfig
@@ -36,7 +36,7 @@ def frames(*texts: str, first: int = 0, source: str = "stdout") -> list[Frame]:
         Event(EventType.OUTPUT, Output(source, text)).with_offset("s", first + i)
         for i, text in enumerate(texts)
     ]
-    return [Frame(e, event_to_json(e)) for e in events]
+    return [Frame.of(e) for e in events]
 
 
 # -- batches ---------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from typing import Any, Final, final
 import attrs
 import trio
 
+from ..batches import EventRuns
 from ..events import Event, EventType, SessionEnded, SessionStarted
 from ..ids import new_session_id
 from ..log import SessionLog
@@ -297,6 +298,49 @@ class Broker:
         elif placed_events:
             await log.wait_recorded_room()
         return PublishResult(len(placed_events), duplicates, log.last_offset, first)
+
+    async def publish_runs(self, stream_id: str, events: EventRuns) -> PublishResult:
+        """:meth:`publish` for events all placed already, as a session's log placed them:
+        batches of lines and stored rows are kept as they are, not built event by event.
+
+        Raises:
+            As :meth:`publish`.
+        """
+        self._check_open()
+        stream = await self.get_stream(stream_id, reopen=True)
+        log = stream.log
+        if log is None or log.closed:
+            raise StreamEndedError(f"stream {stream_id} has ended", lastOffset=stream.last_offset)
+        if not len(events):
+            return PublishResult(0, 0, log.last_offset, None)
+        if events.first_offset > log.next_offset:
+            raise OffsetGap(
+                f"offset {events.first_offset} leaves a gap after {log.last_offset}; "
+                "resume after lastOffset",
+                lastOffset=log.last_offset,
+            )
+        fresh = events.after(log.last_offset)
+        duplicates = len(events) - len(fresh)
+        if not len(fresh):
+            return PublishResult(0, duplicates, log.last_offset, None)
+        others = fresh.others()
+        ended = next((e for e in others if e.type is EventType.SESSION_ENDED), None)
+        if ended is not None and ended.offset != fresh.last_offset:
+            raise HubError(f"offset {ended.offset + 1}: no event may follow session_ended")
+        first = log.next_offset
+        try:
+            log.append_runs(fresh)
+        except ValueError as exc:
+            raise HubError(str(exc)) from None
+        stream.events_published += len(fresh)
+        stream.duplicates += duplicates
+        await self._note_session(stream, others)
+        if ended is not None:
+            assert isinstance(ended.data, SessionEnded)
+            await self.end_stream(stream, ended.data, at=ended.ts)
+        else:
+            await log.wait_recorded_room()
+        return PublishResult(len(fresh), duplicates, log.last_offset, first)
 
     async def _note_session(self, stream: Stream, events: list[Event]) -> None:
         for event in events:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias, final
 import attrs
 import trio
 
-from ..events import Event
+from .frames import Frame
 from .protocol import (
     EventFilter,
     Ping,
@@ -73,20 +73,6 @@ END_MESSAGES: Final = {
 }
 
 
-@final
-@attrs.frozen
-class Frame:
-    """An event and its JSON bytes, encoded once for every client."""
-
-    event: Event
-    raw: bytes
-
-    @property
-    def offset(self) -> int:
-        """The event's offset."""
-        return self.event.offset
-
-
 _SSE_EVENT: Final = b"id: %d\nevent: stream_event\ndata: %s\n\n"
 
 
@@ -117,12 +103,12 @@ class Batch:
     @property
     def first(self) -> int:
         """The offset of its first frame."""
-        return self.frames[0].event.offset
+        return self.frames[0].offset
 
     @property
     def last(self) -> int:
         """The offset of its last frame."""
-        return self.frames[-1].event.offset
+        return self.frames[-1].offset
 
     def select(self, flt: EventFilter) -> Batch | None:
         """The frames ``flt`` passes (None if none), computed once per distinct filter."""
@@ -144,7 +130,7 @@ class Batch:
         """The frames after ``offset`` (self when that is all of them)."""
         if self.first > offset:
             return self
-        kept = [f for f in self.frames if f.event.offset > offset]
+        kept = [f for f in self.frames if f.offset > offset]
         return Batch(kept) if kept else None
 
     def ws_events(self) -> bytes:
@@ -168,7 +154,7 @@ class Batch:
     def sse(self) -> bytes:
         """The SSE ``stream_event`` events, ``id`` carrying each offset."""
         if self._sse is None:
-            self._sse = b"".join([_SSE_EVENT % (f.event.offset, f.raw) for f in self.frames])
+            self._sse = b"".join([_SSE_EVENT % (f.offset, f.raw) for f in self.frames])
         return self._sse
 
     def sse_chunk(self) -> bytes:
@@ -524,7 +510,7 @@ class Client:
             if not live:
                 return []
             return [Deliver([Batch(live)], self.queued)]
-        frames, cursor = await self.stream.read_page(cursor, self.filters, PAGE)
+        frames, cursor = await self.stream.read_page(cursor, self.filters, PAGE, exact=False)
         if self.catching_up is None:
             return []
         self.catching_up = cursor

@@ -15,7 +15,7 @@ import orjson
 import trio
 from quart import Blueprint, Response, request
 
-from ..events import EventType, event_to_json
+from ..events import EventType
 from ..store.base import HistoryQuery, SessionStatus
 from .clients import EndReason, Frame
 from .context import RateLimited, authorize, host_of, hub, json_response
@@ -213,7 +213,7 @@ async def _history(
         return frames[skip : skip + limit]
     if filters.pattern is None:
         query = filters.to_query(after=after, limit=limit, skip=skip)
-        frames = [Frame(e, event_to_json(e)) for e in await store.read(stream.id, query)]
+        frames = [Frame.of(e) for e in await store.read(stream.id, query)]
         if skip or len(frames) >= limit:
             return frames
         cursor = frames[-1].offset if frames else after
@@ -224,7 +224,7 @@ async def _history(
         scanned = 0
         while len(frames) < limit + skip and scanned < MAX_PATTERN_SCAN:
             page = await store.read(stream.id, filters.to_query(after=cursor, limit=PAGE))
-            frames.extend(Frame(e, event_to_json(e)) for e in page if filters.matches(e))
+            frames.extend(Frame.of(e) for e in page if filters.matches(e))
             scanned += len(page)
             if len(page) < PAGE:
                 break

@@ -11,14 +11,18 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import deque
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final, final
 
 import trio
 
-from ..events import Event, event_to_json
+from ..batches import EventRuns
+from ..events import Event
 from ..log import SessionLog
-from ..store.base import HistoryQuery, SessionInfo, SessionStatus, StoreError
-from .clients import Batch, Client, EndReason, Frame
+from ..store.base import HistoryQuery, RowStore, SessionInfo, SessionStatus, StoreError
+from ..store.chunks import StoredEvents
+from .clients import Batch, Client, EndReason
+from .frames import Frame, frames_of
 from .protocol import EventFilter, ReplayOptions
 
 if TYPE_CHECKING:
@@ -87,7 +91,7 @@ class Stream:
         """Follow the log: serialize each tick's events once and queue them for clients."""
         assert self.log is not None
         async for batch in self.log.follow(self.pumped, tick=self.broker.config.tick):
-            frames = [Frame(e, event_to_json(e)) for e in batch.events]
+            frames = frames_of(batch.events)
             if not batch.complete:
                 # The fan-out fell behind the log's memory: live clients would miss
                 # events, so they are cut and resume from the store.
@@ -121,22 +125,24 @@ class Stream:
         """Write the log into the store in batches until it closes; retry store errors."""
         assert self.log is not None
         store = self.broker.store
-        held: list[Event] = []
+        # Kept as the log's runs: batches of lines are stored from their columns.
+        held: list[Sequence[Event]] = []
         try:
             while True:
                 await self.log.wait_unrecorded()
-                held.extend(self.log.take_unrecorded())
+                held += self.log.take_unrecorded().runs
                 if not held:
                     if self.log.closed:
                         return
                     continue
+                events = EventRuns(held)
                 try:
-                    await store.append(self.id, held)
+                    await store.append(self.id, events)
                 except StoreError as exc:
                     logger.error("stream %s: recording failed, retrying: %s", self.id, exc)
                     await trio.sleep(RECORD_RETRY)
                     continue
-                self.recorded = held[-1].offset
+                self.recorded = events.last_offset
                 held = []
                 self._stored.set()
                 self._stored = trio.Event()
@@ -250,7 +256,7 @@ class Stream:
             if len(kept) >= want or len(events) < ask or ask >= MAX_PATTERN_SCAN:
                 break
             ask *= 2
-        return [Frame(e, event_to_json(e)) for e in kept[max(0, len(kept) - want) :]] + fresh
+        return [Frame.of(e) for e in kept[max(0, len(kept) - want) :]] + fresh
 
     async def available_after(self, after: int) -> bool:
         """Whether every event after ``after`` is still held (memory or store)."""
@@ -273,18 +279,27 @@ class Stream:
         return events[0].offset - 1 if events else self.pumped
 
     async def read_page(
-        self, cursor: int, filters: EventFilter, size: int
+        self, cursor: int, filters: EventFilter, size: int, *, exact: bool = True
     ) -> tuple[list[Frame], int]:
         """Up to ``size`` matching events after ``cursor`` from the store, and the cursor
-        after them (moved past events the filter skipped)."""
+        after them (moved past events the filter skipped). Not ``exact``: a few more when
+        they come with the same read (the rest of a store chunk)."""
         recorded = self.recorded
         first_held = self.first_held()
-        events = await self.broker.store.read(self.id, filters.to_query(after=cursor, limit=size))
+        store = self.broker.store
+        events: Sequence[Event]
+        if filters.empty and isinstance(store, RowStore):
+            # Most followers want everything: lines go from the store's chunks to their
+            # JSON without an event each.
+            rows = await store.read_rows(self.id, cursor, size)
+            events = StoredEvents(rows.session, rows.rows[:size]) if exact else rows
+        else:
+            events = await store.read(self.id, filters.to_query(after=cursor, limit=size))
         if filters.pattern is not None:
-            kept = [e for e in events if filters.matches(e)]
+            kept: Sequence[Event] = [e for e in events if filters.matches(e)]
         else:
             kept = events
-        frames = [Frame(e, event_to_json(e)) for e in kept]
+        frames = frames_of(kept)
         if len(events) >= size:
             return frames, events[-1].offset
         # Fewer than asked: the store holds no more matches up to what was recorded

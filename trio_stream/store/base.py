@@ -11,11 +11,14 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Sequence
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 import attrs
 
 from ..events import Event, EventType
+
+if TYPE_CHECKING:
+    from .chunks import StoredEvents
 
 SESSION_ID_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
@@ -183,3 +186,14 @@ class Store(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class RowStore(Protocol):
+    """A store that also reads events as its chunks hold them, not built yet."""
+
+    async def read_rows(
+        self, session_id: str, after: int = -1, limit: int = 10_000
+    ) -> StoredEvents:
+        """About ``limit`` events after ``after`` (whole chunks: a few more at most)."""
+        ...

@@ -1,0 +1,166 @@
+"""Events as the hub sends them: each one's JSON, encoded once for every client.
+
+A stream's fan-out and its history pages turn every event into its JSON
+(:func:`~trio_stream.events.event_to_json`) once, whatever the number of clients. Lines,
+most of any stream, are encoded straight from the columns they are kept in (a batch of
+captured lines, a store chunk's arrays): the same bytes, without building an event
+object per line first. The event itself is built only when a client's filter asks for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import repeat
+from typing import Any, Final, final
+
+import orjson
+
+from ..batches import EventRuns, OutputBatch
+from ..events import Event, event_to_json
+from ..store.chunks import StoredEvents
+
+# event_to_json's bytes for a line with no raw bytes, with its fields in the same order.
+_LINE: Final = (
+    b'{"id":%s,"session":%s,"offset":%d,"type":"output","ts":%s,'
+    b'"data":{"source":%s,"text":%s,"eol":%s,"line":%d,"partial":%s,"raw":null}}'
+)
+_BOOL: Final = (b"false", b"true")
+_NEWLINE: Final = orjson.dumps("\n")
+
+
+@final
+class Frame:
+    """An event's offset and JSON bytes, and the event, built when first asked for.
+
+    Attributes:
+        offset: the event's offset.
+        raw: its JSON (:func:`~trio_stream.events.event_to_json`).
+    """
+
+    __slots__ = ("_event", "_index", "_source", "offset", "raw")
+
+    def __init__(
+        self,
+        offset: int,
+        raw: bytes,
+        event: Event | None = None,
+        source: Sequence[Event] = (),
+        index: int = 0,
+    ) -> None:
+        self.offset = offset
+        self.raw = raw
+        self._event = event
+        self._source = source
+        self._index = index
+
+    @classmethod
+    def of(cls, event: Event) -> Frame:
+        """The frame of an event at hand."""
+        return cls(event.offset, event_to_json(event), event)
+
+    @property
+    def event(self) -> Event:
+        """The event (built from the batch it came in, once)."""
+        if self._event is None:
+            self._event = self._source[self._index]
+            self._source = ()
+        return self._event
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Frame):
+            return (self.offset, self.raw) == (other.offset, other.raw)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Frame({self.offset}, {self.raw!r})"
+
+
+def frames_of(events: Sequence[Event]) -> list[Frame]:
+    """The frames of ``events``, lines encoded from their columns where they have some."""
+    if isinstance(events, StoredEvents):
+        return _row_frames(events)
+    if not isinstance(events, EventRuns):
+        return [Frame.of(e) for e in events]
+    out: list[Frame] = []
+    for run in events.runs:
+        if isinstance(run, OutputBatch):
+            out += _batch_frames(run)
+        elif isinstance(run, StoredEvents):
+            out += _row_frames(run)
+        else:
+            out += [Frame.of(e) for e in run]
+    return out
+
+
+def _batch_frames(run: OutputBatch) -> list[Frame]:
+    lines = run.lines
+    dumps = orjson.dumps
+    first = run.first_offset
+    count = len(lines.texts)
+    offsets = range(first, first + count)
+    numbers = range(run.first_line, run.first_line + count)
+    ids = [i.encode() for i in run.event_ids()]
+    # What every line of the batch shares is formatted once (ids are base64, session ids
+    # and sources plain words: nothing to escape, no % in any of them).
+    head = b'{"id":"%s","session":' + dumps(run.session) + b',"offset":%d,"type":"output",'
+    head += b'"ts":' + dumps(run.ts) + b',"data":{"source":' + dumps(run.source)
+    if lines.eols is None and not lines.partial:
+        template = head + b',"text":%s,"eol":"\\n","line":%d,"partial":false,"raw":null}}'
+        raws = [
+            template % (i, offset, dumps(text), number)
+            for i, offset, text, number in zip(ids, offsets, lines.texts, numbers, strict=True)
+        ]
+    else:
+        template = head + b',"text":%s,"eol":%s,"line":%d,"partial":%s,"raw":null}}'
+        eols: Any = repeat(_NEWLINE) if lines.eols is None else map(dumps, lines.eols)
+        partial = lines.partial
+        raws = [
+            template % (i, offset, dumps(text), eol, number, _BOOL[index in partial])
+            for index, (i, offset, text, eol, number) in enumerate(
+                zip(ids, offsets, lines.texts, eols, numbers, strict=False)
+            )
+        ]
+    out = [
+        Frame(offset, raw, None, run, index)
+        for index, (offset, raw) in enumerate(zip(offsets, raws, strict=True))
+    ]
+    for index in lines.raw:
+        out[index] = Frame.of(run.event(index))
+    return out
+
+
+def _row_frames(events: StoredEvents) -> list[Frame]:
+    """Frames of a store chunk's rows (see :mod:`trio_stream.store.chunks`)."""
+    dumps = orjson.dumps
+    session = dumps(events.session)
+    out: list[Frame] = []
+    append = out.append
+    last_ts: Any = None
+    ts_json = b""
+    for index, row in enumerate(events.rows):
+        if len(row) != 9 or row[8] is not None or type(row[7]) is not bool:
+            append(Frame.of(events.build(row)))
+            continue
+        offset, event_id, ts, source, text, eol, line, partial, _ = row
+        if ts != last_ts:
+            last_ts, ts_json = ts, dumps(ts)
+        try:
+            raw = _LINE % (
+                dumps(event_id),
+                session,
+                offset,
+                ts_json,
+                dumps(source),
+                dumps(text),
+                dumps(eol),
+                line,
+                _BOOL[partial],
+            )
+        except TypeError:
+            # Not the types a line has: the event says what is wrong with it.
+            append(Frame.of(events.build(row)))
+            continue
+        append(Frame(offset, raw, source=events, index=index))
+    return out
