@@ -35,10 +35,13 @@ def private_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     subprocess.run(["rm", "-rf", str(runtime)], check=False)
 
 
-async def start_run(nursery: trio.Nursery, *args: str, env: dict[str, str] | None = None):
-    """Start ``tstream run [args] -- sh -c ECHO`` and return once the session is served."""
+async def start_run(
+    nursery: trio.Nursery, *args: str, env: dict[str, str] | None = None, script: str = ECHO
+):
+    """Start ``tstream run [args] -- sh -c SCRIPT`` and return once the session is served
+    (the script prints ``ready`` then)."""
     process = await trio.lowlevel.open_process(
-        [*TSTREAM, "run", *args, "--", "sh", "-c", ECHO],
+        [*TSTREAM, "run", *args, "--", "sh", "-c", script],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

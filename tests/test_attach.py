@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 import trio
-from live_helpers import TSTREAM, finish, private_dirs, start_run
+from live_helpers import ECHO, TSTREAM, finish, private_dirs, start_run
 
 from trio_stream.attach import http_get
 from trio_stream.events import event_from_json
@@ -345,3 +345,19 @@ def test_man_page_renders_without_warnings(page: str) -> None:
         ["groff", "-man", "-Tutf8", "-ww", "-z", str(path)], capture_output=True, timeout=30
     )
     assert (done.returncode, done.stderr) == (0, b"")
+
+
+async def test_attach_keeps_up_with_a_fast_run_without_gap_or_duplicate() -> None:
+    # The run writes 300,000 lines as fast as it can once attach follows it: attach
+    # follows it live (from its store, while it records this fast), then through its hub.
+    script = ECHO.replace('while read -r line; do echo "$line"; done', "read -r go; seq 1 300000")
+    async with trio.open_nursery() as nursery:
+        run = await start_run(nursery, "--id", "fast-1", script=script)
+        follower = await attach("fast-1")
+        await run.stdin.send_all(b"go\n")
+        nursery.start_soon(read_all, run.stdout)
+        code, out, err = await outcome(follower)
+        await finish(run)
+    assert err == b""
+    assert code == 0
+    assert out == b"ready\n" + b"".join(b"%d\n" % i for i in range(1, 300001))

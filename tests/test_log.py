@@ -4,11 +4,12 @@ import operator
 
 import pytest
 
-from trio_stream.batches import OutputBatch
+from trio_stream.batches import EventRuns, OutputBatch
 from trio_stream.events import EventType, Output, Status
 from trio_stream.lines import Lines
 from trio_stream.log import SessionLog
 from trio_stream.publisher import Publisher
+from trio_stream.store import chunks
 
 
 def output_batch(log: SessionLog, texts: list[str], first_line: int = 0) -> OutputBatch:
@@ -84,3 +85,42 @@ def test_events_of_several_runs_index_and_slice_like_a_list():
     assert events[1:4] == whole[1:4]
     # Code that joins what it holds to a batch with + keeps working.
     assert operator.add(whole[:1], events) == [whole[0], *whole]
+
+
+def runs_of_a_session() -> tuple[SessionLog, list]:
+    """A session's log: a status, a batch of lines, a status, another batch."""
+    log = SessionLog("s", record_backlog=None)
+    Publisher(log).publish_status("first")
+    log.append_batch(output_batch(log, ["a", "b", "c"]))
+    Publisher(log).publish_status("mid")
+    log.append_batch(output_batch(log, ["d", "e"], first_line=3))
+    return log, list(log.since(-1).events)
+
+
+@pytest.mark.parametrize("after", range(-1, 8))
+def test_runs_after_an_offset_keep_their_batches(after):
+    log, events = runs_of_a_session()
+    runs = log.since(-1).events.after(after)
+    assert list(runs) == [e for e in events if e.offset > after]
+    assert all(isinstance(r, OutputBatch) for r in runs.runs if r and r[0].type is EventType.OUTPUT)
+
+
+def test_another_log_takes_runs_as_they_are():
+    source, events = runs_of_a_session()
+    copy = SessionLog("s", record_backlog=None)
+    copy.append_runs(source.since(-1).events)
+    assert list(copy.since(-1).events) == events
+    assert [type(r) for r in copy.since(-1).events.runs] == [
+        type(r) for r in source.since(-1).events.runs
+    ]
+
+
+def test_stored_rows_are_taken_at_the_next_offset_only():
+    _, events = runs_of_a_session()
+    rows = chunks.decode_rows("s", [chunks.encode(events)])
+    copy = SessionLog("s", record_backlog=None)
+    with pytest.raises(ValueError, match="cannot follow"):
+        copy.append_runs(EventRuns([rows.after(1)]))
+    copy.append_runs(EventRuns([rows]))
+    assert list(copy.since(-1).events) == events
+    assert copy.since(3).events.runs[0].rows == rows.after(3).rows

@@ -431,6 +431,10 @@ class Feed:
                 # The filters may leave it out; the exit status is in it all the same.
                 final = await store.read(session_id, HistoryQuery(last=1))
                 if final and isinstance(final[0].data, SessionEnded):
+                    if final[0].offset > self.after:
+                        # It ended after this pass began: what it recorded meanwhile
+                        # comes first.
+                        continue
                     self.ended = final[0].data
             if self.ended is not None:
                 return

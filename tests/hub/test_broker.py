@@ -7,11 +7,16 @@ import pytest
 import trio
 import trio.testing
 
-from trio_stream.events import Event, EventType, Output
+from trio_stream.batches import OutputBatch
+from trio_stream.events import Event, EventType, Output, SessionEnded
 from trio_stream.hub.broker import Broker
 from trio_stream.hub.clients import ClientKind, Closing, Deliver, EndReason, Heartbeat
 from trio_stream.hub.config import HubConfig
+from trio_stream.hub.errors import OffsetGap
 from trio_stream.hub.protocol import Ping, ReplayOptions, parse_filters
+from trio_stream.lines import Lines
+from trio_stream.log import SessionLog
+from trio_stream.publisher import Publisher
 from trio_stream.store.memory import MemoryStore
 
 
@@ -93,3 +98,40 @@ async def test_shutdown_closes_clients_and_flushes_the_recorder(
     assert await store.last_offset("s") == 1
     items = await client.next_items()
     assert isinstance(items[-1], Closing) and items[-1].reason is EndReason.SHUTDOWN
+
+
+async def test_runs_are_published_as_they_are_skipping_what_the_stream_has(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    session = SessionLog("s", record_backlog=None)
+    Publisher(session).publish_status("start")
+    session.append_batch(OutputBatch("s", 1, 5.0, "stdout", 0, Lines(["a", "b", "c"])))
+    store = MemoryStore()
+    broker = Broker(store, HubConfig(), nursery)
+    stream = await broker.create_stream("s")
+    assert stream.log is not None
+    first = await broker.publish_runs("s", session.since(-1).events)
+    assert (first.accepted, first.duplicates, first.last_offset) == (4, 0, 3)
+    assert isinstance(stream.log.since(0).events.runs[-1], OutputBatch)
+    # Again, with two more: the first four are duplicates.
+    session.append_batch(OutputBatch("s", 4, 6.0, "stderr", 3, Lines(["d", "e"])))
+    again = await broker.publish_runs("s", session.since(-1).events)
+    assert (again.accepted, again.duplicates, again.last_offset) == (2, 4, 5)
+    assert list(stream.log.since(-1).events) == list(session.since(-1).events)
+
+
+async def test_published_runs_leave_no_gap_and_end_the_stream_at_session_ended(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    session = SessionLog("s", record_backlog=None)
+    Publisher(session).publish_status("start")
+    session.append_batch(OutputBatch("s", 1, 5.0, "stdout", 0, Lines(["a"])))
+    session.append([Event(EventType.SESSION_ENDED, SessionEnded(exit_status=3))])
+    broker = Broker(MemoryStore(), HubConfig(), nursery)
+    stream = await broker.create_stream("s")
+    with pytest.raises(OffsetGap):
+        await broker.publish_runs("s", session.since(0).events)
+    await broker.publish_runs("s", session.since(-1).events)
+    assert stream.finished
+    info = await broker.store.get_session("s")
+    assert info.exit_status == 3
