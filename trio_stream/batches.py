@@ -24,7 +24,23 @@ from .events import Event, EventType, Json, Output, Payload, Source, typed_data
 from .lines import Lines
 
 
-class EventBatch(Sequence[Event]):
+class EventSequence(Sequence[Event]):
+    """A sequence of events built on demand: equal to any sequence of the same events."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({list(self)!r})"
+
+
+class EventBatch(EventSequence):
     """Events at consecutive offsets of one session, sharing one timestamp, kept as columns.
 
     A batch is a :class:`~collections.abc.Sequence` of :class:`Event`: each event is built
@@ -101,16 +117,6 @@ class EventBatch(Sequence[Event]):
 
     def __iter__(self) -> typing.Iterator[Event]:
         return map(self.event, range(len(self)))
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
-            return list(self) == list(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({list(self)!r})"
 
 
 @final
@@ -243,7 +249,7 @@ class DocumentBatch(EventBatch):
 
 
 @final
-class EventRuns(Sequence[Event]):
+class EventRuns(EventSequence):
     """Events at consecutive offsets, held as the runs they were appended in.
 
     What a session's log hands its followers: a :class:`~collections.abc.Sequence` of
@@ -346,24 +352,14 @@ class EventRuns(Sequence[Event]):
     def last_offset(self) -> int:
         return self.first_offset + self._count - 1
 
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
-            return list(self) == list(other)
-        return NotImplemented
-
     def __add__(self, other: Sequence[Event]) -> list[Event]:
         return [*self, *other]
 
     def __radd__(self, other: Sequence[Event]) -> list[Event]:
         return [*other, *self]
 
-    __hash__ = None  # type: ignore[assignment]
 
-    def __repr__(self) -> str:
-        return f"EventRuns({list(self)!r})"
-
-
-class RowEvents(Sequence[Event]):
+class RowEvents(EventSequence):
     """Events kept in the form they were read in, built only when read.
 
     A follower that prints a million lines (``tstream attach``) must not build a million
@@ -468,13 +464,3 @@ class RowEvents(Sequence[Event]):
                 out.append((source, "".join(self.line_texts(rows[start:stop])).encode()))
             start = stop
         return out
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
-            return list(self) == list(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({list(self)!r})"
