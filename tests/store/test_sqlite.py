@@ -226,7 +226,7 @@ async def test_a_damaged_chunk_is_a_store_error(db):
         await store.create_session(SessionInfo("s"))
         await store.append("s", lines("s", 0, ["a"]))
     conn = sqlite3.connect(db)
-    conn.execute("UPDATE chunks SET body = '[[0, \"id\", 1.0, \"nope\", {}]]'")
+    conn.execute('UPDATE chunks SET body = \'[[0, "id", 1.0, "nope", {}]]\'')
     conn.commit()
     conn.close()
     async with open_store(db) as store:
