@@ -35,7 +35,7 @@ from .hub.client import HubClientError, filter_query, follow_stream, unix_path
 from .hub.protocol import EventFilter
 from .registry import LiveSession, find_live, forget, match_ref, pid_alive
 from .store import HistoryQuery, SessionInfo, SessionStatus, Store, UnknownSessionError
-from .store.sqlite import SQLiteStore
+from .store.base import RowStore
 
 # Reconnections in a row before a hub counts as gone (about 30 s with the backoff).
 RETRIES: Final = 10
@@ -398,7 +398,7 @@ class Feed:
     async def _store_pass(self, store: Store, session_id: str, query: HistoryQuery) -> None:
         """Deliver what the store holds after the cursor, and move the cursor past it."""
         recorded = await store.last_offset(session_id)
-        if isinstance(store, SQLiteStore) and query == HistoryQuery():
+        if isinstance(store, RowStore) and query == HistoryQuery():
             while True:
                 rows = await store.read_rows(session_id, self.after, PAGE)
                 await self._deliver(rows)
