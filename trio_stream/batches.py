@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import os
+import threading
 import typing
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,59 @@ import orjson
 
 from .events import Event, EventType, Json, Output, Payload, Source, typed_data
 from .lines import Lines
+
+_B64: typing.Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+# The two urlsafe base64 characters of every 12-bit number.
+_ID_TAIL: typing.Final = [_B64[x >> 6] + _B64[x & 63] for x in range(4096)]
+
+
+def batch_event_ids(key: bytes, base: int, count: int) -> list[str]:
+    """The ids of ``count`` events numbered from ``base`` under the 8-byte ``key``: each the
+    urlsafe base64 of ``key`` and its 4-byte number.
+
+    Twelve bytes are sixteen characters and the last four only depend on the number's low
+    24 bits, so ids are a shared head and one of 4096 two-character pairs twice.
+    """
+    ids: list[str] = []
+    number = base
+    end = base + count
+    while number < end:
+        low = number & 4095
+        stop = min(4096, low + end - number)
+        head = base64.urlsafe_b64encode(key + number.to_bytes(4, "big"))[:12].decode()
+        head += _ID_TAIL[(number >> 12) & 4095]
+        ids += [head + tail for tail in _ID_TAIL[low:stop]]
+        number += stop - low
+    return ids
+
+
+class _Keys:
+    """Random 8-byte keys for batches' ids, drawn from the system 256 at a time: a system
+    call per batch would hand the GIL to the store's thread each time."""
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._used = 0
+        self._lock = threading.Lock()
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        # A child must not reuse its parent's keys.
+        self._pool = b""
+        self._used = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> bytes:
+        with self._lock:
+            if self._used >= len(self._pool):
+                self._pool = os.urandom(8 * 256)
+                self._used = 0
+            start = self._used
+            self._used = start + 8
+            return self._pool[start : start + 8]
+
+
+_keys: typing.Final = _Keys()
 
 
 class EventSequence(Sequence[Event]):
@@ -61,7 +115,7 @@ class EventBatch(EventSequence):
         self.first_offset = first_offset
         self.ts = ts
         # 8 random bytes and the event's index are the 12 bytes of a 16-character id.
-        self._key = os.urandom(8)
+        self._key = _keys.take()
         self._base = 0
 
     def _share_ids(self, whole: EventBatch, start: int) -> None:
@@ -76,13 +130,14 @@ class EventBatch(EventSequence):
         ).decode()
 
     def event_ids(self) -> list[str]:
-        """The ids of every event, in order, encoded together."""
-        key = self._key
-        base = self._base
-        raw = b"".join([key + i.to_bytes(4, "big") for i in range(base, base + len(self))])
-        # 12 bytes are exactly 16 base64 characters: one encoding is sliced.
-        text = base64.urlsafe_b64encode(raw).decode()
-        return [text[i : i + 16] for i in range(0, len(text), 16)]
+        """The ids of every event, in order."""
+        return batch_event_ids(self._key, self._base, len(self))
+
+    @property
+    def id_origin(self) -> tuple[bytes, int]:
+        """The key and the number of the first event that its id is made of (see
+        :func:`batch_event_ids`)."""
+        return self._key, self._base
 
     @property
     def last_offset(self) -> int:

@@ -234,6 +234,16 @@ class SessionLog:
                 self._changed = changed = trio.Event()
             await changed.wait()
 
+    async def wait_backlog_full(self) -> None:
+        """Return once producers wait for the recorder (the backlog reached its bound) or the
+        log is closed: the recorder must not keep them waiting for its interval."""
+        backlog = self._record_backlog
+        while not self._closed and (backlog is None or self._unrecorded_count < backlog):
+            changed = self._changed
+            if changed.is_set():
+                self._changed = changed = trio.Event()
+            await changed.wait()
+
     async def wait_recorded_room(self) -> None:
         """Producers call this after appending: flow control behind a slow recorder."""
         await self._recorded_room.wait()

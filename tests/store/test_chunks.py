@@ -1,11 +1,12 @@
 """Chunks: batches of lines are cut, packed and read back as their events would be."""
 
+import base64
 import random
 
 import pytest
 
 from trio_stream.batches import EventRuns, OutputBatch
-from trio_stream.events import Event, EventType, Status
+from trio_stream.events import Event, EventType, EventValidationError, Status
 from trio_stream.lines import Lines
 from trio_stream.store import chunks
 
@@ -34,7 +35,7 @@ def mixed_runs(rng: random.Random) -> EventRuns:
 
 
 @pytest.mark.parametrize("seed", range(40))
-def test_runs_are_chunked_and_encoded_as_their_events_are(seed, monkeypatch):
+def test_runs_are_chunked_and_read_back_as_their_events_are(seed, monkeypatch):
     rng = random.Random(seed)
     monkeypatch.setattr(chunks, "MAX_CHUNK_EVENTS", rng.randint(1, 7))
     monkeypatch.setattr(chunks, "MAX_CHUNK_BYTES", rng.randint(1, 40))
@@ -43,9 +44,65 @@ def test_runs_are_chunked_and_encoded_as_their_events_are(seed, monkeypatch):
     by_events = list(chunks.split(list(runs)))
     assert [list(piece) for piece in by_runs] == [list(piece) for piece in by_events]
     for piece, expected in zip(by_runs, by_events, strict=True):
-        assert chunks.encode(piece) == chunks.encode(expected)
         assert chunks.stamps(piece) == chunks.stamps(expected)
+        # Lines are kept as columns, other events one array each: both read the same.
         assert chunks.decode("s", chunks.encode(piece)) == list(expected)
+        assert chunks.decode("s", chunks.encode(expected)) == list(expected)
+        assert chunks.offsets(chunks.encode(piece)) == [e.offset for e in expected]
+        assert [list(r) for r in chunks.rows(chunks.encode(piece))] == chunks.rows(
+            chunks.encode(expected)
+        )
+        if len(expected) > 1:
+            drop = rng.randint(1, len(expected) - 1)
+            body, first, count, low, high = chunks.trim(chunks.encode(piece), drop)
+            assert chunks.decode("s", body) == list(expected)[drop:]
+            assert (first, count) == (expected[drop].offset, len(expected) - drop)
+            kept = list(expected)[drop:]
+            assert (low, high) == (min(e.ts for e in kept), max(e.ts for e in kept))
+
+
+def test_lines_are_stored_as_columns_with_ids_made_from_their_key():
+    lines = Lines(["a", "b", "c"], None, frozenset(), {})
+    batch = OutputBatch("s", 7, 1.5, "stderr", 3, lines)
+    body = chunks.encode(EventRuns([batch]))
+    assert b'"x":["a","b","c"]' in body
+    # No id is stored: each is made again from the batch's key and the event's number.
+    assert all(event_id.encode() not in body for event_id in batch.event_ids())
+    assert chunks.decode("s", body) == list(batch)
+    assert [e.id for e in chunks.decode("s", body)] == batch.event_ids()
+    # A part keeps the ids its events had in the whole batch.
+    part = batch.part(1, 3)
+    assert [e.id for e in chunks.decode("s", chunks.encode(EventRuns([part])))] == [
+        e.id for e in list(batch)[1:]
+    ]
+
+
+def test_ids_cross_the_boundaries_of_their_numbers():
+    from trio_stream.batches import batch_event_ids
+
+    key = bytes(range(8))
+    for base in (0, 4090, (1 << 24) - 5, (1 << 32) - 3):
+        count = 3 if base == (1 << 32) - 3 else 10
+        expected = [
+            base64.urlsafe_b64encode(key + n.to_bytes(4, "big")).decode()
+            for n in range(base, base + count)
+        ]
+        assert batch_event_ids(key, base, count) == expected
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'[{"o":0}]',
+        b'[{"o":0,"k":"zz","b":0,"t":1.0,"s":"stdout","l":0,"x":["a"]}]',
+        b'[{"o":0,"k":"0011223344556677","b":0,"t":1.0,"s":"stdout","l":0,"x":["a"],"e":[]}]',
+        b'[{"o":0,"k":"0011223344556677","b":0,"t":1.0,"s":"stdout","l":0,"x":["a"],"p":[5]}]',
+        b"[{",
+    ],
+)
+def test_a_chunk_this_tstream_did_not_write_is_a_clear_error(body):
+    with pytest.raises(EventValidationError, match="stored chunk"):
+        chunks.decode("s", body)
 
 
 def terminal_bytes(events) -> list[tuple[str, bytes]]:

@@ -73,6 +73,33 @@ async def test_close_flushes_without_waiting_for_the_interval(timed, autojump_cl
     assert await timed.inner.count("s") == 2
 
 
+async def test_a_full_backlog_is_written_without_waiting_for_the_interval(timed, autojump_clock):
+    # A producer held back by the backlog must not wait out the recorder's interval: a
+    # fast command would be slowed to a backlog per interval.
+    log = SessionLog("s", record_backlog=10)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(functools.partial(record, timed, log, flush_interval=60))
+        start = trio.current_time()
+        for n in range(50):
+            log.append([line(str(n))])
+            await log.wait_recorded_room()
+        assert trio.current_time() - start < 1
+        log.close()
+    assert [e.data.text for e in await timed.inner.read("s")] == [str(n) for n in range(50)]
+    # Below the bound the interval still holds: a few lines wait for it.
+    timed.writes.clear()
+    log = SessionLog("s", first_offset=50, record_backlog=10)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(functools.partial(record, timed, log, flush_interval=60))
+        log.append([line("a")])
+        await trio.sleep(1)
+        log.append([line("b")])
+        await trio.sleep(1)
+        assert len(timed.writes) == 1
+        log.close()
+    assert len(timed.writes) == 2
+
+
 async def test_cancelled_recorder_still_writes_what_is_pending(timed, autojump_clock):
     log = SessionLog("s")
     with trio.move_on_after(1):

@@ -69,6 +69,21 @@ async def test_newer_schema_is_refused_not_rewritten(db):
     assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
 
 
+async def test_a_schema_1_store_is_upgraded_and_keeps_its_history(db):
+    # Schema 1 stores held every line as an array: what a list of events is still stored as.
+    async with open_store(db) as store:
+        await store.create_session(SessionInfo("s"))
+        await store.append("s", list(lines("s", 0, ["a", "b"])))
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    async with open_store(db) as store:
+        await store.append("s", lines("s", 2, ["c"]))
+        assert [e.data.text for e in await store.read("s")] == ["a", "b", "c"]
+    assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
 async def test_other_sqlite_databases_are_refused(db):
     conn = sqlite3.connect(db)
     conn.execute("CREATE TABLE mine (x)")

@@ -8,7 +8,6 @@ lose: at most the events of the last unflushed interval.
 
 from __future__ import annotations
 
-import sys
 from typing import Final
 
 import trio
@@ -19,11 +18,6 @@ from .base import Store
 DEFAULT_FLUSH_INTERVAL: Final = 0.1
 
 
-async def _wait_closed(log: SessionLog) -> None:
-    # No offset follows sys.maxsize: this returns only when the log closes.
-    await log.wait_after(sys.maxsize)
-
-
 async def record(
     store: Store, log: SessionLog, *, flush_interval: float = DEFAULT_FLUSH_INTERVAL
 ) -> None:
@@ -31,7 +25,8 @@ async def record(
 
     Runs in the session's nursery. The first events are written at once; after each write
     the recorder waits until ``flush_interval`` has passed and then writes everything that
-    arrived meanwhile as one batch. When the log closes, what is pending is written without
+    arrived meanwhile as one batch. When the log closes, or when so much waits that the
+    log holds its producers back (its record backlog), what is pending is written without
     waiting for the interval. If the task is cancelled, it still writes what is pending
     (shielded) before the cancellation goes on, so nothing appended to the log is lost.
 
@@ -52,7 +47,8 @@ async def record(
             await log.wait_unrecorded()
             if not log.closed:
                 with trio.move_on_at(next_flush):
-                    await _wait_closed(log)
+                    # A full backlog holds the command's output back: no waiting then.
+                    await log.wait_backlog_full()
             events = log.take_unrecorded()
             if events:
                 with trio.CancelScope(shield=True):

@@ -47,7 +47,7 @@ from .base import (
 )
 from .sessions import apply_changes, check_batch, new_session, process_alive, process_start_time
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 APPLICATION_ID: Final = 0x74737472  # "tstr": marks a database as a tstream store
 DEFAULT_BUSY_TIMEOUT: Final = 15.0
 READ_CONNECTIONS: Final = 4
@@ -92,6 +92,9 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         )""",
         """CREATE UNIQUE INDEX chunks_by_offset ON chunks (sid, last_offset)""",
     ),
+    # Chunks may hold lines as columns (see chunks.py), which schema 1 readers cannot read:
+    # the version stops them with a clear error instead.
+    2: (),
 }
 
 _SESSION_COLUMNS: Final = (
@@ -596,7 +599,7 @@ class SQLiteStore:
                     break
             try:
                 return chunks.decode_rows(session_id, bodies, after)
-            except (TypeError, ValueError, IndexError) as exc:
+            except (TypeError, ValueError, LookupError) as exc:
                 raise EventValidationError([f"stored event: {exc}"]) from None
 
         return await self._read(read)
