@@ -41,6 +41,7 @@ from ..store.base import (
     check_session_id,
 )
 from .activity import ActivityRecords
+from .alarms import Alarms
 from .clients import Client, ClientKind, EndReason
 from .config import HubConfig
 from .errors import (
@@ -113,6 +114,8 @@ class Broker:
         # The publisher connections' waits for their next message, cut at shutdown.
         self.publishers: set[trio.CancelScope] = set()
         self.activity = ActivityRecords()
+        # Clients' heartbeats and idle limits.
+        self.alarms = Alarms(nursery)
 
     # -- metrics hooks -------------------------------------------------------------------
 

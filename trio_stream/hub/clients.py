@@ -439,8 +439,9 @@ class Client:
             self._wake = trio.Event()
             if self.pending or self.control or self.commands or self.end_reason is not None:
                 continue
-            with trio.move_on_at(self._deadline()):
-                await self._wake.wait()
+            # Woken by new items, or by the alarm at the next heartbeat or idle limit.
+            self.stream.broker.alarms.set(self, self._deadline())
+            await self._wake.wait()
 
     def _closing(self, items: list[Item]) -> list[Item]:
         assert self.end_reason is not None
@@ -456,6 +457,10 @@ class Client:
         if self.idle_timeout <= 0 or self.heartbeat_sent is None:
             return False
         return now - self.heartbeat_sent >= self.idle_timeout
+
+    def alarm(self) -> None:
+        """Its deadline has come (see :class:`~trio_stream.hub.alarms.Alarms`)."""
+        self._wake.set()
 
     def _deadline(self) -> float:
         deadline = self.next_heartbeat

@@ -184,6 +184,7 @@ class Stream:
 
     def detach(self, client: Client) -> None:
         """``client`` is gone."""
+        self.broker.alarms.cancel(client)
         self.live.pop(client.id, None)
         if self.clients.pop(client.id, None) is not None:
             self.broker.client_left(client)
