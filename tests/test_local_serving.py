@@ -91,6 +91,50 @@ async def test_an_unusable_runtime_directory_is_a_warning_not_a_failure(
     assert b"mode must be 0700" in done.stderr
 
 
+# The web stack's import, made slow: it notes its end in a file (given as argv[1]).
+SLOW_IMPORT = """
+import sys, time
+from pathlib import Path
+import trio_stream.local as local
+done = Path(sys.argv.pop(1))
+real = local._import_server
+def slow():
+    time.sleep(30)
+    real()
+    done.write_text("imported")
+local._import_server = slow
+from trio_stream.cli import main
+main()
+"""
+
+
+async def test_a_command_shorter_than_the_web_stack_import_is_not_kept_waiting(
+    private_dirs: Path, tmp_path: Path
+) -> None:
+    marker = tmp_path / "imported"
+    with trio.fail_after(20):
+        done = await trio.run_process(
+            [
+                TSTREAM[0],
+                "-c",
+                SLOW_IMPORT,
+                str(marker),
+                "run",
+                "--",
+                "sh",
+                "-c",
+                "echo out; echo err >&2; exit 3",
+            ],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    # The run ended with its command (the import was left behind), all output out.
+    assert (done.returncode, done.stdout, done.stderr) == (3, b"out\n", b"err\n")
+    assert not marker.exists()
+    assert not private_dirs.exists() or list(private_dirs.iterdir()) == []
+
+
 def test_the_runtime_directory_must_be_private(tmp_path: Path) -> None:
     shared = tmp_path / "shared"
     shared.mkdir(mode=0o777)

@@ -24,6 +24,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from functools import partial
@@ -287,13 +288,57 @@ class ServeOptions:
         return self.local or bool(self.listen)
 
 
+_web_stack_done = threading.Event()
+_web_stack_started = False
+
+
+def web_stack_loading() -> bool:
+    """Whether a thread is still importing the web stack for a session that has ended
+    (see :func:`serve_quietly`): the process should then end with :func:`os._exit`, as
+    an interpreter that finalizes while a thread imports may hang on the import lock."""
+    return _web_stack_started and not _web_stack_done.is_set()
+
+
+def _import_server() -> None:
+    try:
+        importlib.import_module("trio_stream.hub.server")
+    finally:
+        _web_stack_done.set()
+
+
+async def _import_web_stack(session: Session) -> bool:
+    """Import the web stack in a thread, so that the session's readers keep reading
+    meanwhile (it takes a few tenths of a second); False when the session ended first.
+
+    A command shorter than the import is not kept waiting for it: the thread is left to
+    finish on its own, and nobody could have attached to a session not served yet.
+    """
+    global _web_stack_started
+    if "trio_stream.hub.server" in sys.modules:
+        return True
+    _web_stack_started = True
+    async with trio.open_nursery() as nursery:
+
+        async def cut_at_end() -> None:
+            await session.wait()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(cut_at_end)
+        await trio.to_thread.run_sync(_import_server, abandon_on_cancel=True)
+        nursery.cancel_scope.cancel()
+        return True
+    return False
+
+
 async def serve_quietly(session: Session, options: ServeOptions) -> None:
     """:func:`serve_session`, whose failure is a warning on stderr and nothing more: the
     command goes on whatever happens to its serving."""
     try:
-        # The web stack takes a while to import: in a thread, so that the session's
-        # readers keep reading meanwhile.
-        await trio.to_thread.run_sync(importlib.import_module, "trio_stream.hub.server")
+        if options.local:
+            # Checked before the import, so that even a short command hears of it.
+            private_dir()
+        if not await _import_web_stack(session):
+            return
         await serve_session(
             session, listen=options.listen, tokens=options.tokens, local=options.local
         )

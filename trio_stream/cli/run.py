@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -259,17 +260,31 @@ def run(
         passthrough=not (quiet or json_output),
         session_id=session_id,
     )
-    sys.exit(
-        execute(
-            list(command),
-            config,
-            json_output=json_output,
-            record=True,
-            store_url=store_url,
-            serving=serving,
-            uplink=uplink,
-        )
+    status = execute(
+        list(command),
+        config,
+        json_output=json_output,
+        record=True,
+        store_url=store_url,
+        serving=serving,
+        uplink=uplink,
     )
+    local = sys.modules.get("trio_stream.local")
+    if local is not None and local.web_stack_loading():
+        # The command ended before its session was served: do not wait for the import.
+        _exit_now(status)
+    sys.exit(status)
+
+
+def _exit_now(status: int) -> None:
+    """End the process at once, once what it wrote is out."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    logging.shutdown()
+    os._exit(status)
 
 
 def _serve_options(
