@@ -32,7 +32,6 @@ import math
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,10 +39,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Final
 
+import benchhub
 import httpx
 import trio
 
-TSTREAM: Final = str(Path(sys.executable).parent / "tstream")
 STREAM: Final = "bench"
 # Latencies are counted in buckets of 0.1 ms.
 BUCKETS_PER_SECOND: Final = 10_000
@@ -74,20 +73,6 @@ TS_CHARS: Final = 15
 
 
 # -- measuring -------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of ``pid`` (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mib(pid: int) -> float:
-    """Resident memory of ``pid`` in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 class Tally:
@@ -362,49 +347,19 @@ def percentile(latency: Counter[int], fraction: float) -> float:
 async def start_hub(
     nursery: trio.Nursery, workdir: Path, token: str, clients: int
 ) -> tuple[trio.Process, str]:
-    config = workdir / "config.yaml"
-    # Every subscriber connects from one address: lift the reconnect-storm limits.
-    config.write_text(
-        "serve:\n  connections_per_minute: 1000000\n  requests_per_minute: 1000000\n"
-        "  publish_per_second: 1000000\n"
-    )
-    command = [
-        TSTREAM,
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
+    return await benchhub.start_hub(
+        nursery,
         "--store",
         f"sqlite:{workdir / 'hub.db'}",
         "--token",
         token,
-        "--quiet",
         "--max-clients-per-stream",
         str(clients + 10),
         "--max-connections",
         str(clients + 20),
         "--config",
-        str(config),
-    ]
-    process: trio.Process = await nursery.start(
-        lambda task_status: trio.run_process(
-            command, stderr=subprocess.PIPE, check=False, task_status=task_status
-        )
+        str(benchhub.lifted_limits(workdir / "config.yaml", publish=True)),
     )
-    assert process.stderr is not None
-    seen = b""
-    while b"listening on http" not in seen:
-        chunk = await process.stderr.receive_some()
-        if not chunk:
-            raise RuntimeError(f"tstream serve did not start: {seen.decode()}")
-        seen += chunk
-    url = next(x for x in seen.decode().splitlines() if "listening on" in x).split()[-1]
-    nursery.start_soon(_drain, process.stderr)
-    return process, url
-
-
-async def _drain(stream: Any) -> None:
-    async for chunk in stream:
-        sys.stderr.buffer.write(chunk)
 
 
 async def _collect(command: list[str], out: list[str]) -> None:
@@ -453,8 +408,8 @@ async def run_once(
                     command += [host, port, token, str(ws), str(count - ws)]
                     runs.start_soon(_collect, command, outputs)
                 await wait_subscribed(http, clients, 60 + clients / 10)
-                cpu_before = cpu_seconds(hub.pid)
-                rss_before = rss_mib(hub.pid)
+                cpu_before = benchhub.cpu_seconds(hub.pid)
+                rss_before = benchhub.rss_mib(hub.pid)
                 started = time.perf_counter()
                 command = [sys.executable, script, "--role", "publisher", url, token]
                 command += [str(rate), str(duration)]
@@ -464,8 +419,8 @@ async def run_once(
                 if rss_every:
                     runs.start_soon(_sample_rss, hub.pid, rss_every, duration, results)
             elapsed = time.perf_counter() - started
-            cpu = cpu_seconds(hub.pid) - cpu_before
-            rss_after = rss_mib(hub.pid)
+            cpu = benchhub.cpu_seconds(hub.pid) - cpu_before
+            rss_after = benchhub.rss_mib(hub.pid)
         hub.send_signal(signal.SIGINT)
         await hub.wait()
     reports = [json.loads(line) for text in outputs for line in text.splitlines() if line]
@@ -514,7 +469,7 @@ async def _sample_rss(pid: int, every: float, duration: float, results: dict[str
         await trio.sleep_until(start + (minute + 1) * every)
         minute += 1
         try:
-            rss = rss_mib(pid)
+            rss = benchhub.rss_mib(pid)
         except FileNotFoundError:
             return
         results["rss_samples"].append(rss)

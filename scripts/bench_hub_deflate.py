@@ -16,28 +16,18 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import benchhub
 import httpx
 import orjson
 import trio
 import wsproto
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 from wsproto.extensions import PerMessageDeflate
-
-TSTREAM = str(Path(sys.executable).parent / "tstream")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of ``pid`` (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def subscriber(
@@ -74,40 +64,19 @@ async def subscriber(
 
 
 async def run_once(clients: int, events: int, batch: int, deflate: bool) -> dict[str, Any]:
-    # Every subscriber connects from this one address: lift the reconnect-storm limits.
-    config = Path(tempfile.mkdtemp()) / "config.yaml"
-    config.write_text("serve:\n  connections_per_minute: 1000000\n  requests_per_minute: 1000000\n")
+    config = benchhub.lifted_limits(Path(tempfile.mkdtemp()) / "config.yaml")
     async with trio.open_nursery() as nursery:
-        process: trio.Process = await nursery.start(
-            lambda task_status: trio.run_process(
-                [
-                    TSTREAM,
-                    "serve",
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--store",
-                    "memory:",
-                    "--quiet",
-                    "--max-clients-per-stream",
-                    str(clients + 1),
-                    "--max-connections",
-                    str(clients + 10),
-                    "--config",
-                    str(config),
-                ],
-                stderr=subprocess.PIPE,
-                check=False,
-                task_status=task_status,
-            )
+        process, url = await benchhub.start_hub(
+            nursery,
+            "--store",
+            "memory:",
+            "--max-clients-per-stream",
+            str(clients + 1),
+            "--max-connections",
+            str(clients + 10),
+            "--config",
+            str(config),
         )
-        assert process.stderr is not None
-        seen = b""
-        while b"listening on http" not in seen:
-            chunk = await process.stderr.receive_some()
-            if not chunk:
-                raise RuntimeError(f"tstream serve did not start: {seen.decode()}")
-            seen += chunk
-        url = next(x for x in seen.decode().splitlines() if "listening on" in x).split()[-1]
         host, port = url.removeprefix("http://").rsplit(":", 1)
         async with httpx.AsyncClient(base_url=url, timeout=60) as http:
             await http.post("/api/streams", json={"id": "bench"})
@@ -126,7 +95,7 @@ async def run_once(clients: int, events: int, batch: int, deflate: bool) -> dict
                     )
                 for _ in range(clients):
                     await ready.acquire()
-                cpu_before = cpu_seconds(process.pid)
+                cpu_before = benchhub.cpu_seconds(process.pid)
                 started = time.perf_counter()
                 for first in range(0, events, batch):
                     lines = [
@@ -152,7 +121,7 @@ async def run_once(clients: int, events: int, batch: int, deflate: bool) -> dict
                     json={"type": "session_ended", "data": {"exit_status": 0}},
                 )
             elapsed = time.perf_counter() - started
-            cpu = cpu_seconds(process.pid) - cpu_before
+            cpu = benchhub.cpu_seconds(process.pid) - cpu_before
         process.send_signal(2)
         await process.wait()
     return {
