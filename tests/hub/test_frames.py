@@ -7,7 +7,7 @@ import pytest
 
 from trio_stream.batches import EventRuns, OutputBatch
 from trio_stream.events import Event, EventType, Status, event_to_json
-from trio_stream.hub.frames import Frame, frames_of
+from trio_stream.hub.frames import Frame, frames_of, json_lines
 from trio_stream.lines import Lines
 from trio_stream.store import chunks
 
@@ -61,6 +61,9 @@ def test_frames_from_columns_are_the_events_json(seed):
     assert [(f.offset, f.raw) for f in from_rows] == expected
     assert [f.event for f in from_rows] == events
     assert [orjson.loads(f.raw) for f in from_rows] == [orjson.loads(raw) for _, raw in expected]
+    # What `tstream attach --json` prints.
+    lines = b"".join(raw + b"\n" for _, raw in expected)
+    assert json_lines(rows) == json_lines(runs) == json_lines(events) == lines
 
 
 def test_a_frame_builds_its_event_once():

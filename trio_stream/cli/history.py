@@ -23,7 +23,8 @@ import trio
 
 from ..batches import RowEvents
 from ..durations import DURATION, parse_duration
-from ..events import SOURCES, Event, EventType, Output, converter, event_to_json
+from ..events import SOURCES, Event, EventType, Output, converter
+from ..hub.frames import json_lines
 from ..render import compact_line
 from ..store import (
     AmbiguousSessionError,
@@ -268,7 +269,7 @@ class EventPrinter:
 
     def write(self, events: Sequence[Event]) -> None:
         if self.as_json:
-            self.stdout.write(b"".join([event_to_json(e) + b"\n" for e in events]))
+            self.stdout.write(json_lines(events))
             self.stdout.flush()
             return
         self.writer.add_all(events)

@@ -26,6 +26,8 @@ _LINE: Final = (
 )
 _BOOL: Final = (b"false", b"true")
 _NEWLINE: Final = orjson.dumps("\n")
+# The JSON of the sources and line endings that nearly every line has.
+_WORDS: Final = {w: orjson.dumps(w) for w in ("stdout", "stderr", "\n", "\r\n", "\r", "")}
 
 
 @final
@@ -75,6 +77,12 @@ class Frame:
 
     def __repr__(self) -> str:
         return f"Frame({self.offset}, {self.raw!r})"
+
+
+def json_lines(events: Sequence[Event]) -> bytes:
+    """``events`` as JSON lines (:func:`~trio_stream.events.event_to_json`, a newline
+    after each), lines encoded from their columns or stored rows where they have some."""
+    return b"".join([frame.raw + b"\n" for frame in frames_of(events)])
 
 
 def frames_of(events: Sequence[Event]) -> list[Frame]:
@@ -152,9 +160,9 @@ def _row_frames(events: StoredEvents) -> list[Frame]:
                 session,
                 offset,
                 ts_json,
-                dumps(source),
+                _WORDS.get(source) or dumps(source),
                 dumps(text),
-                dumps(eol),
+                _WORDS.get(eol) or dumps(eol),
                 line,
                 _BOOL[partial],
             )
