@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 from functools import partial
@@ -336,6 +337,49 @@ async def test_attach_across_a_hub_restart_has_no_gap_and_no_duplicate(
         nursery.cancel_scope.cancel()
     assert (seen + out).decode().splitlines() == [f"line {i}" for i in range(100)]
     assert code == 6
+
+
+async def test_a_hub_from_the_environment_is_asked_first_not_only(tmp_path: Path) -> None:
+    done = await trio.run_process(
+        [*TSTREAM, "run", "--id", "here-1", "--no-serve", "--", "sh", "-c", "echo mine; exit 3"],
+        capture_stdout=True,
+        check=False,
+    )
+    assert done.returncode == 3
+    async with trio.open_nursery() as nursery:
+        hub_process, url = await serve(nursery, tmp_path / "hub.db")
+        await create_stream(url, "there-1")
+        await publish(url, "there-1", 0, 2, end=True)
+        env = {**os.environ, "TSTREAM_HUB": url}
+
+        async def attach_with(*args: str, env: dict[str, str] = env):
+            return await trio.run_process(
+                [*TSTREAM, "attach", *args],
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+                env=env,
+            )
+
+        on_hub = await attach_with("there-1")
+        # The hub does not have it: this machine's store does.
+        here = await attach_with("here-1")
+        # Named with --hub, the hub is the only place.
+        only_hub = await attach_with("here-1", "--hub", url)
+        neither = await attach_with("nowhere-1")
+        hub_process.terminate()
+        await hub_process.wait()
+        # A hub that does not answer: this machine's sessions are still followed.
+        down = await attach_with("here-1")
+        down_unknown = await attach_with("nowhere-1")
+        nursery.cancel_scope.cancel()
+    assert (on_hub.returncode, on_hub.stdout) == (6, b"line 0\nline 1\n")
+    assert (here.returncode, here.stdout) == (3, b"mine\n")
+    assert only_hub.returncode == 1 and b"here-1" in only_hub.stderr
+    assert neither.returncode == 1 and b"nowhere-1" in neither.stderr
+    assert (down.returncode, down.stdout) == (3, b"mine\n")
+    # Found nowhere: the hub's failure is what is reported.
+    assert down_unknown.returncode == 125, down_unknown.stderr
 
 
 @pytest.mark.parametrize("page", ["tstream-attach.1", "tstream-run.1", "tstream.1"])

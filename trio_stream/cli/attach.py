@@ -14,7 +14,7 @@ from typing import Any, Final
 import click
 import trio
 
-from ..attach import Feed, locate
+from ..attach import Feed, Target, locate
 from ..events import Event
 from ..hub.client import HubClientError
 from ..hub.protocol import EventFilter
@@ -93,8 +93,10 @@ def attach(
     """Follow a session: its history, then its output live, until it ends.
 
     SESSION is a session id, a unique prefix of one, or ``latest`` (the default): a
-    session running on this machine, else one in the store, or one on --hub. Exits with
-    the session's exit status; Ctrl-C detaches and leaves the session running.
+    session running on this machine, else one in the store, or one on --hub. A hub named
+    by $TSTREAM_HUB only is asked first: a session it does not have, or a hub that does
+    not answer, is looked for on this machine. Exits with the session's exit status;
+    Ctrl-C detaches and leaves the session running.
     """
     from ..events import EventType
 
@@ -107,8 +109,13 @@ def attach(
     )
     printer = EventPrinter(as_json)
 
-    async def main(store: Store | None) -> int:
-        target = await locate(session, hub=hub, token=token, store=store)
+    hub_from_env = (
+        hub is not None
+        and click.get_current_context().get_parameter_source("hub")
+        is click.core.ParameterSource.ENVIRONMENT
+    )
+
+    async def main(store: Store | None, target: Target) -> int:
         send, receive = trio.open_memory_channel[Sequence[Event]](16)
         feed = Feed(
             target,
@@ -126,10 +133,24 @@ def attach(
         return _status_of(feed, target.session_id)
 
     async def opened() -> int:
-        if hub is not None:
-            return await main(None)
-        async with open_store(store_url) as store:
-            return await main(store)
+        if hub is None:
+            async with open_store(store_url) as store:
+                return await main(store, await locate(session, token=token, store=store))
+        try:
+            target = await locate(session, hub=hub, token=token)
+        except (UnknownSessionError, HubClientError, OSError) as exc:
+            refused = isinstance(exc, HubClientError) and exc.code != "not_found"
+            if not hub_from_env or refused:
+                raise
+            # $TSTREAM_HUB names the usual hub, not the only place: a session of this
+            # machine that the hub does not have is followed here.
+            async with open_store(store_url) as store:
+                try:
+                    target = await locate(session, token=token, store=store)
+                except UnknownSessionError:
+                    raise exc from None
+                return await main(store, target)
+        return await main(None, target)
 
     try:
         status = trio.run(opened)
