@@ -314,7 +314,7 @@ async def _import_web_stack(session: Session) -> bool:
     finish on its own, and nobody could have attached to a session not served yet.
     """
     global _web_stack_started
-    if "trio_stream.hub.server" in sys.modules:
+    if _web_stack_done.is_set() and "trio_stream.hub.server" in sys.modules:
         return True
     _web_stack_started = True
     async with trio.open_nursery() as nursery:

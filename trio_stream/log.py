@@ -190,13 +190,17 @@ class SessionLog:
         picked.reverse()
         return Since(EventRuns(picked), after + 1 >= first)
 
+    async def _next_change(self) -> None:
+        """Return at the next append or close."""
+        changed = self._changed
+        if changed.is_set():
+            self._changed = changed = trio.Event()
+        await changed.wait()
+
     async def wait_after(self, after: int) -> None:
         """Return once an event after ``after`` exists or the log is closed."""
         while self.next_offset - 1 <= after and not self._closed:
-            changed = self._changed
-            if changed.is_set():
-                self._changed = changed = trio.Event()
-            await changed.wait()
+            await self._next_change()
 
     async def follow(self, after: int = -1, *, tick: float = 0.0) -> AsyncIterator[Since]:
         """Yield batches of events after ``after`` until the log closes.
@@ -229,20 +233,14 @@ class SessionLog:
     async def wait_unrecorded(self) -> None:
         """Return once events wait for the recorder or the log is closed."""
         while not self._unrecorded and not self._closed:
-            changed = self._changed
-            if changed.is_set():
-                self._changed = changed = trio.Event()
-            await changed.wait()
+            await self._next_change()
 
     async def wait_backlog_full(self) -> None:
         """Return once producers wait for the recorder (the backlog reached its bound) or the
         log is closed: the recorder must not keep them waiting for its interval."""
         backlog = self._record_backlog
         while not self._closed and (backlog is None or self._unrecorded_count < backlog):
-            changed = self._changed
-            if changed.is_set():
-                self._changed = changed = trio.Event()
-            await changed.wait()
+            await self._next_change()
 
     async def wait_recorded_room(self) -> None:
         """Producers call this after appending: flow control behind a slow recorder."""

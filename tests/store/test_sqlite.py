@@ -2,6 +2,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 
 import pytest
 import trio
@@ -16,7 +17,7 @@ from trio_stream.store import (
     open_store,
 )
 from trio_stream.store.query import read_batches
-from trio_stream.store.sqlite import APPLICATION_ID, SCHEMA_VERSION
+from trio_stream.store.sqlite import APPLICATION_ID, SCHEMA_VERSION, SQLiteStore
 
 from .conftest import lines
 
@@ -82,6 +83,36 @@ async def test_a_schema_1_store_is_upgraded_and_keeps_its_history(db):
         await store.append("s", lines("s", 2, ["c"]))
         assert [e.data.text for e in await store.read("s")] == ["a", "b", "c"]
     assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_stores_created_at_once_by_several_processes_all_open(tmp_path):
+    # Two runs creating one store at once: SQLite does not call its busy handler when two
+    # connections switch a new file to WAL together (each holds a shared lock and waits
+    # for the other's), so the later failed at once with "database is locked"; and the
+    # version, the mark and the tables read one by one could straddle the other's
+    # creation ("not a tstream store"). Threads stand in for processes here.
+    failures = []
+    for round_ in range(40):
+        path = str(tmp_path / f"new-{round_}.db")
+        barrier = threading.Barrier(4)
+
+        def create(path=path, barrier=barrier):
+            store = SQLiteStore(path)
+            barrier.wait()
+            try:
+                store._open_sync()
+            except StoreError as exc:
+                failures.append(str(exc))
+            finally:
+                if store._writer is not None:
+                    store._writer.close()
+
+        threads = [threading.Thread(target=create) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert failures == []
 
 
 async def test_other_sqlite_databases_are_refused(db):

@@ -2,7 +2,7 @@
 
 A client that waits for its next frame under its own ``move_on_at`` puts a deadline into
 trio's heap and takes it out again each time it is woken; with a thousand clients woken
-every tick, that was a fifth of the hub's time. A client's deadline changes only when a
+every tick, that was a sixth of the hub's time. A client's deadline changes only when a
 heartbeat goes out or an answer comes back, so it is handed to the alarms once per change
 and the wait itself is a bare :meth:`trio.Event.wait`.
 

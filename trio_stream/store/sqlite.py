@@ -252,11 +252,36 @@ class SQLiteStore:
         )
         self._epoch = row[0]
 
+    def _switch_to_wal(self, conn: sqlite3.Connection) -> str:
+        """``PRAGMA journal_mode = WAL``, tried again while another process holds the file.
+
+        SQLite does not call its busy handler for this switch: two processes creating one
+        store at once made the later one fail at once with "database is locked".
+        """
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.001
+        while True:
+            try:
+                return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if not busy or time.monotonic() >= deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
     def _migrate(self, conn: sqlite3.Connection) -> None:
-        version = self._check_version(conn)
+        # One read transaction, so that the version, the mark and the tables come from one
+        # snapshot: read one by one, a store another process was creating meanwhile could
+        # show its tables without its mark, and be called "not a tstream store".
+        conn.execute("BEGIN")
+        try:
+            version = self._check_version(conn)
+        finally:
+            conn.execute("COMMIT")
         if version == SCHEMA_VERSION:
             return
-        if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
+        if self._switch_to_wal(conn).lower() != "wal":
             raise StoreError(f"store {self.path}: cannot switch the database to WAL mode")
         conn.execute("BEGIN IMMEDIATE")
         try:
