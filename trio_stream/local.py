@@ -19,6 +19,7 @@ store) and its failures are its own.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -320,7 +321,9 @@ async def _import_web_stack(session: Session) -> bool:
     async with trio.open_nursery() as nursery:
 
         async def cut_at_end() -> None:
-            await session.wait()
+            # A session that failed (tstream's own error, reported by its runner) ended too.
+            with contextlib.suppress(RuntimeError):
+                await session.wait()
             nursery.cancel_scope.cancel()
 
         nursery.start_soon(cut_at_end)
