@@ -427,12 +427,12 @@ class RowEvents(EventSequence):
         rows: the decoded rows, one per event.
     """
 
-    __slots__ = ("_others", "rows", "session")
+    __slots__ = ("_sources", "rows", "session")
 
     def __init__(self, session: str, rows: list[typing.Any]) -> None:
         self.session = session
         self.rows = rows
-        self._others: list[typing.Any] | None = None
+        self._sources: list[str | None] | None = None
 
     def build(self, row: typing.Any) -> Event:
         """The event of ``row``."""
@@ -449,14 +449,6 @@ class RowEvents(EventSequence):
 
     def line_texts(self, rows: list[typing.Any]) -> list[str]:
         """The text and end of line of each of ``rows``, all such lines."""
-        raise NotImplementedError
-
-    def source_texts(self, rows: list[typing.Any], source: str) -> list[str]:
-        """The text and end of line of the rows that are such lines of ``source``."""
-        raise NotImplementedError
-
-    def other_rows(self, rows: list[typing.Any]) -> list[typing.Any]:
-        """The rows that are not such lines."""
         raise NotImplementedError
 
     def __len__(self) -> int:
@@ -488,27 +480,31 @@ class RowEvents(EventSequence):
             return self
         return type(self)(self.session, rows[bisect_right(rows, offset, key=self.offset) :])
 
-    def _other_rows(self) -> list[typing.Any]:
-        if self._others is None:
-            self._others = self.other_rows(self.rows)
-        return self._others
+    def _line_sources(self) -> list[str | None]:
+        # Each row is looked at once, however many of the methods below are called.
+        if self._sources is None:
+            self._sources = self.line_sources(self.rows)
+        return self._sources
 
     def others(self) -> list[Event]:
         """The events that are not plain lines (session events, lines with raw bytes)."""
-        return list(map(self.build, self._other_rows()))
+        sources = self._line_sources()
+        if None not in sources:
+            return []
+        return [
+            self.build(row)
+            for row, source in zip(self.rows, sources, strict=True)
+            if source is None
+        ]
 
     def terminal(self) -> list[tuple[str, bytes] | Event]:
         """What a terminal showed: each run of lines of one source as its bytes, and every
         other event as itself, in order."""
         rows = self.rows
-        if rows and not self._other_rows():
+        sources = self._line_sources()
+        if rows and sources[0] is not None and sources.count(sources[0]) == len(sources):
             # Most often: lines of one source only, written at once.
-            (first,) = self.line_sources(rows[:1])
-            assert first is not None
-            texts = self.source_texts(rows, first)
-            if len(texts) == len(rows):
-                return [(first, "".join(texts).encode())]
-        sources = self.line_sources(rows)
+            return [(sources[0], "".join(self.line_texts(rows)).encode())]
         out: list[tuple[str, bytes] | Event] = []
         start = 0
         for source, group in groupby(sources):

@@ -2,21 +2,71 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
-from trio_stream.events import Event, EventType, Output, SessionEnded
-from trio_stream.hub.client import HubClientError, follow_stream, open_publisher
+from trio_stream.events import Event, EventType, Output, SessionEnded, Status, event_to_json
+from trio_stream.hub.client import HubClientError, WireEvents, follow_stream, open_publisher
 from trio_stream.hub.config import Listen
 from trio_stream.hub.server import ServedHub
 from trio_stream.store.base import SessionInfo, SessionStatus
 from trio_stream.store.memory import MemoryStore
 
 from .conftest import StartHub, create, output
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_rows_from_the_hub_read_and_print_as_their_events(seed: int) -> None:
+    rng = random.Random(seed)
+    events = []
+    for offset in range(rng.randint(1, 30)):
+        if rng.random() < 0.8:
+            raw = b"\xff\n" if rng.random() < 0.15 else None
+            data = Output(
+                rng.choice(["stdout", "stderr"]),
+                "x" * rng.randint(0, 5),
+                rng.choice(["\n", "\r\n", ""]),
+                offset,
+                rng.random() < 0.1,
+                raw,
+            )
+            events.append(Event(EventType.OUTPUT, data, "s", offset, f"e{offset}", 1.5))
+        else:
+            events.append(Event(EventType.STATUS, Status("ok"), "s", offset, f"e{offset}", 2.0))
+    rows = WireEvents("s", [orjson.loads(event_to_json(e)) for e in events])
+    assert list(rows) == events
+    plain = [e for e in events if e.type is EventType.OUTPUT and e.data.raw is None]
+    assert rows.others() == [e for e in events if e not in plain]
+    shown: list[tuple[str, bytes]] = []
+    for part in rows.terminal():
+        if isinstance(part, tuple):
+            shown.append(part)
+        else:
+            assert part not in plain
+            if part.type is EventType.OUTPUT:
+                shown.append((part.data.source, part.data.raw))
+    expected = [
+        (e.data.source, e.data.raw or (e.data.text + e.data.eol).encode())
+        for e in events
+        if e.type is EventType.OUTPUT
+    ]
+    assert _joined(shown) == _joined(expected)
+
+
+def _joined(parts: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    out: list[tuple[str, bytes]] = []
+    for source, data in parts:
+        if out and out[-1][0] == source:
+            out[-1] = (source, out[-1][1] + data)
+        elif data:
+            out.append((source, data))
+    return out
 
 
 async def test_follow_gets_history_live_and_stops_at_the_end(

@@ -185,12 +185,6 @@ class WireEvents(RowEvents):
     def line_texts(self, rows: list[Any]) -> list[str]:
         return [r["data"]["text"] + r["data"]["eol"] for r in rows]
 
-    def source_texts(self, rows: list[Any], source: str) -> list[str]:
-        return [r["data"]["text"] + r["data"]["eol"] for r in rows if _line_source(r) == source]
-
-    def other_rows(self, rows: list[Any]) -> list[Any]:
-        return [r for r in rows if _line_source(r) is None]
-
 
 def _line_source(row: Any) -> str | None:
     """The source of a line whose text is its exact bytes, else None."""

@@ -277,12 +277,6 @@ class StoredEvents(RowEvents):
     def line_texts(self, rows: list[Any]) -> list[str]:
         return [r[4] + r[5] for r in rows]
 
-    def source_texts(self, rows: list[Any], source: str) -> list[str]:
-        return [r[4] + r[5] for r in rows if r[3] == source and len(r) == 9 and r[8] is None]
-
-    def other_rows(self, rows: list[Any]) -> list[Any]:
-        return [r for r in rows if len(r) != 9 or r[8] is not None]
-
 
 def decode_rows(session_id: str, bodies: Iterable[bytes], after: int = -1) -> StoredEvents:
     """The events of chunks (in offset order) after ``after``, not built yet."""
