@@ -9,6 +9,7 @@ import httpx
 import orjson
 import pytest
 import trio
+from terminal_helpers import merged, terminal_bytes
 from trio_websocket import ConnectionClosed
 
 from trio_stream.events import Event, EventType, Output, SessionEnded, Status, event_to_json
@@ -45,28 +46,9 @@ def test_rows_from_the_hub_read_and_print_as_their_events(seed: int) -> None:
     assert rows.others() == [e for e in events if e not in plain]
     shown: list[tuple[str, bytes]] = []
     for part in rows.terminal():
-        if isinstance(part, tuple):
-            shown.append(part)
-        else:
-            assert part not in plain
-            if part.type is EventType.OUTPUT:
-                shown.append((part.data.source, part.data.raw))
-    expected = [
-        (e.data.source, e.data.raw or (e.data.text + e.data.eol).encode())
-        for e in events
-        if e.type is EventType.OUTPUT
-    ]
-    assert _joined(shown) == _joined(expected)
-
-
-def _joined(parts: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
-    out: list[tuple[str, bytes]] = []
-    for source, data in parts:
-        if out and out[-1][0] == source:
-            out[-1] = (source, out[-1][1] + data)
-        elif data:
-            out.append((source, data))
-    return out
+        assert isinstance(part, tuple) or part not in plain
+        shown.extend([part] if isinstance(part, tuple) else terminal_bytes([part]))
+    assert merged(shown) == merged(terminal_bytes(events))
 
 
 async def test_follow_gets_history_live_and_stops_at_the_end(

@@ -4,6 +4,7 @@ import base64
 import random
 
 import pytest
+from terminal_helpers import merged, terminal_bytes
 
 from trio_stream.batches import EventRuns, OutputBatch
 from trio_stream.events import Event, EventType, EventValidationError, Status
@@ -105,18 +106,6 @@ def test_a_chunk_this_tstream_did_not_write_is_a_clear_error(body):
         chunks.decode("s", body)
 
 
-def terminal_bytes(events) -> list[tuple[str, bytes]]:
-    """What a terminal shows of ``events``, one entry per line, from built events."""
-    return [
-        (
-            e.data.source,
-            e.data.raw if e.data.raw is not None else (e.data.text + e.data.eol).encode(),
-        )
-        for e in events
-        if e.type is EventType.OUTPUT
-    ]
-
-
 @pytest.mark.parametrize("seed", range(40))
 def test_rows_read_as_the_events_they_hold(seed, monkeypatch):
     rng = random.Random(seed)
@@ -133,17 +122,6 @@ def test_rows_read_as_the_events_they_hold(seed, monkeypatch):
     for part in rows.terminal():
         shown.extend([part] if isinstance(part, tuple) else terminal_bytes([part]))
     assert merged(shown) == merged(terminal_bytes(expected))
-
-
-def merged(parts: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
-    """``parts`` with consecutive writes to one source joined."""
-    out: list[tuple[str, bytes]] = []
-    for source, data in parts:
-        if out and out[-1][0] == source:
-            out[-1] = (source, out[-1][1] + data)
-        elif data:
-            out.append((source, data))
-    return out
 
 
 def test_terminal_keeps_sources_apart_and_in_order():
