@@ -32,6 +32,8 @@ import cattrs
 import orjson
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
 
+from .limits import LimitError, check_value
+
 Source: TypeAlias = Literal["stdout", "stderr"]
 SOURCES: Final[tuple[str, ...]] = ("stdout", "stderr")
 
@@ -349,6 +351,7 @@ converter.register_structure_hook(bytes, _structure_bytes)
 
 
 def _structure_any(value: Any, _: type) -> Any:
+    check_value(value)
     return value
 
 
@@ -377,6 +380,7 @@ def _structure_dict(value: Any, kind: Any) -> dict[Any, Any]:
         raise TypeError(f"expected an object, got {type_name(value)}")
     args = typing.get_args(kind)
     if not args or args[1] is Any:
+        check_value(value)
         return dict(value)
     return {k: converter.structure(v, args[1]) for k, v in value.items()}
 
@@ -450,11 +454,11 @@ _NONE: Final = type(None)
 
 
 def _field_check(kind: Any) -> Any:
-    """How a plain value of ``kind`` is checked: None (any value), a tuple of the exact
-    classes allowed, or a function giving the structured value or _BAD; _BAD when the
-    kind is not plain."""
+    """How a plain value of ``kind`` is checked: a tuple of the exact classes allowed, or
+    a function giving the structured value or _BAD (for ``Any``: the value, within the
+    limits on documents); _BAD when the kind is not plain."""
     if kind is Any:
-        return None
+        return _within_limits
     if kind in (str, bool, int):
         return (kind,)
     if kind is float:
@@ -470,12 +474,26 @@ def _field_check(kind: Any) -> Any:
         inner = _field_check(args[0] if args[1] is _NONE else args[1])
         if inner.__class__ is tuple:
             return (*inner, _NONE)
-        if inner is _BAD or inner is None:
+        if inner is _BAD:
             return inner
         return lambda value: None if value is None else inner(value)
     if origin is dict and args and args[1] is Any:
-        return lambda value: dict(value) if value.__class__ is dict else _BAD
+        return lambda value: (
+            dict(value) if value.__class__ is dict and _within_limits(value) is value else _BAD
+        )
     return _BAD
+
+
+def _within_limits(value: Any) -> Any:
+    """``value`` when it is within the limits on documents from outside, else _BAD (the
+    converter then names the field and the limit)."""
+    kind = value.__class__
+    if kind is dict or kind is list or kind is str or kind is tuple:
+        try:
+            check_value(value)
+        except LimitError:
+            return _BAD
+    return value
 
 
 def _plan(cls: type) -> tuple[frozenset[str], list[tuple[str, Any, bool]]] | None:
@@ -519,9 +537,7 @@ def plain_fields(
                 return None
             continue
         found += 1
-        if check is None:
-            pass
-        elif check.__class__ is tuple:
+        if check.__class__ is tuple:
             if value.__class__ not in check:
                 return None
         else:

@@ -138,14 +138,26 @@ async def test_on_error_forgets_held_pieces_and_publishes_nothing():
     assert log.since(-1).events == []
 
 
-async def test_a_document_too_deep_to_serialize_is_counted_not_published():
+async def test_a_document_over_the_nesting_limit_gives_an_error_event_not_its_document():
     processor = JsonLinesProcessor()
-    deep = "[" * 300 + "]" * 300
-    fine = "[" * 150 + "]" * 150
-    events = await run(processor, batch([deep, fine]))
-    assert len(events) == 1
-    assert processor.counts.unparsed == 1
-    event_to_json(events[0])
+    deep = "[" * 201 + "]" * 201
+    limit = "[" * 200 + "]" * 200
+    events = await run(processor, batch([deep, limit], first_line=4))
+    assert [e.type for e in events] == [EventType.ERROR, EventType.JSON]
+    error = events[0].data
+    assert error.code == "document_too_large"
+    assert error.message.startswith("output line 5: JSON document nested deeper than 200 levels")
+    assert error.context == {"line": 4}
+    assert processor.counts.as_dict() == {"documents": 1, "typed": 0, "invalid": 0, "unparsed": 1}
+    for event in events:
+        event_to_json(event)
+
+
+async def test_a_document_with_too_many_values_gives_an_error_event():
+    processor = JsonLinesProcessor()
+    events = await run(processor, batch(["[" + "0," * 1_000_000 + "0]"]))
+    assert [e.type for e in events] == [EventType.ERROR]
+    assert "more than 1000000 values" in events[0].data.message
 
 
 async def test_a_malformed_line_among_documents_is_counted_and_the_others_kept():

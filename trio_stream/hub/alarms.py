@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import math
 from typing import Protocol
 
 import trio
+
+logger = logging.getLogger("trio_stream.hub")
 
 
 class Sleeper(Protocol):
@@ -67,7 +70,12 @@ class Alarms:
                     deadline, _, sleeper = heapq.heappop(heap)
                     if self._set.get(sleeper) == deadline:
                         del self._set[sleeper]
-                        sleeper.alarm()
+                        try:
+                            sleeper.alarm()
+                        except Exception:
+                            # One client's fault must not stop the alarms of the others
+                            # (nor the broker's nursery, which serves every stream).
+                            logger.exception("a client's alarm failed; it is not set again")
                 # Entries of replaced or cancelled alarms are dropped as they come up.
                 while heap and self._set.get(heap[0][2]) != heap[0][0]:
                     heapq.heappop(heap)

@@ -51,6 +51,7 @@ from .errors import (
     OffsetGap,
     ShuttingDown,
     StreamEndedError,
+    StreamRestarting,
     TooManyClients,
 )
 from .streams import Stream
@@ -60,6 +61,8 @@ logger = logging.getLogger("trio_stream.hub")
 RESERVED_IDS: Final = frozenset({"metrics"})
 # A client stuck in a write when the hub shuts down is dropped after this long.
 SHUTDOWN_WRITE_TIMEOUT: Final = 1.0
+# How long a stream whose task failed waits for its recorder before it may be reopened.
+FAILED_FLUSH_TIMEOUT: Final = 10.0
 
 
 @final
@@ -185,9 +188,40 @@ class Broker:
         log = SessionLog(info.id, first_offset=info.last_offset + 1, history=self.config.history)
         stream = Stream(self, info, log)
         self.streams[info.id] = stream
-        self.nursery.start_soon(stream.record)
-        self.nursery.start_soon(stream.pump)
+        self.nursery.start_soon(self._guarded, stream, stream.record, "recorder")
+        self.nursery.start_soon(self._guarded, stream, stream.pump, "fan-out")
         return stream
+
+    async def _guarded(self, stream: Stream, task: Any, name: str) -> None:
+        """Run one of ``stream``'s tasks so that its failure stops that stream only:
+        the broker's nursery serves every stream, and an exception escaping into it
+        would end the hub for all its clients."""
+        try:
+            await task()
+        except Exception:
+            logger.exception("stream %s: its %s failed; its clients are cut", stream.id, name)
+            await self._stream_failed(stream)
+
+    async def _stream_failed(self, stream: Stream) -> None:
+        """Cut a failed stream's clients (``internal``) and drop it from memory, as a
+        hub restart would: what its recorder holds is stored first, the store still
+        says the session runs, and the next request (a publisher resuming, a client
+        reconnecting from its last offset) opens it again from the store."""
+        stream.failed = True
+        for client in list(stream.clients.values()):
+            client.end(EndReason.INTERNAL)
+        async with self._loading:
+            if self.streams.get(stream.id) is stream:
+                del self.streams[stream.id]
+            log = stream.log
+            if log is not None and not log.closed:
+                log.close()
+            # Reopening before the recorder has stored what it holds would place new
+            # events at offsets already given.
+            with trio.CancelScope(shield=True), trio.move_on_after(FAILED_FLUSH_TIMEOUT):
+                await stream.recorder_done.wait()
+        stream.finished = True
+        stream.wake()
 
     async def get_stream(
         self, stream_id: str, *, revive: bool = True, reopen: bool = False
@@ -241,6 +275,11 @@ class Broker:
                     )
             return Stream(self, info, None)
 
+    @staticmethod
+    def _check_not_failed(stream: Stream) -> None:
+        if stream.failed:
+            raise StreamRestarting(f"stream {stream.id} failed on the hub and is reopening")
+
     def _check_open(self) -> None:
         if self.shutting_down:
             raise ShuttingDown("the hub is shutting down")
@@ -266,6 +305,7 @@ class Broker:
         self._check_open()
         stream = await self.get_stream(stream_id, reopen=True)
         log = stream.log
+        self._check_not_failed(stream)
         if log is None or log.closed:
             raise StreamEndedError(f"stream {stream_id} has ended", lastOffset=stream.last_offset)
         keep: list[Event] = []
@@ -312,6 +352,7 @@ class Broker:
         self._check_open()
         stream = await self.get_stream(stream_id, reopen=True)
         log = stream.log
+        self._check_not_failed(stream)
         if log is None or log.closed:
             raise StreamEndedError(f"stream {stream_id} has ended", lastOffset=stream.last_offset)
         if not len(events):
@@ -450,6 +491,7 @@ class Broker:
         """Raise TooManyClients (or HubError when shutting down) if ``stream`` may not
         take one more client."""
         self._check_open()
+        self._check_not_failed(stream)
         if len(stream.clients) >= self.config.max_clients_per_stream:
             raise TooManyClients(
                 f"stream {stream.id} has {len(stream.clients)} clients, the most allowed"

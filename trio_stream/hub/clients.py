@@ -62,6 +62,7 @@ class EndReason(enum.StrEnum):
     SLOW_CONSUMER = "slow_consumer"
     DISCONNECTED = "disconnected"
     IDLE_TIMEOUT = "idle_timeout"
+    INTERNAL = "internal"
 
 
 END_MESSAGES: Final = {
@@ -70,6 +71,7 @@ END_MESSAGES: Final = {
     EndReason.SLOW_CONSUMER: "the client could not keep up; resume from lastOffset",
     EndReason.DISCONNECTED: "disconnected by an operator",
     EndReason.IDLE_TIMEOUT: "no message from the client since the last heartbeat",
+    EndReason.INTERNAL: "the stream failed on the hub (logged there); resume from lastOffset",
 }
 
 

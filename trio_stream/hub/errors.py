@@ -61,3 +61,10 @@ class ShuttingDown(HubError):
 
     status = 503
     code = "shutting_down"
+
+
+class StreamRestarting(HubError):
+    """A stream whose task failed is being reopened; try again."""
+
+    status = 503
+    code = "stream_restarting"

@@ -88,6 +88,7 @@ import attrs
 import orjson
 
 from ..events import SOURCES, Event, EventType, Output, converter
+from ..limits import over_limits
 from ..store.base import HistoryQuery
 
 MAX_PATTERN_LENGTH: Final = 256
@@ -103,6 +104,7 @@ class CloseCode(enum.IntEnum):
     GOING_AWAY = 1001  # the hub is shutting down
     INVALID_PAYLOAD = 1007  # invalid UTF-8 (sent by the WebSocket layer)
     TOO_BIG = 1009  # oversize message (sent by the WebSocket layer)
+    INTERNAL = 1011  # the stream failed on the hub
     DISCONNECTED = 4004
     SLOW_CONSUMER = 4008
     IDLE_TIMEOUT = 4009
@@ -458,6 +460,9 @@ def parse_client_message(data: str | bytes, *, stream_id: str) -> ClientMessage:
         raise ProtocolError("malformed_json", f"message is not valid JSON ({exc})") from None
     if not isinstance(obj, dict):
         raise ProtocolError("invalid_message", f"message: expected an object, got {_kind(obj)}")
+    problem = over_limits(data if isinstance(data, str) else data.decode(), obj)
+    if problem is not None:
+        raise ProtocolError("invalid_message", f"message: {problem}")
     kind = obj.get("type")
     if not isinstance(kind, str):
         raise ProtocolError("invalid_message", "type: required string field missing")

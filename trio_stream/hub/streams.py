@@ -64,6 +64,9 @@ class Stream:
         self.cut = 0
         self.activity = broker.activity.of(info.id)
         self.recorder_done = trio.Event()
+        # True once one of its tasks failed: its clients were cut and the broker
+        # dropped it (see Broker._stream_failed).
+        self.failed = False
         # True once the store knows the stream ended: only then may it leave memory.
         self.end_stored = log is None
         if log is None:
@@ -110,6 +113,10 @@ class Stream:
             client.end(EndReason.STREAM_ENDED)
         self._advance()
         self.broker.forget_if_idle(self)
+
+    def wake(self) -> None:
+        """Wake whoever waits for the next fan-out tick."""
+        self._advance()
 
     def _advance(self) -> None:
         self._advanced.set()

@@ -57,6 +57,7 @@ CLOSE_CODES = {
     EndReason.SLOW_CONSUMER: CloseCode.SLOW_CONSUMER,
     EndReason.DISCONNECTED: CloseCode.DISCONNECTED,
     EndReason.IDLE_TIMEOUT: CloseCode.IDLE_TIMEOUT,
+    EndReason.INTERNAL: CloseCode.INTERNAL,
 }
 
 

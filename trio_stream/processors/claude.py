@@ -34,9 +34,10 @@ import orjson
 
 from ..events import Command, EventType, Json, Payload, Reasoning, Source, Status
 from ..events import Error as ErrorData
+from ..limits import over_limits
 from ..publisher import Publisher
 from .base import Completion, LineBatch, publish_all
-from .jsonlines import MAX_DEPTH, text_too_deep
+from .jsonlines import limit_error
 
 _ACTION_KEYS: Final[dict[str, str]] = {
     "Bash": "command",
@@ -124,8 +125,11 @@ class ClaudeProfile:
             except orjson.JSONDecodeError:
                 self.unparsed += 1
                 continue
-            if len(text) > 2 * MAX_DEPTH and text_too_deep(text, message):
+            problem = over_limits(text, message)
+            if problem is not None:
                 self.unparsed += 1
+                error = ErrorData(**limit_error(batch.first_line + index, problem))
+                out.append((EventType.ERROR, error))
                 continue
             self._message(message, batch.source, batch.first_line + index, batch.ts, out)
         return out

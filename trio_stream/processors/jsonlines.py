@@ -16,8 +16,9 @@ documents (plain text, a bare number, malformed JSON) stay ``OUTPUT`` only and a
 as ``unparsed``; they are never fatal.
 
 Pieces of a line cut at the maximum line length are joined again before parsing. A
-document nested deeper than :data:`MAX_DEPTH` levels is counted as unparsed, since its
-event could not be serialized.
+document over the limits on documents (:mod:`trio_stream.limits`: nested deeper than
+200 levels, more than 1,000,000 values) gives an ``error`` event instead and is counted
+as unparsed; its line stays an ``OUTPUT`` event like any other.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from ..events import (
     plain_fields,
     typed_data,
 )
+from ..limits import MAX_DEPTH, MAX_STRING, MAX_VALUES, over_limits
 from ..publisher import Publisher
 from .base import Completion, LineBatch
 
@@ -57,11 +59,7 @@ TYPED_NAMES: Final[frozenset[str]] = frozenset(
 ``output`` are not among them, since a child must not forge them."""
 _TYPED: Final = {name: EventType(name) for name in TYPED_NAMES}
 
-DEFAULT_MAX_DOCUMENT: Final = 16 * 1024 * 1024
-MAX_DEPTH: Final = 200
-"""The deepest nesting of a document kept: an event nests it a few levels further, and
-orjson serializes at most 255 levels."""
-MAX_NODES: Final = 1_000_000
+DEFAULT_MAX_DOCUMENT: Final = MAX_STRING
 _OPENERS: Final = frozenset("{[")
 _STDOUT: Final[tuple[Source, ...]] = ("stdout",)
 
@@ -98,7 +96,7 @@ def typed_type(document: dict[str, Any], name: str) -> EventType:
     return etype
 
 
-def jsonable(value: Any, *, max_depth: int = MAX_DEPTH, max_nodes: int = MAX_NODES) -> Any:
+def jsonable(value: Any, *, max_depth: int = MAX_DEPTH, max_nodes: int = MAX_VALUES) -> Any:
     """``value`` with what JSON cannot hold made plain (YAML dates, binary, sets, keys).
 
     Raises:
@@ -127,30 +125,14 @@ def jsonable(value: Any, *, max_depth: int = MAX_DEPTH, max_nodes: int = MAX_NOD
     return plain(value, 0)
 
 
-def too_deep(document: Any, max_depth: int = MAX_DEPTH) -> bool:
-    """Whether ``document`` nests lists and objects deeper than ``max_depth``."""
-    level = [document]
-    for _ in range(max_depth):
-        level = [
-            child
-            for item in level
-            for child in (item.values() if isinstance(item, dict) else item)
-            if isinstance(child, dict | list)
-        ]
-        if not level:
-            return False
-    return True
-
-
-def text_too_deep(text: str, document: Any) -> bool:
-    """Whether the document parsed from ``text`` nests deeper than :data:`MAX_DEPTH`.
-
-    Each level opens with a bracket, so a text with few brackets is cleared without
-    walking its document.
-    """
-    if text.count("{") + text.count("[") <= MAX_DEPTH:
-        return False
-    return too_deep(document)
+def limit_error(line: int, problem: str) -> dict[str, Any]:
+    """The fields of the ``error`` event that stands for a line whose document is over a
+    limit (the line itself stays an ``output`` event)."""
+    return {
+        "message": f"output line {line + 1}: JSON document {problem}; kept as output only",
+        "code": "document_too_large",
+        "context": {"line": line},
+    }
 
 
 def _key(key: Any) -> str:
@@ -272,6 +254,7 @@ class JsonLinesProcessor:
         typed = found.typed
         long_text = 2 * MAX_DEPTH
         unparsed = 0
+        refused = 0
         for text, number in zip(texts, numbers, strict=True):
             first = text[:1]
             if first != "{" and first != "[" and (not first or not self._is_document(text)):
@@ -282,9 +265,16 @@ class JsonLinesProcessor:
             except decode_error:
                 unparsed += 1
                 continue
-            if len(text) > long_text and text_too_deep(text, document):
-                unparsed += 1
-                continue
+            if len(text) > long_text:
+                problem = over_limits(text, document)
+                if problem is not None:
+                    refused += 1
+                    typed[len(found_texts)] = EventType.ERROR
+                    add_text(
+                        orjson.dumps({"type": "error", **limit_error(number, problem)}).decode()
+                    )
+                    add_number(number)
+                    continue
             if document.__class__ is dict:
                 # The shape's dispatch: one dict lookup, then one set lookup.
                 name = document.get("type")
@@ -297,8 +287,8 @@ class JsonLinesProcessor:
                         counts.typed += 1
             add_text(text)
             add_number(number)
-        counts.documents += len(found_texts)
-        counts.unparsed += unparsed
+        counts.documents += len(found_texts) - refused
+        counts.unparsed += unparsed + refused
         # The next batch tries the fast path again once a batch was all documents.
         self._whole = len(found_texts) == len(texts)
         return found
@@ -316,7 +306,7 @@ class JsonLinesProcessor:
         try:
             for text in texts:
                 document = loads(text)
-                if len(text) > long_text and text_too_deep(text, document):
+                if len(text) > long_text and over_limits(text, document) is not None:
                     return False
                 kind = document.__class__
                 if kind is not dict:

@@ -21,9 +21,10 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from ..events import Error, EventType, EventValidationError, Json, Payload, Source
+from ..limits import MAX_VALUES
 from ..publisher import Publisher
 from .base import Completion, LineBatch, publish_all
-from .jsonlines import MAX_NODES, DocumentCounts, jsonable, typed_payload
+from .jsonlines import DocumentCounts, jsonable, typed_payload
 
 DEFAULT_MAX_DOCUMENT: Final = 16 * 1024 * 1024
 
@@ -66,7 +67,7 @@ class YamlStreamProcessor:
         sources: Collection[Source] = ("stdout",),
         typed: bool = True,
         max_document: int = DEFAULT_MAX_DOCUMENT,
-        max_values: int = MAX_NODES,
+        max_values: int = MAX_VALUES,
         name: str = "yaml",
     ) -> None:
         self.name = name
