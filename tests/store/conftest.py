@@ -1,4 +1,6 @@
+import coredis
 import pytest
+from redis_helpers import RedisServer, free_port
 
 from trio_stream.events import EventType, Output, Status, make_event
 from trio_stream.store import SessionInfo, open_store
@@ -22,9 +24,27 @@ def status(session, offset, text, ts=2000.0):
     return make_event(EventType.STATUS, Status(text), session=session, offset=offset, ts=ts)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """One Redis for the whole run (each test empties it first)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"), free_port()).start()
+    yield server
+    server.stop()
+
+
+async def flush_redis(server):
+    async with coredis.Redis(unix_socket_path=server.socket_path) as client:
+        await client.flushall()
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 async def store(request, tmp_path):
-    url = "memory:" if request.param == "memory" else f"sqlite:{tmp_path / 'store.db'}"
+    if request.param == "redis":
+        server = request.getfixturevalue("redis_server")
+        await flush_redis(server)
+        url = server.unix_url
+    else:
+        url = "memory:" if request.param == "memory" else f"sqlite:{tmp_path / 'store.db'}"
     async with open_store(url) as opened:
         yield opened
 

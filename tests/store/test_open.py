@@ -22,7 +22,7 @@ def test_environment_variable_chooses_the_default(monkeypatch):
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("redis://host", "unsupported store 'redis'"),
+        ("mongodb://host", "unsupported store 'mongodb'"),
         ("sqlite:", "needs a file path"),
         ("memory:x", "takes no path"),
     ],

@@ -4,6 +4,8 @@
 
 * ``memory:`` — a :class:`~trio_stream.store.memory.MemoryStore`, in this process only;
 * ``sqlite:PATH`` or a plain ``PATH`` — the embedded SQLite store in that file;
+* ``redis://HOST:PORT/DB``, ``rediss://…``, ``unix:///PATH``, ``redis+cluster://HOST:PORT,…``
+  — the Redis store, shared by several hubs (see :mod:`~trio_stream.store.redis_url`);
 * nothing — ``$TSTREAM_STORE`` if set, else ``tstream.db`` in the XDG data directory.
 """
 
@@ -55,7 +57,8 @@ __all__ = [
 
 @attrs.frozen
 class StoreLocation:
-    """A parsed store URL: ``kind`` is ``"memory"`` or ``"sqlite"``; ``path`` the file."""
+    """A parsed store URL: ``kind`` is ``"memory"``, ``"sqlite"`` or ``"redis"``; ``path``
+    the file, or the whole URL for Redis."""
 
     kind: str
     path: str = ""
@@ -86,8 +89,15 @@ def parse_store_url(url: str | os.PathLike[str] | None = None) -> StoreLocation:
         if text.startswith("//"):
             text = text[2:]
     elif "://" in text:
+        from .redis_url import is_redis_url, parse_redis_url
+
+        if is_redis_url(text):
+            parse_redis_url(text)
+            return StoreLocation("redis", text)
         scheme = text.split("://", 1)[0]
-        raise StoreError(f"unsupported store {scheme!r} in {text!r}: use memory: or sqlite:PATH")
+        raise StoreError(
+            f"unsupported store {scheme!r} in {text!r}: use memory:, sqlite:PATH or redis://"
+        )
     if not text:
         raise StoreError("invalid store URL: the sqlite store needs a file path")
     return StoreLocation("sqlite", os.path.expanduser(text), default)
@@ -103,7 +113,7 @@ async def open_store(
     """Open the store at ``url`` for the duration of the ``async with`` block.
 
     Args:
-        url: ``memory:``, ``sqlite:PATH``, a path, or None for the default.
+        url: ``memory:``, ``sqlite:PATH``, a path, a Redis URL, or None for the default.
         max_history: events kept per session by the memory store.
         busy_timeout: seconds the sqlite store waits for another process's lock before
             giving up with StoreError.
@@ -119,6 +129,14 @@ async def open_store(
     store: Store
     if location.kind == "memory":
         store = MemoryStore(max_history=max_history)
+    elif location.kind == "redis":
+        try:
+            from .redis import RedisStore
+        except ImportError as exc:
+            raise StoreError(
+                f"the Redis store needs coredis ({exc}): pip install 'tstream[redis]'"
+            ) from None
+        store = await RedisStore.open(location.path)
     else:
         from .sqlite import SQLiteStore
 
