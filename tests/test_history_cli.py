@@ -185,6 +185,21 @@ def test_import_names_the_bad_line(tstream, tmp_path):
     assert result.stderr == "tstream: line 3: type: unknown event type 'outptu'\n"
 
 
+def test_import_refuses_a_line_over_the_nesting_limit_and_keeps_nothing(tstream, tmp_path):
+    lines = tstream("export", "build-1").stdout_bytes.splitlines(keepends=True)
+    deep = b'{"a":' * 300 + b"{}" + b"}" * 300
+    lines[1] = (
+        b'{"id":"d","session":"build-1","offset":1,"type":"custom","ts":1.0,'
+        b'"data":{"name":"n","payload":' + deep + b"}}\n"
+    )
+    bad = tmp_path / "deep.jsonl"
+    bad.write_bytes(b"".join(lines))
+    result = tstream("import", "--id", "deep", str(bad))
+    assert result.exit_code == 1
+    assert result.stderr == "tstream: line 2: data.payload: nested deeper than 200 levels\n"
+    assert tstream("show", "deep").exit_code == 1
+
+
 def test_prune_dry_run_then_for_real(tstream):
     result = tstream("prune", "--older-than", "1d", "--dry-run")
     assert (result.stdout, result.stderr) == ("build-1\nbuild-2\n", "would remove 2 session(s)\n")
