@@ -95,10 +95,18 @@ class RedisServer:
         self._done.set()
         self._ready.set()
 
+    def pause(self) -> None:
+        """Freeze the server (``SIGSTOP``): it keeps its connections but answers nothing."""
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Stop the server (``SIGKILL``: at once, as a crash) and wait until it is gone."""
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, sig)
+            os.kill(self.pid, signal.SIGCONT)
         if not self._done.wait(START_TIMEOUT):
             os.kill(self.pid, signal.SIGKILL)
             self._done.wait(START_TIMEOUT)

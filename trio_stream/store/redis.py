@@ -222,6 +222,8 @@ class RedisStore:
         self._stack = AsyncExitStack()
         self._epoch = ""
         self._epoch_checked = -math.inf
+        #: Seconds between two reads of the epoch from Redis.
+        self.epoch_check_interval = EPOCH_CHECK_INTERVAL
         self._closed = False
         self._scripts: dict[str, Any] = {}
         p = target.prefix
@@ -319,9 +321,9 @@ class RedisStore:
 
     async def _check_epoch(self, *, force: bool = False) -> None:
         """Read the epoch from Redis (making one if Redis has none), at most every
-        :data:`EPOCH_CHECK_INTERVAL` seconds unless ``force``."""
+        :attr:`epoch_check_interval` seconds unless ``force``."""
         now = time.monotonic()
-        if not force and now - self._epoch_checked < EPOCH_CHECK_INTERVAL:
+        if not force and now - self._epoch_checked < self.epoch_check_interval:
             return
         epoch = await self._script("epoch", [self._epoch_key], [uuid.uuid4().hex])
         self._epoch = epoch.decode()
