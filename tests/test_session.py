@@ -8,7 +8,7 @@ import trio
 
 from trio_stream.events import EventType
 from trio_stream.process import CommandNotFoundError
-from trio_stream.session import StreamConfig, open_session, run_session, run_stream
+from trio_stream.session import StreamConfig, open_session, run_session
 from trio_stream.store.base import SessionStatus, StoreError
 from trio_stream.store.memory import MemoryStore
 
@@ -198,7 +198,7 @@ async def test_an_error_in_the_block_cancels_the_session():
 
 async def test_a_session_is_recorded_in_its_store():
     store = MemoryStore()
-    result = await run_stream(
+    result = await run_session(
         ["sh", "-c", "seq 3; exit 4"], StreamConfig(store=store, session_id="rec-1")
     )
     events = await store.read("rec-1")
@@ -211,7 +211,7 @@ async def test_a_session_is_recorded_in_its_store():
 async def test_a_command_that_cannot_start_is_recorded_as_failed():
     store = MemoryStore()
     with pytest.raises(CommandNotFoundError):
-        await run_stream(["nosuch-tstream-cmd"], StreamConfig(store=store, session_id="nf"))
+        await run_session(["nosuch-tstream-cmd"], StreamConfig(store=store, session_id="nf"))
     info = await store.get_session("nf")
     assert info.status is SessionStatus.FAILED and info.exit_status == 127
 
@@ -224,7 +224,7 @@ async def test_invalid_configuration_is_refused_with_the_field_named():
     with pytest.raises(ValueError, match="timeout must be more than 0"):
         StreamConfig(timeout=0)
     with pytest.raises(ValueError, match="two processors are named"):
-        await run_stream(["true"], StreamConfig(processors=[Recording(), Recording()]))
+        await run_session(["true"], StreamConfig(processors=[Recording(), Recording()]))
 
 
 class FailingStore:

@@ -1,8 +1,18 @@
-"""tstream: run commands with live, structured, replayable output streams."""
+"""tstream: run commands with live, structured, replayable output streams.
+
+The public API is what this package exports (``from trio_stream import …``) and the
+modules it names: :mod:`trio_stream.events` (the event model), :mod:`trio_stream.store`
+(session stores), :mod:`trio_stream.processors`, :mod:`trio_stream.hub` with
+:mod:`trio_stream.hub.server` and :mod:`trio_stream.hub.client`, and
+:mod:`trio_stream.publisher`. Other modules are the implementation and may change.
+"""
+
+from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .events import Event, EventType, EventValidationError
 from .process import (
     CommandNotExecutableError,
     CommandNotFoundError,
@@ -16,14 +26,27 @@ from .session import (
     StreamConfig,
     open_session,
     run_session,
-    run_stream,
 )
+from .store import Store, open_store
+
+if TYPE_CHECKING:
+    from .attach import subscribe
+    from .hub.config import HubConfig
+    from .hub.protocol import EventFilter
+    from .hub.server import serve_hub
+    from .local import serve_session
 
 __version__ = "0.1.0"
 
-# Serving and following pull in the hub and the WebSocket client: loaded on first use, so
-# that ``import trio_stream`` (and ``tstream run --no-serve``) does not pay for them.
-_LAZY = {"serve_session": "local", "subscribe": "attach"}
+# Serving and following pull in the web stack and the WebSocket client: loaded on first
+# use, so that ``import trio_stream`` (and ``tstream run --no-serve``) does not pay for them.
+_LAZY = {
+    "serve_session": "local",
+    "subscribe": "attach",
+    "serve_hub": "hub.server",
+    "HubConfig": "hub.config",
+    "EventFilter": "hub.protocol",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -33,19 +56,30 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(f".{module}", __name__), name)
 
 
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
 __all__ = [
     "CommandNotExecutableError",
     "CommandNotFoundError",
     "CompletedRun",
+    "Event",
+    "EventFilter",
+    "EventType",
+    "EventValidationError",
+    "HubConfig",
     "Session",
     "SessionResult",
     "SpawnError",
+    "Store",
     "StreamConfig",
     "__version__",
     "open_session",
+    "open_store",
     "run",
     "run_session",
-    "run_stream",
+    "serve_hub",
     "serve_session",
     "subscribe",
 ]

@@ -370,7 +370,7 @@ async def run(
     check=False)``, at the same cost, with the process control of a session: the child runs
     in its own group, and a timeout or cancellation terminates the whole group (the
     signal, ``SIGCONT``, the grace period, ``SIGKILL``). For live lines, processors and a
-    recording, see :func:`trio_stream.session.run_stream`.
+    recording, see :func:`trio_stream.session.run_session`.
 
     Args:
         command: the program and its arguments.

@@ -744,12 +744,3 @@ async def open_session(
             await session.wait()
     except BaseExceptionGroup as group:
         raise _unwrap(group) from None
-
-
-async def run_stream(command: Sequence[str], config: StreamConfig | None = None) -> SessionResult:
-    """Run ``command`` to completion as a streaming session and return how it ended.
-
-    Raises:
-        The errors of :func:`run_session`.
-    """
-    return await run_session(command, config)
