@@ -231,6 +231,9 @@ async def serve_session(
         listen=tuple(addresses),
         tokens=tuple(TokenSpec(t, frozenset({"read"})) for t in tokens),
         prune_every=0,
+        # The session is the only publisher: an event published from outside would take
+        # an offset the session gives to its own next event.
+        read_only=True,
         # One stream, followed by a few clients: one that lags (a terminal) lags rather
         # than being cut and resuming from the store.
         client_queue=LOCAL_CLIENT_QUEUE,

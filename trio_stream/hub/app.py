@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 from ..store.base import StoreError, UnknownSessionError
 from .auth import AuthError, cors_headers, origin_allowed, preflight_headers
 from .context import Hub, error_response, response_for
-from .errors import HubError
+from .errors import HubError, ReadOnly
 from .protocol import ProtocolError
 
 logger = logging.getLogger("trio_stream.hub")
@@ -52,6 +52,17 @@ def create_app(hub: Hub) -> QuartTrio:
         ):
             # A form on another site could POST without a preflight: refuse it outright.
             return error_response(403, "forbidden_origin", f"origin {origin!r} is not allowed")
+        return None
+
+    @app.before_request
+    async def check_read_only() -> Response | None:
+        """Refuse every request but a read on a read-only hub, whatever route it is for
+        (the publishing WebSocket, a GET, is refused by its scope check)."""
+        if hub.config.read_only and request.method not in ("GET", "HEAD", "OPTIONS"):
+            # Answering before the body is read leaves some keep-alive connections
+            # waiting for an answer that never comes: read it (it is capped) first.
+            await request.get_data()
+            return response_for(ReadOnly())
         return None
 
     @app.after_request

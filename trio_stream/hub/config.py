@@ -130,6 +130,10 @@ class HubConfig:
         retention: finished sessions idle for longer than this are pruned (seconds).
         max_events: sessions are trimmed to their last this many events (0: no limit).
         prune_every: seconds between retention passes (0: never prune).
+        read_only: refuse every request that would change anything (publish, create,
+            delete, replay to a client) with 403 ``read_only``, whatever the token: the
+            hub ``tstream run`` serves its session with, whose events come from the
+            session alone.
     """
 
     listen: tuple[Listen, ...] = (Listen(),)
@@ -158,6 +162,7 @@ class HubConfig:
     retention: float = attrs.field(default=DEFAULT_RETENTION, validator=_non_negative)
     max_events: int = attrs.field(default=DEFAULT_MAX_EVENTS, validator=_non_negative)
     prune_every: float = attrs.field(default=DEFAULT_PRUNE_EVERY, validator=_non_negative)
+    read_only: bool = False
 
     @property
     def auth_required(self) -> bool:

@@ -16,7 +16,7 @@ from quart import Response, current_app
 from .auth import Auth, AuthError, host_allowed, token_from
 from .broker import Broker
 from .config import HubConfig
-from .errors import HubError
+from .errors import HubError, ReadOnly
 from .limits import KeyedLimiter, retry_after
 
 logger = logging.getLogger("trio_stream.hub")
@@ -125,9 +125,14 @@ def authorize(
     """Check the token and the caller's request (or connection) rate.
 
     Raises:
+        ReadOnly: 403 for a write (``needs`` is ``publish``) to a read-only hub.
         AuthError: 401/403.
         RateLimited: 429 with the seconds to wait.
     """
+    if needs == "publish" and h.config.read_only:
+        # Before the token: no token, however privileged, may write over a session's
+        # own offsets.
+        raise ReadOnly()
     # Over a Unix socket the Host header means nothing, and no web page can connect.
     if scope.get("client") and not host_allowed(
         headers.get("Host"), auth_enabled=h.auth.enabled, insecure=h.config.insecure

@@ -23,6 +23,20 @@ class HubError(Exception):
         super().__init__(message)
 
 
+class ReadOnly(HubError):
+    """The hub takes no writes (403): it serves a running session, whose events come
+    from the session alone."""
+
+    status = 403
+    code = "read_only"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this hub serves a running session read-only: nothing is published, created or "
+            "deleted here"
+        )
+
+
 class NotFound(HubError):
     """No such stream or client (404)."""
 
