@@ -132,7 +132,15 @@ def redis_cluster(directory: Path, masters: int = 3) -> Iterator[list[RedisServe
         for n in range(masters):
             server = RedisServer(directory / f"node{n}", free_port())
             servers.append(server)
-            server.start("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+            server.start(
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                # The bus port defaults to port + 10000, out of range for high free ports.
+                "--cluster-port",
+                str(free_port()),
+            )
         subprocess.run(
             [
                 "redis-cli",

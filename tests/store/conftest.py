@@ -1,6 +1,8 @@
+import contextlib
+
 import coredis
 import pytest
-from redis_helpers import RedisServer, free_port
+from redis_helpers import RedisServer, free_port, redis_cluster
 
 from trio_stream.events import EventType, Output, Status, make_event
 from trio_stream.store import SessionInfo, open_store
@@ -32,20 +34,40 @@ def redis_server(tmp_path_factory):
     server.stop()
 
 
-async def flush_redis(server):
-    async with coredis.Redis(unix_socket_path=server.socket_path) as client:
-        await client.flushall()
+@pytest.fixture(scope="session")
+def redis_cluster_nodes(tmp_path_factory):
+    """A Redis Cluster of three masters for the whole run (each test empties it first)."""
+    with redis_cluster(tmp_path_factory.mktemp("cluster")) as servers:
+        yield servers
+
+
+async def flush_redis(*servers):
+    for server in servers:
+        async with coredis.Redis(unix_socket_path=server.socket_path) as client:
+            await client.flushall()
+
+
+@contextlib.asynccontextmanager
+async def open_test_store(request, kind, tmp_path):
+    """A fresh, empty store of ``kind``: memory, sqlite, redis or redis-cluster."""
+    if kind == "redis":
+        server = request.getfixturevalue("redis_server")
+        await flush_redis(server)
+        url = server.unix_url
+    elif kind == "redis-cluster":
+        servers = request.getfixturevalue("redis_cluster_nodes")
+        await flush_redis(*servers)
+        # Two seeds of three: the client learns the third from them.
+        url = "redis+cluster://" + ",".join(f"127.0.0.1:{s.port}" for s in servers[:2])
+    else:
+        url = "memory:" if kind == "memory" else f"sqlite:{tmp_path / 'store.db'}"
+    async with open_store(url) as opened:
+        yield opened
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis"])
 async def store(request, tmp_path):
-    if request.param == "redis":
-        server = request.getfixturevalue("redis_server")
-        await flush_redis(server)
-        url = server.unix_url
-    else:
-        url = "memory:" if request.param == "memory" else f"sqlite:{tmp_path / 'store.db'}"
-    async with open_store(url) as opened:
+    async with open_test_store(request, request.param, tmp_path) as opened:
         yield opened
 
 

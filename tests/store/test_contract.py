@@ -16,7 +16,14 @@ from trio_stream.store import (
     UnknownSessionError,
 )
 
-from .conftest import lines, status
+from .conftest import lines, open_test_store, status
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster"])
+async def store(request, tmp_path):
+    """The contract runs against a Redis Cluster too (the other store tests need not)."""
+    async with open_test_store(request, request.param, tmp_path) as opened:
+        yield opened
 
 
 async def test_created_session_reads_back_with_pid_and_host(store, info):
