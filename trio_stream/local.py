@@ -37,6 +37,7 @@ import trio
 
 from .batches import EventRuns
 from .events import Event, SessionEnded
+from .groups import single
 from .hub.config import HubConfig, Listen, TokenSpec
 from .hub.errors import HubError
 from .log import SessionLog
@@ -349,9 +350,7 @@ async def serve_quietly(session: Session, options: ServeOptions) -> None:
             session, listen=options.listen, tokens=options.tokens, local=options.local
         )
     except Exception as exc:
-        reason = exc
-        while isinstance(reason, ExceptionGroup) and len(reason.exceptions) == 1:
-            reason = reason.exceptions[0]
+        reason = single(exc)
         if not isinstance(reason, OSError | ValueError | HubError):
             logger.error("serving session %s failed", session.session_id, exc_info=exc)
         print(f"tstream: warning: not serving the session: {reason}", file=sys.stderr)

@@ -43,6 +43,7 @@ from .events import (
     SessionEnded,
     SessionStarted,
 )
+from .groups import single
 from .ids import new_session_id
 from .lines import DEFAULT_MAX_LINE_LENGTH, Lines, LineSplitter
 from .log import DEFAULT_HISTORY, SessionLog
@@ -657,13 +658,6 @@ def _redacted(command: list[str], transforms: Sequence[LineTransform]) -> list[s
     return command
 
 
-def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The single exception of a group that holds only one, else the group."""
-    while len(group.exceptions) == 1 and isinstance(group.exceptions[0], BaseExceptionGroup):
-        group = group.exceptions[0]
-    return group.exceptions[0] if len(group.exceptions) == 1 else group
-
-
 async def run_session(
     command: Sequence[str],
     config: StreamConfig | None = None,
@@ -704,7 +698,7 @@ async def run_session(
                     session.cancel()
                     raise
         except BaseExceptionGroup as group:
-            raise _unwrap(group) from None
+            raise single(group) from None
     assert session.result is not None
     return session.result
 
@@ -743,4 +737,4 @@ async def open_session(
                 raise
             await session.wait()
     except BaseExceptionGroup as group:
-        raise _unwrap(group) from None
+        raise single(group) from None

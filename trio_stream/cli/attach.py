@@ -16,6 +16,7 @@ import trio
 
 from ..attach import Feed, Target, locate
 from ..events import Event
+from ..groups import single
 from ..hub.client import HubClientError
 from ..hub.protocol import EventFilter
 from ..process import EXIT_FAILURE
@@ -30,7 +31,6 @@ from ..store import (
 from .history import (
     EXIT_NOT_FOUND,
     EventPrinter,
-    _leaf,
     _quiet_broken_pipe,
     fail,
     filter_options,
@@ -162,7 +162,7 @@ def attach(
 
 
 def _fail(raised: BaseException) -> Any:
-    exc = _leaf(raised)
+    exc = single(raised)
     if isinstance(exc, UnknownSessionError | AmbiguousSessionError):
         fail(str(exc), EXIT_NOT_FOUND)
     if isinstance(exc, KeyboardInterrupt):

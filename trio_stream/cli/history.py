@@ -24,6 +24,7 @@ import trio
 from ..batches import RowEvents
 from ..durations import DURATION, parse_duration
 from ..events import SOURCES, Event, EventType, Output, converter
+from ..groups import single
 from ..hub.frames import json_lines
 from ..render import compact_line
 from ..store import (
@@ -55,12 +56,6 @@ def fail(message: str, status: int) -> NoReturn:
     sys.exit(status)
 
 
-def _leaf(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
-
-
 def run_with_store(url: str | None, main: Callable[[Store], Awaitable[_T]]) -> _T:
     """Open the store at ``url``, run ``main(store)`` under trio, map errors to exit statuses.
 
@@ -75,7 +70,7 @@ def run_with_store(url: str | None, main: Callable[[Store], Awaitable[_T]]) -> _
     try:
         return trio.run(opened)
     except BaseException as raised:
-        exc = _leaf(raised)
+        exc = single(raised)
         if isinstance(exc, UnknownSessionError | AmbiguousSessionError | SessionFileError):
             fail(str(exc), EXIT_NOT_FOUND)
         if isinstance(exc, SessionExistsError):

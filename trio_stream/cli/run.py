@@ -17,6 +17,7 @@ import trio
 from ..channels import Overflow
 from ..durations import DURATION
 from ..events import EventType, event_to_json
+from ..groups import single
 from ..lines import DEFAULT_MAX_LINE_LENGTH
 from ..process import EXIT_FAILURE, SpawnError, terminal_size
 from ..session import (
@@ -361,7 +362,7 @@ def execute(
             return trio.run(_recorded, command, config, json_output, store_url, serving, uplink)
         return trio.run(_main, command, config, json_output, serving, uplink)
     except Exception as exc:
-        error = _single(exc)
+        error = single(exc)
         if isinstance(error, SpawnError):
             click.echo(f"tstream: {error}", err=True)
             return error.exit_status
@@ -375,13 +376,6 @@ def execute(
             raise
         click.echo(f"tstream: error: {error}", err=True)
         return EXIT_FAILURE
-
-
-def _single(exc: BaseException) -> BaseException:
-    """The one exception a chain of single-exception groups holds, else ``exc`` itself."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 
 async def _recorded(

@@ -39,6 +39,7 @@ from trio_websocket import (
 
 from ..batches import RowEvents
 from ..events import SOURCES, Event, EventType, Output, event_from_dict, event_to_json
+from ..groups import lone_leaf
 
 # A hub that shuts down is usually restarted: followers come back after it, with backoff.
 RESUMABLE: Final = frozenset({"slow_consumer", "shutdown", "idle_timeout"})
@@ -244,21 +245,6 @@ async def _open(
     )
 
 
-def _lone(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The only exception in ``group`` (however nested), or None if there are several."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for sub in exc.exceptions:
-                walk(sub)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    return leaves[0] if len(leaves) == 1 else None
-
-
 @asynccontextmanager
 async def _websocket(
     hub: str, resource: str, token: str | None
@@ -273,7 +259,7 @@ async def _websocket(
             finally:
                 await ws.aclose()
     except BaseExceptionGroup as group:
-        lone = _lone(group)
+        lone = lone_leaf(group)
         if lone is None:
             raise
         raise lone from None
@@ -460,7 +446,7 @@ async def follow_stream(
             nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         # The follower's own error is the caller's: unwrap it from the nursery's group.
-        lone = _lone(group)
+        lone = lone_leaf(group)
         if not isinstance(lone, HubClientError):
             raise
         raise lone from None
