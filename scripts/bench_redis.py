@@ -135,8 +135,10 @@ async def bench(url: str, events: int, directory: Path) -> None:
                 report("offset query near the end", (time.perf_counter() - start) * 10, "ms")
             await store.destroy_session(sid)
     async with open_store(f"sqlite:{directory / 'bench.db'}") as sqlite:
-        elapsed = await publish(sqlite, "bench", events, columns=True)
-        report("append into SQLite, lines (columns), for comparison", events / elapsed, "events/s")
+        for columns in (True, False):
+            kind = "lines (columns)" if columns else "single events"
+            elapsed = await publish(sqlite, f"bench-{columns}", events, columns=columns)
+            report(f"append into SQLite, {kind}, for comparison", events / elapsed, "events/s")
 
 
 def main() -> None:
