@@ -11,13 +11,16 @@ terminal, one line per other event::
 
 Text from the command (a tool's input, an error message) is shown on one line with control
 characters made visible, so it cannot move the cursor or change colours, and is cut at
-``width`` characters. Colours are used only when asked for and ``NO_COLOR`` is not set.
+``width`` characters. Whether to colour is decided once, by :func:`color_wanted`; only these
+lines are coloured, never the command's own output.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
+from collections.abc import Mapping
 from typing import Any, Final
 
 import orjson
@@ -59,10 +62,37 @@ _LEVEL_STYLES: Final[dict[str, str]] = {
 }
 
 
-def colors_allowed(color: bool, environ: dict[str, str] | None = None) -> bool:
-    """Whether to colour: asked for, and ``NO_COLOR`` unset or empty (no-color.org)."""
+COLOR_WHEN: Final = ("auto", "always", "never")
+
+
+def color_wanted(
+    when: str = "auto", *, isatty: bool, environ: Mapping[str, str] | None = None
+) -> bool:
+    """Whether tstream colours its own lines on a stream.
+
+    ``always`` and ``never`` are obeyed as they are (an option on the command line
+    overrides the environment, as no-color.org asks). ``auto`` colours a terminal that
+    supports it (``TERM`` is not ``dumb``), unless ``NO_COLOR`` is set and not empty;
+    ``FORCE_COLOR`` set and not empty colours even what is not a terminal.
+
+    Args:
+        when: ``auto``, ``always`` or ``never``.
+        isatty: whether the stream is a terminal.
+        environ: the environment (default: this process's).
+
+    Raises:
+        ValueError: for another ``when``.
+    """
+    if when not in COLOR_WHEN:
+        raise ValueError(f"color must be one of {', '.join(COLOR_WHEN)}, not {when!r}")
+    if when != "auto":
+        return when == "always"
     env = os.environ if environ is None else environ
-    return color and not env.get("NO_COLOR")
+    if env.get("NO_COLOR"):
+        return False
+    if env.get("FORCE_COLOR"):
+        return True
+    return isatty and env.get("TERM", "") != "dumb"
 
 
 def one_line(text: Any, width: int = DEFAULT_WIDTH) -> str:
@@ -105,7 +135,7 @@ def compact_line(event: Event, *, color: bool = False, width: int = DEFAULT_WIDT
 
     Args:
         event: the event.
-        color: colour the line (ANSI), unless ``NO_COLOR`` is set.
+        color: colour the line (ANSI escape sequences); see :func:`color_wanted`.
         width: the longest text taken from the event, in characters.
 
     Returns:
@@ -115,7 +145,7 @@ def compact_line(event: Event, *, color: bool = False, width: int = DEFAULT_WIDT
     if shown is None:
         return None
     style, text = shown
-    if style and colors_allowed(color):
+    if style and color:
         return f"{_STYLES[style]}{text}{_RESET}"
     return text
 
@@ -152,7 +182,8 @@ def _describe(event: Event, width: int) -> tuple[str | None, str] | None:
     if isinstance(data, Custom):
         return None, f"◇ {one_line(data.name, 40)}: {one_line(_short(data.payload), width)}"
     if isinstance(data, SessionStarted):
-        return "start", f"▶ {one_line(' '.join(data.command), width)}"
+        # Quoted as a shell would need it, so that the line can be copied and run again.
+        return "start", f"▶ {one_line(shlex.join(data.command), width)}"
     if isinstance(data, SessionEnded):
         return _ended(data)
     return None

@@ -58,7 +58,18 @@ class LazyGroup(click.Group):
         return getattr(module, attr, None)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+EPILOG: Final = """Every command has --help and a man page (man tstream-run); see man tstream.
+
+Shell completion (commands, options, session ids), for bash, zsh and fish:
+
+\b
+    eval "$(_TSTREAM_COMPLETE=bash_source tstream)"   # in ~/.bashrc
+    eval "$(_TSTREAM_COMPLETE=zsh_source tstream)"    # in ~/.zshrc
+    _TSTREAM_COMPLETE=fish_source tstream | source    # in ~/.config/fish/config.fish
+"""
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
 @click.version_option(__version__, prog_name="tstream")
 def cli() -> None:
     """Run commands with live, structured, replayable output streams."""

@@ -28,6 +28,7 @@ from ..store import (
     UnknownSessionError,
     open_store,
 )
+from .common import color_option, complete_sessions
 from .history import (
     EXIT_NOT_FOUND,
     EventPrinter,
@@ -56,9 +57,9 @@ def _status_of(feed: Feed, session_id: str) -> int:
     return EXIT_FAILURE
 
 
-@click.command()
+@click.command(short_help="Follow a session: its history, then its output live.")
 @store_option
-@click.argument("session", default="latest")
+@click.argument("session", default="latest", shell_complete=complete_sessions)
 @click.option(
     "--hub",
     metavar="URL",
@@ -76,6 +77,7 @@ def _status_of(feed: Feed, session_id: str) -> int:
 @click.option("--json", "as_json", is_flag=True, help="Print events as JSON lines.")
 @click.option("--no-follow", is_flag=True, help="Print the history held now and stop.")
 @filter_options
+@color_option
 def attach(
     store_url: str | None,
     session: str,
@@ -89,10 +91,11 @@ def attach(
     until: float | None,
     grep: str | None,
     last: int | None,
+    color: str,
 ) -> None:
     """Follow a session: its history, then its output live, until it ends.
 
-    SESSION is a session id, a unique prefix of one, or ``latest`` (the default): a
+    SESSION is a session id, a unique prefix of one, or latest (the default): a
     session running on this machine, else one in the store, or one on --hub. A hub named
     by $TSTREAM_HUB only is asked first: a session it does not have, or a hub that does
     not answer, is looked for on this machine. Exits with the session's exit status;
@@ -107,7 +110,7 @@ def attach(
         end_time=until,
         search_text=grep.casefold() if grep else None,
     )
-    printer = EventPrinter(as_json)
+    printer = EventPrinter(as_json, color)
 
     hub_from_env = (
         hub is not None

@@ -41,6 +41,17 @@ from ..store import (
 from ..store.file import SessionFileError, export_session, import_session
 from ..store.query import read_batches
 from ..store.retention import DEFAULT_MAX_EVENTS, DEFAULT_RETENTION, prune_once
+from .common import (
+    EventTypes,
+    Progress,
+    color_option,
+    complete_sessions,
+    counted_lines,
+    counting_writer,
+    flatten_types,
+    progress_option,
+    stderr_color,
+)
 
 EXIT_NOT_FOUND = 1
 EXIT_USAGE = 2
@@ -205,12 +216,15 @@ def line_bytes(data: Output) -> bytes:
 class TerminalWriter:
     """Writes events as a terminal showed them: stdout lines to stdout, stderr lines to
     stderr and, with ``compact``, other events as their compact line on stderr (as
-    ``tstream run`` shows them when stderr is a terminal). Consecutive lines of one stream
-    are joined into one write."""
+    ``tstream run`` shows them when stderr is a terminal), coloured with ``color``.
+    Consecutive lines of one stream are joined into one write."""
 
-    def __init__(self, stdout: IO[bytes], stderr: IO[bytes], *, compact: bool = False) -> None:
+    def __init__(
+        self, stdout: IO[bytes], stderr: IO[bytes], *, compact: bool = False, color: bool = False
+    ) -> None:
         self._streams = {"stdout": stdout, "stderr": stderr}
         self._compact = compact
+        self._color = color
         self._pending: list[bytes] = []
         self._source = "stdout"
 
@@ -219,7 +233,7 @@ class TerminalWriter:
         if type(data) is Output:
             self.add_bytes(data.source, line_bytes(data))
             return
-        text = compact_line(event) if self._compact else None
+        text = compact_line(event, color=self._color) if self._compact else None
         if text is not None:
             self.add_bytes("stderr", (text + "\n").encode())
 
@@ -253,13 +267,16 @@ class TerminalWriter:
 class EventPrinter:
     """Writes batches of events on stdout as they come: as the terminal showed them (see
     :class:`TerminalWriter`), or as JSON lines. Each batch is out when :meth:`write`
-    returns."""
+    returns. ``color`` is ``--color``'s value."""
 
-    def __init__(self, as_json: bool) -> None:
+    def __init__(self, as_json: bool, color: str = "auto") -> None:
         self.as_json = as_json
         self.stdout = sys.stdout.buffer
         self.writer = TerminalWriter(
-            sys.stdout.buffer, sys.stderr.buffer, compact=sys.stderr.isatty()
+            sys.stdout.buffer,
+            sys.stderr.buffer,
+            compact=sys.stderr.isatty(),
+            color=stderr_color(color),
         )
 
     def write(self, events: Sequence[Event]) -> None:
@@ -405,8 +422,9 @@ def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "--type",
             "types",
             multiple=True,
-            type=click.Choice([t.value for t in EventType]),
-            help="Only events of this type (repeatable).",
+            type=EventTypes(),
+            callback=flatten_types,
+            help="Only events of these types: one, or several separated by commas (repeatable).",
         ),
         click.option(
             "--source",
@@ -425,11 +443,12 @@ def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-@click.command()
+@click.command(short_help="Show a session's history as the terminal saw it, or as JSON.")
 @store_option
-@click.argument("session")
+@click.argument("session", shell_complete=complete_sessions)
 @click.option("--json", "as_json", is_flag=True, help="Print events as JSON lines.")
 @filter_options
+@color_option
 def show(
     store_url: str | None,
     session: str,
@@ -440,13 +459,14 @@ def show(
     until: float | None,
     grep: str | None,
     last: int | None,
+    color: str,
 ) -> None:
     """Show a session's history as the terminal saw it, or as JSON events.
 
-    SESSION is a session id, a unique prefix of one, or ``latest``.
+    SESSION is a session id, a unique prefix of one, or latest.
     """
     query = history_query(types, sources, since, until, grep, last)
-    printer = EventPrinter(as_json)
+    printer = EventPrinter(as_json, color)
 
     async def main(store: Store) -> None:
         info = await store.resolve(session)
@@ -458,7 +478,7 @@ def show(
 
 @click.command()
 @store_option
-@click.argument("session")
+@click.argument("session", shell_complete=complete_sessions)
 @click.option(
     "--speed",
     type=click.FloatRange(min=0, min_open=True),
@@ -474,7 +494,7 @@ def show(
 def replay(store_url: str | None, session: str, speed: float, max_idle: float | None) -> None:
     """Replay a session's output with its original timing.
 
-    SESSION is a session id, a unique prefix of one, or ``latest``.
+    SESSION is a session id, a unique prefix of one, or latest.
     """
     writer = TerminalWriter(sys.stdout.buffer, sys.stderr.buffer)
 
@@ -490,7 +510,7 @@ def replay(store_url: str | None, session: str, speed: float, max_idle: float | 
 
 @click.command()
 @store_option
-@click.argument("session")
+@click.argument("session", shell_complete=complete_sessions)
 @click.option(
     "-o",
     "--output",
@@ -498,32 +518,46 @@ def replay(store_url: str | None, session: str, speed: float, max_idle: float | 
     default="-",
     help="Write to this file instead of stdout.",
 )
-def export(store_url: str | None, session: str, output: IO[bytes]) -> None:
+@progress_option
+def export(store_url: str | None, session: str, output: IO[bytes], progress: bool | None) -> None:
     """Write a session's events as JSON lines (one event per line).
 
-    SESSION is a session id, a unique prefix of one, or ``latest``.
+    SESSION is a session id, a unique prefix of one, or latest.
     """
+    shown = Progress.for_option(progress, result=output)
 
     async def main(store: Store) -> None:
         info = await store.resolve(session)
-        await export_session(store, info.id, output.write)
+        write = counting_writer(output.write, shown, f"exporting {info.id}", info.events)
+        try:
+            await export_session(store, info.id, write)
+        finally:
+            shown.close()
         output.flush()
 
     run_with_store(store_url, main)
 
 
-@click.command("import")
+@click.command("import", short_help="Record a session from a file written by tstream export.")
 @store_option
 @click.argument("file", type=click.File("rb"))
 @click.option("--id", "session_id", metavar="NAME", help="Import under this session id.")
-def import_(store_url: str | None, file: IO[bytes], session_id: str | None) -> None:
-    """Record a session from a JSON lines FILE written by ``tstream export`` (``-``: stdin).
+@progress_option
+def import_(
+    store_url: str | None, file: IO[bytes], session_id: str | None, progress: bool | None
+) -> None:
+    """Record a session from a JSON lines FILE written by tstream export (- reads stdin).
 
     Every line is checked; the first bad one is named by its number and nothing is kept.
     """
+    shown = Progress.for_option(progress)
 
     async def main(store: Store) -> SessionInfo:
-        return await import_session(store, file, session_id=session_id)
+        lines = counted_lines(file, shown, "importing")
+        try:
+            return await import_session(store, lines, session_id=session_id)
+        finally:
+            shown.close()
 
     info = run_with_store(store_url, main)
     click.echo(info.id)
@@ -546,12 +580,22 @@ def import_(store_url: str | None, file: IO[bytes], session_id: str | None) -> N
     help="Keep at most this many events of each session (the newest).",
 )
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
-def prune(store_url: str | None, older_than: float, max_events: int, dry_run: bool) -> None:
+@progress_option
+def prune(
+    store_url: str | None,
+    older_than: float,
+    max_events: int,
+    dry_run: bool,
+    progress: bool | None,
+) -> None:
     """Remove old sessions and trim long ones."""
     removed = run_with_store(
         store_url,
-        functools.partial(
-            prune_once, older_than=older_than, max_events=max_events, dry_run=dry_run
+        Progress.for_option(progress).wrap(
+            "pruning",
+            functools.partial(
+                prune_once, older_than=older_than, max_events=max_events, dry_run=dry_run
+            ),
         ),
     )
     for session_id in removed:

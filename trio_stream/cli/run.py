@@ -36,6 +36,7 @@ from ..store import (
     open_store,
 )
 from ..terminal import TerminalWriter
+from .common import color_option, stderr_color
 from .processing import build_pipeline, processor_options
 
 if TYPE_CHECKING:
@@ -81,7 +82,10 @@ def _check_id(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         raise click.BadParameter(str(exc)) from None
 
 
-@click.command(context_settings={"allow_interspersed_args": False})
+@click.command(
+    context_settings={"allow_interspersed_args": False},
+    short_help="Run a command as if bare, capturing and recording every line.",
+)
 @click.option(
     "--timeout",
     type=DURATION,
@@ -209,6 +213,7 @@ def _check_id(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     help="Notices on stderr about the hub: auto prints problems, and the link being lost "
     "and back only when stderr is a terminal; always prints all; never prints none.",
 )
+@color_option
 @processor_options
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(
@@ -232,12 +237,15 @@ def run(
     hub: str | None,
     hub_flush_timeout: float | None,
     hub_notices: str,
+    color: str,
     **processing: Any,
 ) -> None:
     """Run COMMAND, showing its output as if it ran bare, while capturing every line.
 
     Put -- before the command so that its own options are not read as tstream's:
-    tstream run --timeout 5m -- make -j8
+
+    \b
+        tstream run --timeout 5m -- make -j8
     """
     if merge_stderr and pty:
         raise click.UsageError("--merge-stderr and --pty cannot be used together")
@@ -269,6 +277,7 @@ def run(
         store_url=store_url,
         serving=serving,
         uplink=uplink,
+        color=stderr_color(color),
     )
     local = sys.modules.get("trio_stream.local")
     if local is not None and local.web_stack_loading():
@@ -338,6 +347,7 @@ def execute(
     store_url: str | None = None,
     serving: ServeOptions | None = None,
     uplink: UplinkOptions | None = None,
+    color: bool = False,
 ) -> int:
     """Run ``command`` as ``tstream run`` does and return the exit status for it.
 
@@ -351,6 +361,7 @@ def execute(
         serving: how to serve the session (a :class:`~trio_stream.local.ServeOptions`;
             None: not served).
         uplink: where to publish the session (None: nowhere).
+        color: colour the lines shown on stderr (see :func:`~trio_stream.render.color_wanted`).
 
     Returns:
         The command's status as a shell reports it, or 125, 126, 127 for tstream's own
@@ -359,8 +370,10 @@ def execute(
     """
     try:
         if record:
-            return trio.run(_recorded, command, config, json_output, store_url, serving, uplink)
-        return trio.run(_main, command, config, json_output, serving, uplink)
+            return trio.run(
+                _recorded, command, config, json_output, store_url, serving, uplink, color
+            )
+        return trio.run(_main, command, config, json_output, serving, uplink, color)
     except Exception as exc:
         error = single(exc)
         if isinstance(error, SpawnError):
@@ -385,11 +398,12 @@ async def _recorded(
     store_url: str | None,
     serving: ServeOptions | None = None,
     uplink: UplinkOptions | None = None,
+    color: bool = False,
 ) -> int:
     """Run the session with the store at ``store_url`` open (and recording) throughout."""
     async with open_store(store_url) as store:
         config.store = store
-        return await _main(command, config, json_output, serving, uplink)
+        return await _main(command, config, json_output, serving, uplink, color)
 
 
 async def _main(
@@ -398,6 +412,7 @@ async def _main(
     json_output: bool,
     serving: ServeOptions | None = None,
     uplink_options: UplinkOptions | None = None,
+    color: bool = False,
 ) -> int:
     writer = TerminalWriter()
     config.terminal = writer
@@ -424,7 +439,7 @@ async def _main(
 
                             nursery.start_soon(serve_quietly, session, serving)
                         if json_output or compact:
-                            nursery.start_soon(_print_events, session, writer, json_output)
+                            nursery.start_soon(_print_events, session, writer, json_output, color)
                         async with trio.open_nursery() as forwarding:
                             forwarding.start_soon(_forward_signals, signals, session)
                             await session.wait()
@@ -466,8 +481,11 @@ def _handled_signals(config: StreamConfig) -> list[int]:
     return handled
 
 
-async def _print_events(session: Session, writer: TerminalWriter, json_output: bool) -> None:
-    """Print the session's events: all as JSON on stdout, or non-output ones on stderr."""
+async def _print_events(
+    session: Session, writer: TerminalWriter, json_output: bool, color: bool = False
+) -> None:
+    """Print the session's events: all as JSON on stdout, or non-output ones on stderr
+    (coloured with ``color``)."""
     from ..render import compact_line
 
     async for events in session.events():
@@ -478,7 +496,7 @@ async def _print_events(session: Session, writer: TerminalWriter, json_output: b
         for event in events:
             if event.type is EventType.OUTPUT:
                 continue
-            line = compact_line(event, color=True)
+            line = compact_line(event, color=color)
             if line is not None:
                 shown.append(line + "\n")
         if shown:

@@ -71,7 +71,10 @@ def tune_collector() -> None:
     gc.set_threshold(GC_THRESHOLD, 20, 100)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    short_help="Serve live and recorded streams over WebSocket, SSE and REST.",
+)
 @click.option(
     "--listen",
     "-l",

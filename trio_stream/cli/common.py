@@ -1,0 +1,319 @@
+"""What several commands share: ``--color``, progress on a terminal, ``--type`` lists and
+the completion of session ids."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import stat
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any, Final, TypeVar, final
+
+import click
+import trio
+from click.shell_completion import CompletionItem
+
+from ..events import EventType
+from ..render import COLOR_WHEN, color_wanted
+
+_T = TypeVar("_T")
+_S = TypeVar("_S")
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+# Sessions offered when completing an id: the newest are the ones asked for.
+COMPLETION_LIMIT: Final = 500
+# A quick operation leaves no trace on the terminal: progress shows after this long.
+PROGRESS_DELAY: Final = 0.5
+PROGRESS_INTERVAL: Final = 0.1
+
+
+# -- colour ----------------------------------------------------------------------------
+
+
+def color_option(command: _F) -> _F:
+    """The ``--color WHEN`` option of the commands that print tstream's own lines."""
+    return click.option(
+        "--color",
+        type=click.Choice(COLOR_WHEN),
+        default="auto",
+        show_default=True,
+        help="Colour tstream's own lines on stderr (the start and end lines, tool calls, "
+        "reasoning, errors): auto colours a terminal that supports it unless NO_COLOR is "
+        "set. The command's output is never changed.",
+    )(command)
+
+
+def stderr_color(when: str) -> bool:
+    """Whether to colour what is written on our stderr, for ``--color WHEN``."""
+    return color_wanted(when, isatty=_isatty(sys.stderr))
+
+
+def _isatty(stream: IO[Any]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+# -- progress --------------------------------------------------------------------------
+
+
+def progress_option(command: _F) -> _F:
+    """The ``--progress/--no-progress`` option of long store operations."""
+    return click.option(
+        "--progress/--no-progress",
+        default=None,
+        help="Show how far the work is on stderr (default: when stderr is a terminal, "
+        "the result does not go to it, and the work takes more than half a second).",
+    )(command)
+
+
+@final
+class Progress:
+    """One line on stderr, redrawn in place, saying how far a long operation is.
+
+    Nothing is drawn for the first ``delay`` seconds, so that a quick operation leaves no
+    trace, nor more than once per ``interval``; :meth:`close` erases the line. Only a
+    carriage return and spaces are used, which every terminal understands.
+
+    Args:
+        enabled: draw at all.
+        stream: where to draw (default: stderr).
+        delay: seconds before the first drawing.
+        interval: seconds between drawings at least.
+        clock: the time, in seconds.
+    """
+
+    def __init__(
+        self,
+        enabled: bool,
+        *,
+        stream: IO[str] | None = None,
+        delay: float = PROGRESS_DELAY,
+        interval: float = PROGRESS_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.enabled = enabled
+        self._stream = stream
+        self._delay = delay
+        self._interval = interval
+        self._clock = clock
+        self._started = clock()
+        self._drawn_at: float | None = None
+        self._width = 0
+
+    @classmethod
+    def for_option(cls, asked: bool | None, *, result: IO[Any] | None = None) -> Progress:
+        """The progress ``--progress/--no-progress`` asks for (None: neither given).
+
+        Unasked, progress is drawn when stderr is a terminal and ``result`` (where the
+        command writes what it produced), if given, is not one: on one terminal the two
+        would be mixed. Asked for, it is drawn from the start.
+        """
+        if asked is not None:
+            return cls(asked, delay=0.0)
+        wanted = _isatty(sys.stderr) and not (result is not None and _isatty(result))
+        return cls(wanted)
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the operation began."""
+        return self._clock() - self._started
+
+    def due(self) -> bool:
+        """Whether :meth:`show` would draw now (worth formatting its text)."""
+        if not self.enabled:
+            return False
+        now = self._clock()
+        if now - self._started < self._delay:
+            return False
+        return self._drawn_at is None or now - self._drawn_at >= self._interval
+
+    def show(self, text: str) -> None:
+        """Draw ``text`` over the previous line, if :meth:`due`."""
+        if not self.due():
+            return
+        self._drawn_at = self._clock()
+        self._width = max(self._width, len(text))
+        self._write("\r" + text.ljust(self._width))
+
+    def close(self) -> None:
+        """Erase the line, if one was drawn."""
+        if self._drawn_at is not None:
+            self._write("\r" + " " * self._width + "\r")
+            self._drawn_at = None
+
+    def _write(self, text: str) -> None:
+        stream = self._stream if self._stream is not None else sys.stderr
+        try:
+            stream.write(text)
+            stream.flush()
+        except OSError:
+            # Progress is a courtesy: a terminal that went away must not fail the work.
+            self.enabled = False
+
+    def wrap(
+        self, label: str, main: Callable[[_S], Awaitable[_T]]
+    ) -> Callable[[_S], Awaitable[_T]]:
+        """``main``, showing ``label`` and the time spent while it runs, for work that
+        cannot tell how far it is; the line is erased when it ends."""
+
+        async def tick() -> None:
+            while True:
+                self.show(f"{label}… {self.elapsed:.1f}s")
+                await trio.sleep(self._interval)
+
+        async def wrapped(arg: _S) -> _T:
+            try:
+                async with trio.open_nursery() as nursery:
+                    if self.enabled:
+                        nursery.start_soon(tick)
+                    result = await main(arg)
+                    nursery.cancel_scope.cancel()
+                return result
+            finally:
+                self.close()
+
+        return wrapped
+
+
+def counted_lines(file: IO[bytes], progress: Progress, label: str) -> Iterator[bytes]:
+    """The lines of ``file``, showing on ``progress`` how many were read (and what share
+    of the file, when its size is known)."""
+    total = _regular_size(file)
+    done = 0
+    for number, line in enumerate(file, 1):
+        done += len(line)
+        if progress.due():
+            share = f"{done * 100 // total}%, " if total else ""
+            progress.show(f"{label}: {share}{number:,} lines")
+        yield line
+
+
+def _regular_size(file: IO[bytes]) -> int:
+    try:
+        status = os.fstat(file.fileno())
+    except (OSError, ValueError, AttributeError):
+        return 0
+    return status.st_size if stat.S_ISREG(status.st_mode) else 0
+
+
+def counting_writer(
+    write: Callable[[bytes], Any], progress: Progress, label: str, total: int
+) -> Callable[[bytes], None]:
+    """``write``, showing on ``progress`` how many of ``total`` JSON lines went through."""
+    done = 0
+
+    def counting(chunk: bytes) -> None:
+        nonlocal done
+        write(chunk)
+        done += chunk.count(b"\n")
+        if progress.due():
+            share = f" ({done * 100 // total}%)" if total else ""
+            progress.show(f"{label}: {done:,}/{total:,} events{share}")
+
+    return counting
+
+
+# -- event types -----------------------------------------------------------------------
+
+
+class EventTypes(click.ParamType):
+    """One event type or several separated by commas (``status,session_ended``), as the
+    hub's ``eventTypes`` takes them."""
+
+    name = "type"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "TYPE[,TYPE...]"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[str, ...]:
+        if isinstance(value, tuple):
+            return value
+        names = [name.strip() for name in str(value).split(",") if name.strip()]
+        if not names:
+            self.fail("no event type given", param, ctx)
+        known = {t.value for t in EventType}
+        for name in names:
+            if name not in known:
+                self.fail(
+                    f"unknown event type {name!r} (one of {', '.join(sorted(known))})",
+                    param,
+                    ctx,
+                )
+        return tuple(names)
+
+    def shell_complete(
+        self, ctx: click.Context, param: click.Parameter, incomplete: str
+    ) -> list[CompletionItem]:
+        done, _, last = incomplete.rpartition(",")
+        prefix = f"{done}," if done else ""
+        return [
+            CompletionItem(prefix + t.value)
+            for t in EventType
+            if t.value.startswith(last) and t.value not in done.split(",")
+        ]
+
+
+def flatten_types(
+    ctx: click.Context, param: click.Parameter, value: Iterable[tuple[str, ...]]
+) -> tuple[str, ...]:
+    """The types of every ``--type``, in order, each once."""
+    return tuple(dict.fromkeys(name for names in value for name in names))
+
+
+# -- session ids -----------------------------------------------------------------------
+
+
+def complete_sessions(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Session ids for the shell to complete: those running on this machine, then those in
+    the store (``--store``, else ``$TSTREAM_STORE``, else the default), newest first.
+
+    Completion must never fail nor create anything: a store that does not exist, or that
+    cannot be read, offers nothing.
+    """
+    found: dict[str, str] = {}
+    if "latest".startswith(incomplete):
+        found["latest"] = "the newest session"
+    from ..registry import live_sessions
+
+    try:
+        running = live_sessions()
+    except OSError:
+        running = []
+    for live in running:
+        found.setdefault(live.id, f"running: {_shown(live.command)}")
+    try:
+        stored = trio.run(_stored_sessions, ctx.params.get("store_url"))
+    except Exception:
+        stored = []
+    for session_id, status, command in stored:
+        found.setdefault(session_id, f"{status}: {_shown(command)}")
+    return [
+        CompletionItem(session_id, help=about)
+        for session_id, about in found.items()
+        if session_id.startswith(incomplete)
+    ]
+
+
+async def _stored_sessions(url: str | None) -> list[tuple[str, str, list[str]]]:
+    from ..store import open_store, parse_store_url
+
+    location = parse_store_url(url)
+    if location.kind != "sqlite" or not Path(location.path).is_file():
+        return []
+    async with open_store(location.path, busy_timeout=0.5) as store:
+        sessions = await store.list_sessions(limit=COMPLETION_LIMIT)
+    return [(s.id, s.status.value, s.command) for s in sessions]
+
+
+def _shown(command: list[str]) -> str:
+    text = shlex.join(command)
+    return text if len(text) <= 50 else text[:49] + "…"
