@@ -125,6 +125,18 @@ async def test_two_writers_never_reuse_an_offset(redis_url):
         assert len({e.data.text.split()[0] for e in events[:500]}) == 1
 
 
+async def test_a_batch_stored_already_may_be_appended_again(redis_url):
+    async with open_store(redis_url) as store:
+        await store.create_session(SessionInfo("s"))
+        batch = lines("s", 0, [f"line {i}" for i in range(1500)])
+        await store.append("s", batch)
+        # A writer whose reply was lost to a timeout tries again: nothing is added twice.
+        await store.append("s", batch)
+        assert await store.count("s") == 1500
+        with pytest.raises(StoreError, match="offset 0 does not follow 1499"):
+            await store.append("s", lines("s", 0, [f"other {i}" for i in range(1500)]))
+
+
 async def test_a_gap_is_refused_unless_the_session_holds_nothing(redis_url):
     async with open_store(redis_url) as store:
         await store.create_session(SessionInfo("imported"))

@@ -17,8 +17,10 @@ A session's two keys share the hash tag ``{ID}``, so that they live on one maste
 cluster and a Lua script can change both at once. Writes that must be atomic are scripts:
 an append checks, in Redis, that the batch's first offset follows the session's newest one
 (it refuses a reused offset and a gap, so several writers can never interleave a
-session), adds its chunks and moves ``last``, all in one step. The session list is updated
-after the session's hash; a list entry whose session is gone is skipped and removed.
+session), adds its chunks and moves ``last``, all in one step. The same batch appended
+again (a retry after its reply was lost to a timeout) is recognised and not an error.
+The session list is updated after the session's hash; a list entry whose session is gone
+is skipped and removed.
 
 The epoch lives in Redis (``P:epoch``): a Redis restarted without persistence has lost it
 with the history, and the store, which checks it at most every
@@ -78,7 +80,8 @@ _INFO_FIELDS: Final = (
 )
 
 # KEYS: meta, stream. ARGV: first offset, last offset, activity, then per chunk its id, f,
-# n, lo, hi and body. Returns {0, last} or {-1} (unknown session) or {-2, last} (the batch
+# n, lo, hi and body. Returns {0, last}, {1, last} (this very batch is stored already: a
+# retry after a reply lost to a timeout), {-1} (unknown session) or {-2, last} (the batch
 # does not follow). A gap is accepted only by a session holding no events (an import of
 # a trimmed session): its floor moves up to it, so offsets stay dense above the floor.
 _APPEND: Final = """
@@ -86,8 +89,18 @@ local cur = redis.call('HMGET', KEYS[1], 'last', 'floor', 'last_activity')
 if not cur[1] then return {-1} end
 local last = tonumber(cur[1])
 local first = tonumber(ARGV[1])
+if first <= last then
+  local stored = redis.call('XRANGE', KEYS[2], ARGV[#ARGV - 5], ARGV[#ARGV - 5])
+  if stored[1] then
+    local fields = stored[1][2]
+    for i = 1, #fields, 2 do
+      if fields[i] == 'b' and fields[i + 1] == ARGV[#ARGV] then return {1, last} end
+    end
+  end
+  return {-2, last}
+end
 if first ~= last + 1 then
-  if first <= last or last ~= tonumber(cur[2]) then return {-2, last} end
+  if last ~= tonumber(cur[2]) then return {-2, last} end
   redis.call('HSET', KEYS[1], 'floor', first - 1)
   redis.call('DEL', KEYS[2])
 end
