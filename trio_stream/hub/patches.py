@@ -1,4 +1,4 @@
-"""Four adjustments to Hypercorn that the hub needs.
+"""Five adjustments to Hypercorn that the hub needs.
 
 * **permessage-deflate with a threshold.** Hypercorn accepts permessage-deflate from every
   client that offers it and wsproto then compresses every message. Compressing a small
@@ -19,17 +19,32 @@
   last frame. A write that starts during ``send_eof`` raised ``trio.BusyResourceError``
   in the handler. :func:`_close` takes the send lock for ``send_eof``, or, when a write
   holds it, closes the socket under that write (which then ends as a closed connection,
-  as Hypercorn expects).
+  as Hypercorn expects). It also finishes when its task is being cancelled, so that a
+  connection whose answer went out before the request's body arrived is closed rather
+  than left open and deaf.
+* **A bound on connections waiting for a request head.** Hypercorn's idle timer runs while
+  a connection has no request under way (from its start, and after each answer) and
+  closes it after ``keep_alive_timeout``: a request head sent slowly, byte by byte, does
+  not restart it. But nothing bounds how many connections wait at once.
+  :func:`_idle_timeout` counts them in a :class:`PendingConnections`, which closes the one
+  that has waited longest when there are too many, so that half-sent requests cannot
+  crowd out the clients that send theirs at once.
 
-All four are installed once per process by :func:`install`; the settings come from
-:data:`deflate_settings`, a context variable that :func:`trio_stream.hub.server.serve_hub`
-sets for the connections it serves (trio tasks inherit it from the task that starts them).
+All five are installed once per process by :func:`install`; the settings come from
+:data:`deflate_settings` and :data:`pending_connections`, context variables that
+:func:`trio_stream.hub.server.serve_hub` sets for the connections it serves (trio tasks
+inherit them from the task that starts them).
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
-from typing import Any, Final
+import importlib.metadata
+import logging
+import re
+from collections.abc import Iterator
+from typing import Any, Final, final
 
 import attrs
 import trio
@@ -40,6 +55,12 @@ from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection, Message, Ping
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
+
+from . import wire
+
+logger = logging.getLogger("trio_stream.hub")
+# What install() found: None before its first call, else the unchecked releases.
+_checked: list[str] | None = None
 
 
 @attrs.frozen
@@ -52,6 +73,49 @@ class DeflateSettings:
 
 deflate_settings: Final[contextvars.ContextVar[DeflateSettings | None]] = contextvars.ContextVar(
     "deflate_settings", default=None
+)
+
+
+@final
+class PendingConnections:
+    """Connections waiting for a request head, at most ``limit`` of them.
+
+    Args:
+        limit: waiting connections kept; a new one beyond it closes the oldest.
+
+    Attributes:
+        evicted: connections closed to make room.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        # Insertion-ordered: the first key is the connection that has waited longest.
+        self._waiting: dict[trio.CancelScope, None] = {}
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    @contextlib.contextmanager
+    def waiting(self, timeout: float) -> Iterator[None]:
+        """Wait for a request head: the block is cancelled after ``timeout`` seconds or
+        when ``limit`` newer connections are waiting too."""
+        scope = trio.CancelScope(deadline=trio.current_time() + timeout)
+        self._waiting[scope] = None
+        while len(self._waiting) > self.limit:
+            oldest = next(iter(self._waiting))
+            del self._waiting[oldest]
+            oldest.cancel()
+            self.evicted += 1
+        try:
+            with scope:
+                yield
+        finally:
+            self._waiting.pop(scope, None)
+
+
+pending_connections: Final[contextvars.ContextVar[PendingConnections | None]] = (
+    contextvars.ContextVar("pending_connections", default=None)
 )
 
 
@@ -132,7 +196,8 @@ _original_close: Final = TCPServer._close
 
 
 async def _close(self: TCPServer) -> None:
-    """Hypercorn's ``TCPServer._close``, never concurrent with a write."""
+    """Hypercorn's ``TCPServer._close``, never concurrent with a write, and carried out
+    even in a task being cancelled."""
     lock = self.send_lock
     if lock.locked():
         # Waiting for the write could take up to the write timeout (a peer that stopped
@@ -141,14 +206,76 @@ async def _close(self: TCPServer) -> None:
         return
     lock.acquire_nowait()
     try:
-        await _original_close(self)
+        # An answer sent before the request's body arrived closes the connection from the
+        # app's task, which Quart-Trio cancels at that moment: cut short there, the socket
+        # stayed open and the next request on it was never read. Neither step blocks.
+        with trio.CancelScope(shield=True):
+            await _original_close(self)
     finally:
         lock.release()
 
 
+_original_idle_timeout: Final = TCPServer._idle_timeout
+
+
+async def _idle_timeout(self: TCPServer) -> None:
+    """Hypercorn's ``TCPServer._idle_timeout``, counted in :data:`pending_connections`.
+
+    The task is cancelled as soon as a request head is complete; otherwise the
+    connection is closed once the wait ends (timeout, eviction or the hub stopping).
+    """
+    pending = pending_connections.get()
+    if pending is None:
+        await _original_idle_timeout(self)
+        return
+    with pending.waiting(self.config.keep_alive_timeout):
+        await self.context.terminated.wait()
+    with trio.CancelScope(shield=True):
+        await self._initiate_server_close()
+
+
+# The releases whose internals these adjustments and the writers of
+# :mod:`trio_stream.hub.wire` were checked against: (lowest, first one not checked).
+CHECKED_RELEASES: Final = {
+    "hypercorn": ((0, 17), (0, 19)),
+    "quart": ((0, 19), (0, 24)),
+    "h11": ((0, 14), (0, 17)),
+    "wsproto": ((1, 2), (1, 4)),
+}
+
+
+def unchecked_releases() -> list[str]:
+    """The installed packages among :data:`CHECKED_RELEASES` outside their checked range."""
+    out = []
+    for name, (lowest, beyond) in CHECKED_RELEASES.items():
+        try:
+            installed = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out.append(f"{name} (not installed)")
+            continue
+        release = tuple(int(part) for part in re.findall(r"\d+", installed)[:2])
+        if not lowest <= release < beyond:
+            out.append(f"{name} {installed}")
+    return out
+
+
 def install() -> None:
-    """Install the adjustments (idempotent)."""
+    """Install the adjustments (idempotent), unless the installed Hypercorn, Quart, h11 or
+    wsproto is a release they were not checked against: then the hub serves through the
+    libraries' own layers (slower fan-out, no deflate threshold), says so once, and
+    :data:`trio_stream.hub.wire.fast_path` is off."""
+    global _checked
+    if _checked is None:
+        _checked = unchecked_releases()
+        if _checked:
+            logger.warning(
+                "serving without the fast path: not checked against %s", ", ".join(_checked)
+            )
+    if _checked:
+        wire.fast_path["enabled"] = False
+        return
     ws_stream.PerMessageDeflate = ThresholdDeflate  # type: ignore[misc]
     ws_stream.WSStream._handle_events = _handle_events  # type: ignore[method-assign]
     TCPServer.protocol_send = _protocol_send  # type: ignore[method-assign]
     TCPServer._close = _close  # type: ignore[method-assign]
+    TCPServer._idle_timeout = _idle_timeout  # type: ignore[method-assign]

@@ -11,13 +11,18 @@ handling of a broken connection), skipping everything above.
 
 That is only done where the bytes on the wire are exactly what the layers would produce:
 a WebSocket without permessage-deflate, an HTTP/1.1 response sent chunked. Anything else
-(deflate, HTTP/1.0, HTTP/2, another server) takes the ordinary path.
+(deflate, HTTP/1.0, HTTP/2, another server) takes the ordinary path, and so does every
+connection when ``TSTREAM_HUB_FAST_PATH=off`` is set (the test suite runs the hub's tests
+that way too) or when :func:`trio_stream.hub.patches.install` found a Hypercorn or Quart
+it was not written for. :data:`paths_taken` counts which path each connection took, so a
+fast path that silently stopped applying is seen.
 """
 
 from __future__ import annotations
 
 import contextvars
 import os
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeAlias
 
@@ -29,6 +34,26 @@ from hypercorn.protocol.ws_stream import WSStream
 from wsproto.connection import ConnectionState
 
 RawSend: TypeAlias = Callable[[bytes], Awaitable[None]]
+
+FAST_PATH_ENV: Final = "TSTREAM_HUB_FAST_PATH"
+
+# Connections served by each path: ("websocket" | "sse", "fast" | "layers").
+paths_taken: Final[Counter[tuple[str, str]]] = Counter()
+
+
+def _enabled_by_environment() -> bool:
+    return os.environ.get(FAST_PATH_ENV, "on").strip().lower() not in ("0", "off", "no", "false")
+
+
+# Turned off by the environment, or by :func:`trio_stream.hub.patches.install` when the
+# installed Hypercorn or Quart is not one whose internals these writers were checked against.
+fast_path: dict[str, bool] = {"enabled": _enabled_by_environment()}
+
+
+def _counted(transport: str, send: RawSend | None) -> RawSend | None:
+    paths_taken[transport, "layers" if send is None else "fast"] += 1
+    return send
+
 
 # The ASGI ``send`` of the HTTP request being handled, for SSE responses (the route's
 # body generator has no other way to reach the connection).
@@ -106,7 +131,11 @@ def websocket_raw_send(websocket: Any, deflate: bool) -> RawSend | None:
     """A writer of whole frames for Quart's ``websocket``, or None
     when its frames must go through wsproto (``deflate`` may be negotiated, or it is not
     served by Hypercorn over HTTP/1.1)."""
-    if deflate:
+    return _counted("websocket", _websocket_raw_send(websocket, deflate))
+
+
+def _websocket_raw_send(websocket: Any, deflate: bool) -> RawSend | None:
+    if deflate or not fast_path["enabled"]:
         return None
     # Quart keeps the ASGI send as the first argument of a partial.
     args = getattr(getattr(websocket, "_send", None), "args", ())
@@ -130,12 +159,12 @@ def websocket_raw_send(websocket: Any, deflate: bool) -> RawSend | None:
 def sse_raw_send(http_version: str, method: str) -> RawSend | None:
     """A writer of whole chunks for the SSE response being sent, or None when the body
     is not sent chunked over Hypercorn's HTTP/1.1 (or not at all: ``HEAD``)."""
-    if http_version != "1.1" or method != "GET":
-        return None
+    if http_version != "1.1" or method != "GET" or not fast_path["enabled"]:
+        return _counted("sse", None)
     stream = getattr(http_send.get(), "__self__", None)
     if not isinstance(stream, HTTPStream):
-        return None
-    return _connection_send(stream)
+        return _counted("sse", None)
+    return _counted("sse", _connection_send(stream))
 
 
 def remember_http_send(app: Any) -> None:
