@@ -104,6 +104,8 @@ class RedisServer:
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Stop the server (``SIGKILL``: at once, as a crash) and wait until it is gone."""
+        if self._done.is_set():
+            return  # stopped already: its pid may be another process's by now
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, sig)
             os.kill(self.pid, signal.SIGCONT)

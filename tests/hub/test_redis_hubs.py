@@ -108,3 +108,32 @@ async def test_a_redis_outage_is_a_503_and_the_hub_serves_again_after_it(
             # A Redis without persistence came back empty: no error, no session.
             assert answer.status_code == 200 and answer.json()["streams"] == []
         nursery.cancel_scope.cancel()
+
+
+async def test_events_acknowledged_while_redis_restarts_are_recorded_when_it_is_back(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    redis = RedisServer(tmp_path / "redis", free_port())
+    durable = ("--appendonly", "yes", "--appendfsync", "always")
+    redis.start(*durable)
+    try:
+        async with open_store(redis.url + "?timeout=0.5") as store:
+            served = await nursery.start(serve_hub, HubConfig(listen=(Listen(port=0),)), store)
+            async with httpx.AsyncClient(base_url=served.urls[0], timeout=10) as http:
+                await http.post("/api/streams", json={"id": "s"})
+                sent = [output(f"line {i}") for i in range(5)]
+                assert (await http.post("/api/streams/s/events", json=sent[:3])).status_code == 200
+                redis.stop()
+                # The hub holds what it acknowledged and keeps trying to record it.
+                answer = await http.post("/api/streams/s/events", json=sent[3:])
+                assert answer.json()["lastOffset"] == 4
+                redis.start(*durable)
+                async with open_store(redis.url) as check:
+                    with trio.fail_after(10):
+                        while await check.last_offset("s") < 4:
+                            await trio.sleep(0.05)
+                    texts = [e.data.text for e in await check.read("s")]
+                assert texts == [f"line {i}" for i in range(5)]
+            nursery.cancel_scope.cancel()
+    finally:
+        redis.stop()
