@@ -26,14 +26,14 @@ def create_app(hub: Hub) -> QuartTrio:
     Returns:
         The app, ready for :func:`hypercorn.trio.serve`.
     """
-    from . import polling, rest, sse, websocket
+    from . import dashboard, polling, rest, sse, websocket
 
     app = QuartTrio(__name__)
     app.config["TSTREAM_HUB"] = hub
     app.config["MAX_CONTENT_LENGTH"] = hub.config.max_body_size
     app.config["BODY_TIMEOUT"] = 30
     app.config["RESPONSE_TIMEOUT"] = 60
-    for module in (rest, sse, polling, websocket):
+    for module in (rest, sse, polling, websocket, dashboard):
         app.register_blueprint(module.blueprint)
 
     origins = list(hub.config.cors_origins)

@@ -99,7 +99,8 @@ async def metrics() -> Response:
 
 @blueprint.route("/api/streams", methods=["GET"])
 async def list_streams() -> Response:
-    """``GET /api/streams``: newest first."""
+    """``GET /api/streams``: newest first, ``limit`` at a time from ``offset``; ``q``
+    keeps those whose id or command contains it, ``status`` those in that state."""
     h = hub()
     authorize(h, request.headers, request.args, request.cookies, request.scope, "read")
     limit = _int_arg("limit", 100, 1, MAX_LIST)
@@ -111,12 +112,28 @@ async def list_streams() -> Response:
         except ValueError:
             names = ", ".join(s.value for s in SessionStatus)
             raise ProtocolError("bad_request", f"status: use one of {names}") from None
-    infos = await h.broker.store.list_sessions(status=status, limit=limit)
+    skip = _int_arg("offset", 0, 0, 1 << 31) or 0
+    assert limit is not None
+    search = request.args.get("q", "").strip().casefold()
+    if search:
+        # The store lists, the hub matches: ids and commands are short, and a hub keeps
+        # thousands of sessions, not millions.
+        infos = [
+            info
+            for info in await h.broker.store.list_sessions(status=status)
+            if search in info.id.casefold() or search in " ".join(info.command).casefold()
+        ]
+        total = len(infos)
+        infos = infos[skip : skip + limit]
+    else:
+        infos = await h.broker.store.list_sessions(status=status, limit=skip + limit + 1)
+        total = None if len(infos) > skip + limit else len(infos)
+        infos = infos[skip : skip + limit]
     out = []
     for info in infos:
         live = h.broker.streams.get(info.id)
         if live is not None:
-            out.append(live.describe())
+            out.append({**live.describe(), "events": info.events})
         else:
             out.append(
                 {
@@ -130,10 +147,14 @@ async def list_streams() -> Response:
                     "ended": info.ended,
                     "exitStatus": info.exit_status,
                     "lastOffset": info.last_offset,
+                    "events": info.events,
                     "clients": 0,
                 }
             )
-    return json_response({"streams": out})
+    # ``more`` says whether a next page exists; ``total`` is known when the list was read
+    # to its end.
+    more = total is None or skip + len(out) < total
+    return json_response({"streams": out, "offset": skip, "more": more, "total": total})
 
 
 @blueprint.route("/api/streams", methods=["POST"])
