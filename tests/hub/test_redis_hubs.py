@@ -137,3 +137,36 @@ async def test_events_acknowledged_while_redis_restarts_are_recorded_when_it_is_
             nursery.cancel_scope.cancel()
     finally:
         redis.stop()
+
+
+async def test_a_hub_whose_offsets_another_hub_took_reopens_the_stream_from_redis(
+    redis: RedisServer, nursery: trio.Nursery
+) -> None:
+    async with open_store(redis.url) as store_a, open_store(redis.url) as store_b:
+        config = HubConfig(listen=(Listen(port=0),))
+        hub_a = await nursery.start(serve_hub, config, store_a)
+        hub_b = await nursery.start(serve_hub, config, store_b)
+        async with (
+            httpx.AsyncClient(base_url=hub_a.urls[0], timeout=10) as a,
+            httpx.AsyncClient(base_url=hub_b.urls[0], timeout=10) as b,
+        ):
+            # B holds the stream live; A reopens it from Redis and records offset 0 first.
+            assert (await b.post("/api/streams", json={"id": "s"})).status_code == 201
+            await a.post("/api/streams/s/events", json=[output("from a")])
+            with trio.fail_after(10):
+                while await store_a.last_offset("s") < 0:
+                    await trio.sleep(0.05)
+            # B places its event at offset 0 too: Redis refuses it, and B lets the stream go
+            # instead of retrying for ever.
+            await b.post("/api/streams/s/events", json=[output("from b")])
+            with trio.fail_after(10):
+                while (await b.get("/api/streams/s")).json()["live"]:
+                    await trio.sleep(0.05)
+            answer = await b.post("/api/streams/s/events", json=[output("from b again")])
+            assert answer.json()["firstOffset"] == 1
+            with trio.fail_after(10):
+                while await store_b.last_offset("s") < 1:
+                    await trio.sleep(0.05)
+            texts = [e.data.text for e in await store_b.read("s")]
+            assert texts == ["from a", "from b again"]
+        nursery.cancel_scope.cancel()

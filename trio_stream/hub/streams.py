@@ -19,7 +19,14 @@ import trio
 from ..batches import EventRuns
 from ..events import Event
 from ..log import SessionLog
-from ..store.base import HistoryQuery, RowStore, SessionInfo, SessionStatus, StoreError
+from ..store.base import (
+    HistoryQuery,
+    OffsetConflictError,
+    RowStore,
+    SessionInfo,
+    SessionStatus,
+    StoreError,
+)
 from ..store.chunks import StoredEvents
 from .clients import Batch, Client, EndReason
 from .frames import Frame, frames_of
@@ -145,6 +152,10 @@ class Stream:
                 events = EventRuns(held)
                 try:
                     await store.append(self.id, events)
+                except OffsetConflictError:
+                    # Another hub on a shared store recorded these offsets: retrying can
+                    # never succeed. The stream fails here and reopens from the store.
+                    raise
                 except StoreError as exc:
                     logger.error("stream %s: recording failed, retrying: %s", self.id, exc)
                     await trio.sleep(RECORD_RETRY)

@@ -33,6 +33,17 @@ class UnknownSessionError(StoreError, LookupError):
         super().__init__(f"unknown session: {session_id}")
 
 
+class OffsetConflictError(StoreError):
+    """A batch whose first offset does not follow the session's newest one: another
+    writer (a second hub on a shared store) placed those offsets already."""
+
+    def __init__(self, session_id: str, offset: int, last: int) -> None:
+        self.session_id = session_id
+        self.offset = offset
+        self.last = last
+        super().__init__(f"session {session_id}: offset {offset} does not follow {last}")
+
+
 class SessionExistsError(StoreError):
     def __init__(self, session_id: str) -> None:
         self.session_id = session_id

@@ -53,6 +53,7 @@ from . import query as q
 from .base import (
     AmbiguousSessionError,
     HistoryQuery,
+    OffsetConflictError,
     SessionExistsError,
     SessionInfo,
     SessionStatus,
@@ -529,7 +530,7 @@ class RedisStore:
         if result[0] == -1:
             raise UnknownSessionError(session_id)
         if result[0] == -2:
-            raise StoreError(f"session {session_id}: offset {first} does not follow {result[1]}")
+            raise OffsetConflictError(session_id, first, int(result[1]))
 
     async def _bounds(self, session_id: str) -> tuple[int, int]:
         """The session's floor and newest offset."""

@@ -12,7 +12,13 @@ import attrs
 
 from ..batches import EventBatch, EventRuns
 from ..events import Event, SessionEnded
-from .base import SessionInfo, SessionStatus, StoreError, check_session_id
+from .base import (
+    OffsetConflictError,
+    SessionInfo,
+    SessionStatus,
+    StoreError,
+    check_session_id,
+)
 
 _FIELDS = frozenset(field.name for field in attrs.fields(SessionInfo)) - {"id"}
 
@@ -31,9 +37,7 @@ def check_batch(session_id: str, events: Sequence[Event], after: int) -> int:
         for run in events.runs:
             if isinstance(run, EventBatch) and run.session == session_id:
                 if run.first_offset <= last:
-                    raise StoreError(
-                        f"session {session_id}: offset {run.first_offset} does not follow {last}"
-                    )
+                    raise OffsetConflictError(session_id, run.first_offset, last)
                 last = run.last_offset
             else:
                 last = check_batch(session_id, run, last)
@@ -44,7 +48,7 @@ def check_batch(session_id: str, events: Sequence[Event], after: int) -> int:
                 f"event {event.id} belongs to session {event.session!r}, not {session_id!r}"
             )
         if event.offset <= last:
-            raise StoreError(f"session {session_id}: offset {event.offset} does not follow {last}")
+            raise OffsetConflictError(session_id, event.offset, last)
         last = event.offset
     return last
 

@@ -39,6 +39,7 @@ from . import query as q
 from .base import (
     AmbiguousSessionError,
     HistoryQuery,
+    OffsetConflictError,
     SessionExistsError,
     SessionInfo,
     SessionStatus,
@@ -515,9 +516,7 @@ class SQLiteStore:
                 raise UnknownSessionError(session_id)
             sid, stored = row
             if events[0].offset <= stored:
-                raise StoreError(
-                    f"session {session_id}: offset {events[0].offset} does not follow {stored}"
-                )
+                raise OffsetConflictError(session_id, events[0].offset, stored)
             rows = []
             for piece in chunks.split(events):
                 oldest, newest_ts = chunks.stamps(piece)
