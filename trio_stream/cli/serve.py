@@ -18,7 +18,15 @@ import trio
 
 from ..config import ConfigError, load_config
 from ..durations import Duration
-from ..hub.config import HubConfig, HubConfigError, Listen, check_origin, parse_token
+from ..hub.config import (
+    PROXY_HEADERS,
+    HubConfig,
+    HubConfigError,
+    Listen,
+    check_origin,
+    parse_token,
+    parse_trusted_proxy,
+)
 from .history import run_with_store, store_option
 
 EXIT_USAGE = 2
@@ -36,6 +44,9 @@ def _config(options: dict[str, Any]) -> HubConfig:
         "idle_timeout": options["idle_timeout"],
         "max_clients_per_stream": options["max_clients_per_stream"],
         "max_connections": options["max_connections"],
+        "header_timeout": options["header_timeout"],
+        "max_pending": options["max_pending"],
+        "proxy_headers": options["proxy_headers"],
         "history": options["history"],
         "retention": options["retention"],
         "max_events": options["max_events"],
@@ -47,6 +58,10 @@ def _config(options: dict[str, Any]) -> HubConfig:
     tokens += [parse_token({"token": t, "scopes": ["read"]}) for t in options["read_token"]]
     if tokens:
         overrides["tokens"] = tuple(tokens)
+    if options["trusted_proxy"]:
+        overrides["trusted_proxies"] = tuple(
+            parse_trusted_proxy(text) for text in options["trusted_proxy"]
+        )
     if options["cors_origin"]:
         overrides["cors_origins"] = tuple(check_origin(o) for o in options["cors_origin"])
     if options["insecure"]:
@@ -119,6 +134,31 @@ def tune_collector() -> None:
 )
 @click.option("--max-clients-per-stream", type=click.IntRange(1), help="Default 100.")
 @click.option("--max-connections", type=click.IntRange(1), help="Default 1000.")
+@click.option(
+    "--header-timeout",
+    type=Duration(),
+    help="Close connections that send no complete request head this long after "
+    "connecting or after their previous answer (default 10s).",
+)
+@click.option(
+    "--max-pending",
+    type=click.IntRange(1),
+    help="Connections waiting for a request head; beyond it the longest waiting is "
+    "closed (default 1000).",
+)
+@click.option(
+    "--trusted-proxy",
+    multiple=True,
+    metavar="ADDRESS|CIDR|unix",
+    help="A reverse proxy whose forwarding headers tell the client's address, scheme and "
+    "host (repeatable); from any other peer they are ignored.",
+)
+@click.option(
+    "--proxy-headers",
+    type=click.Choice(PROXY_HEADERS),
+    help="The headers the trusted proxies set: x-forwarded (X-Forwarded-For, -Proto, "
+    "-Host; the default) or forwarded (RFC 7239).",
+)
 @click.option("--history", type=click.IntRange(1), help="Events kept in memory per stream.")
 @click.option(
     "--retention",

@@ -48,7 +48,7 @@ def create_app(hub: Hub) -> QuartTrio:
                 return error_response(403, "forbidden_origin", f"origin {origin!r} is not allowed")
             return Response(b"", status=204, headers=headers)
         if request.method not in ("GET", "HEAD") and not origin_allowed(
-            origin, request.headers.get("Host"), origins
+            origin, request.headers.get("Host"), origins, request.scheme
         ):
             # A form on another site could POST without a preflight: refuse it outright.
             return error_response(403, "forbidden_origin", f"origin {origin!r} is not allowed")

@@ -22,6 +22,7 @@ from .config import TokenSpec
 
 COOKIE: Final = "tstream_token"
 QUERY: Final = "access_token"
+_HTTP_SCHEMES: Final = {"ws": "http", "wss": "https"}
 
 
 class AuthError(Exception):
@@ -92,11 +93,16 @@ class Auth:
             raise AuthError(403, "forbidden", f"this token lacks the {scope!r} scope")
 
 
-def origin_allowed(origin: str | None, host: str | None, allowlist: Sequence[str]) -> bool:
+def origin_allowed(
+    origin: str | None, host: str | None, allowlist: Sequence[str], scheme: str | None = None
+) -> bool:
     """Whether a browser on ``origin`` may use the API (and open WebSockets).
 
     Requests without an ``Origin`` (programs, curl) and same-origin requests pass;
-    other origins must be in ``allowlist`` (``*`` allows any).
+    other origins must be in ``allowlist`` (``*`` allows any). Same origin means the
+    same host and, when ``scheme`` (the request's: ``http``, ``https``, ``ws``, ``wss``)
+    is given, the same scheme: behind a TLS proxy that is what ``X-Forwarded-Proto``
+    tells.
     """
     if origin is None:
         return True
@@ -104,8 +110,10 @@ def origin_allowed(origin: str | None, host: str | None, allowlist: Sequence[str
     if "*" in allowlist or origin in allowlist:
         return True
     if host:
-        netloc = urlsplit(origin).netloc
-        return netloc == host.lower()
+        parts = urlsplit(origin)
+        if scheme is not None and parts.scheme != _HTTP_SCHEMES.get(scheme, scheme):
+            return False
+        return parts.netloc == host.lower()
     return False
 
 
@@ -128,6 +136,21 @@ def host_allowed(host: str | None, *, auth_enabled: bool, insecure: bool) -> boo
         return True
     try:
         return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def client_allowed(client: str, *, auth_enabled: bool, insecure: bool) -> bool:
+    """Whether ``client`` (an address, or ``unix``) may reach a hub without tokens.
+
+    Such a hub listens on loopback only, so only a proxy on this machine can bring it a
+    client from elsewhere: that client is refused, as if the hub had been bound beyond
+    loopback without a token.
+    """
+    if auth_enabled or insecure or client == "unix":
+        return True
+    try:
+        return ipaddress.ip_address(client).is_loopback
     except ValueError:
         return False
 

@@ -19,6 +19,8 @@ from ..store.retention import DEFAULT_MAX_EVENTS, DEFAULT_PRUNE_EVERY, DEFAULT_R
 
 DEFAULT_LISTEN: Final = "127.0.0.1:3001"
 SCOPES: Final = frozenset({"read", "publish"})
+PROXY_HEADERS: Final = ("x-forwarded", "forwarded")
+UNIX_PEERS: Final = "unix"
 
 
 class HubConfigError(ValueError):
@@ -95,6 +97,14 @@ def _non_negative(_: Any, attribute: attrs.Attribute[Any], value: float) -> None
         raise HubConfigError(f"{attribute.name}: must be zero or more, not {value!r}")
 
 
+def _one_of(choices: tuple[str, ...]) -> Any:
+    def check(_: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+        if value not in choices:
+            raise HubConfigError(f"{attribute.name}: use {' or '.join(choices)}, not {value!r}")
+
+    return check
+
+
 @final
 @attrs.frozen(kw_only=True)
 class HubConfig:
@@ -109,6 +119,14 @@ class HubConfig:
         insecure: allow binding beyond loopback without any token.
         max_clients_per_stream: subscribers of one stream (WebSocket and SSE).
         max_connections: open WebSocket and SSE connections in all.
+        header_timeout: a connection that sends no complete request head within this
+            long of connecting (or of its previous answer) is closed (seconds).
+        max_pending: connections waiting for a request head; beyond it, the one that has
+            waited longest is closed.
+        trusted_proxies: addresses, networks (CIDR) or ``unix`` (the Unix sockets) whose
+            forwarding headers tell the client's address, scheme and host.
+        proxy_headers: which forwarding headers the trusted proxies set:
+            ``x-forwarded`` (``X-Forwarded-For``/``-Proto``/``-Host``) or ``forwarded``.
         heartbeat: seconds between heartbeats (WebSocket ``heartbeat`` frame, SSE event).
         idle_timeout: a WebSocket client that sends nothing for this long after a heartbeat
             is dropped (0: never).
@@ -143,6 +161,12 @@ class HubConfig:
     insecure: bool = False
     max_clients_per_stream: int = attrs.field(default=100, validator=_positive)
     max_connections: int = attrs.field(default=1000, validator=_positive)
+    header_timeout: float = attrs.field(default=10.0, validator=_positive)
+    max_pending: int = attrs.field(default=1000, validator=_positive)
+    trusted_proxies: tuple[str, ...] = attrs.field(
+        default=(), converter=lambda values: tuple(parse_trusted_proxy(v) for v in values)
+    )
+    proxy_headers: str = attrs.field(default="x-forwarded", validator=_one_of(PROXY_HEADERS))
     heartbeat: float = attrs.field(default=30.0, validator=_positive)
     idle_timeout: float = attrs.field(default=30.0, validator=_non_negative)
     history: int = attrs.field(default=10_000, validator=_positive)
@@ -223,6 +247,7 @@ _DURATIONS: Final = frozenset(
     {
         "heartbeat",
         "idle_timeout",
+        "header_timeout",
         "write_timeout",
         "tick",
         "max_poll_timeout",
@@ -267,6 +292,12 @@ def _coerce(key: str, value: Any, field: attrs.Attribute[Any]) -> Any:
         return tuple(parse_token(v) for v in _as_list(value))
     if key == "cors_origins":
         return tuple(check_origin(str(v)) for v in _as_list(value))
+    if key == "trusted_proxies":
+        return tuple(parse_trusted_proxy(str(v)) for v in _as_list(value))
+    if key == "proxy_headers":
+        if value not in PROXY_HEADERS:
+            raise HubConfigError(f"use {' or '.join(PROXY_HEADERS)}, not {value!r}")
+        return value
     if key in ("insecure", "compression"):
         if not isinstance(value, bool):
             raise HubConfigError(f"expected true or false, got {value!r}")
@@ -283,6 +314,22 @@ def _coerce(key: str, value: Any, field: attrs.Attribute[Any]) -> Any:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise HubConfigError(f"expected a number, got {value!r}")
     return int(value) if field.type in ("int", int) else float(value)
+
+
+def parse_trusted_proxy(text: str) -> str:
+    """``text`` (an address, a network in CIDR form, or ``unix``) in canonical form.
+
+    Raises:
+        HubConfigError: naming the text.
+    """
+    if text == UNIX_PEERS:
+        return text
+    try:
+        return str(ipaddress.ip_network(text.strip(), strict=False))
+    except ValueError:
+        raise HubConfigError(
+            f"trusted proxy {text!r}: use an address (10.0.0.2), a network (10.0.0.0/24) or unix"
+        ) from None
 
 
 def check_origin(origin: str) -> str:

@@ -13,11 +13,12 @@ import orjson
 import trio
 from quart import Response, current_app
 
-from .auth import Auth, AuthError, host_allowed, token_from
+from .auth import Auth, AuthError, client_allowed, host_allowed, token_from
 from .broker import Broker
 from .config import HubConfig
 from .errors import HubError, ReadOnly
 from .limits import KeyedLimiter, retry_after
+from .patches import PendingConnections
 
 logger = logging.getLogger("trio_stream.hub")
 
@@ -49,6 +50,7 @@ class Hub:
         self.requests = KeyedLimiter.per_minute(config.requests_per_minute)
         self.connects = KeyedLimiter.per_minute(config.connections_per_minute)
         self.publishers = KeyedLimiter(config.publish_per_second, config.publish_per_second)
+        self.pending = PendingConnections(config.max_pending)
         self.started = time.time()
         self.requests_total = 0
         self.statuses: Counter[int] = Counter()
@@ -74,11 +76,12 @@ def hub() -> Hub:
 
 
 def remote_of(scope: Mapping[str, Any]) -> str:
-    """A client's address for limits and logs (``unix`` on a Unix socket)."""
+    """A client's address for the logs (``unix`` on a Unix socket); a client forwarded by
+    a trusted proxy has no port."""
     client = scope.get("client")
     if not client:
         return "unix"
-    return f"{client[0]}:{client[1]}"
+    return f"{client[0]}:{client[1]}" if client[1] else str(client[0])
 
 
 def host_of(scope: Mapping[str, Any]) -> str:
@@ -138,8 +141,10 @@ def authorize(
         headers.get("Host"), auth_enabled=h.auth.enabled, insecure=h.config.insecure
     ):
         raise AuthError(403, "forbidden_host", "this hub answers loopback names only")
-    h.auth.require(token_from(headers, args, cookies), needs)
     host = host_of(scope)
+    if not client_allowed(host, auth_enabled=h.auth.enabled, insecure=h.config.insecure):
+        raise AuthError(403, "forbidden_client", "this hub answers loopback clients only")
+    h.auth.require(token_from(headers, args, cookies), needs)
     now = trio.current_time()
     wait = h.requests.take(host, now)
     if wait:

@@ -40,6 +40,7 @@ from .app import create_app
 from .broker import Broker
 from .config import HubConfig, HubConfigError, Listen
 from .context import Hub
+from .proxy import TrustedProxies
 
 logger = logging.getLogger("trio_stream.hub")
 
@@ -157,13 +158,20 @@ def _unlink(bound: list[Listen] | tuple[Listen, ...]) -> None:
 
 
 def hypercorn_config(config: HubConfig) -> HypercornConfig:
-    """Hypercorn's settings for the hub (no access log: query strings may hold tokens)."""
+    """Hypercorn's settings for the hub (no access log: query strings may hold tokens).
+
+    A request head is at most Hypercorn's ``h11_max_incomplete_size`` (16 KiB) and must be
+    complete within ``config.header_timeout``; Hypercorn's ``read_timeout`` stays off, as
+    it would also cut SSE and WebSocket clients that rightly send nothing.
+    """
     hc = HypercornConfig()
     hc.accesslog = None
     hc.errorlog = logging.getLogger("trio_stream.hub.hypercorn")
     hc.websocket_max_message_size = config.max_message_size
     hc.graceful_timeout = SHUTDOWN_GRACE
-    hc.keep_alive_timeout = 30
+    # Hypercorn's idle timer closes a connection that has not completed a request head
+    # this long after connecting or after its previous answer, however it trickles bytes.
+    hc.keep_alive_timeout = config.header_timeout
     hc.include_server_header = False
     return hc
 
@@ -237,11 +245,17 @@ async def _serve(
         broker = Broker(store, config, nursery)
         hub = Hub(config, broker)
         app = create_app(hub)
+        asgi = (
+            TrustedProxies(app, config.trusted_proxies, config.proxy_headers)
+            if config.trusted_proxies
+            else app
+        )
+        patches.pending_connections.set(hub.pending)
         async with trio.open_nursery() as server_nursery:
             await server_nursery.start(
                 partial(
                     worker_serve,
-                    wrap_app(app, hc.wsgi_max_body_size, "asgi"),
+                    wrap_app(asgi, hc.wsgi_max_body_size, "asgi"),
                     hc,
                     sockets=Sockets([], sockets, []),
                     shutdown_trigger=stop_server.wait,

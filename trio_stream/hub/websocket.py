@@ -110,7 +110,9 @@ async def ws(stream_id: str) -> Response | None:
     """``/api/streams/{id}/ws``: a subscriber."""
     h = hub()
     origin = websocket.headers.get("Origin")
-    if not origin_allowed(origin, websocket.headers.get("Host"), h.config.cors_origins):
+    if not origin_allowed(
+        origin, websocket.headers.get("Host"), h.config.cors_origins, websocket.scheme
+    ):
         logger.warning(
             "ws refused from %s: origin %s not allowed", host_of(websocket.scope), origin
         )
@@ -225,7 +227,9 @@ async def publish_ws(stream_id: str) -> Response | None:
     """
     h = hub()
     origin = websocket.headers.get("Origin")
-    if not origin_allowed(origin, websocket.headers.get("Host"), h.config.cors_origins):
+    if not origin_allowed(
+        origin, websocket.headers.get("Host"), h.config.cors_origins, websocket.scheme
+    ):
         return error_response(403, "forbidden_origin", f"origin {origin!r} is not allowed")
     authorize(
         h,
