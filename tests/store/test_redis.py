@@ -1,6 +1,9 @@
 """What the Redis store adds to the contract: its URLs, several writers, outages, the epoch."""
 
+import os
 import signal
+import subprocess
+import sys
 
 import coredis
 import pytest
@@ -218,3 +221,36 @@ async def test_a_restarted_redis_is_reconnected_and_a_lost_history_changes_the_e
         assert store.epoch != before
         await store.create_session(SessionInfo("s"))
         assert await store.last_offset("s") == -1
+
+
+def test_every_session_command_takes_a_redis_url(redis_server, tmp_path):
+    trio.run(flush_redis, redis_server)
+    tstream = [sys.executable, "-c", "from trio_stream.cli import main; main()"]
+    env = {**os.environ, "TSTREAM_STORE": redis_server.url}
+
+    def cli(*args, input=None):
+        done = subprocess.run(
+            [*tstream, *args], env=env, capture_output=True, text=True, timeout=60, input=input
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout + done.stderr
+
+    assert cli("run", "--id", "r-1", "--", "sh", "-c", "echo one; echo two") == "one\ntwo\n"
+    assert "r-1" in cli("ls")
+    assert cli("show", "r-1") == "one\ntwo\n"
+    assert cli("attach", "r-1") == "one\ntwo\n"
+    exported = cli("export", "r-1")
+    assert len(exported.splitlines()) == 4
+    assert cli("import", "--id", "r-2", "-", input=exported).strip() == "r-2"
+    assert cli("show", "--store", redis_server.unix_url, "r-2") == "one\ntwo\n"
+    assert cli("replay", "--max-idle", "0", "r-2") == "one\ntwo\n"
+    assert "would remove 0 session(s)" in cli("prune", "--dry-run")
+    down = subprocess.run(
+        [*tstream, "ls", "--store", "redis://127.0.0.1:1/0?timeout=1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert down.returncode == 125
+    assert "Redis store redis://127.0.0.1:1/0" in down.stderr
