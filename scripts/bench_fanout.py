@@ -4,7 +4,7 @@ Starts ``tstream serve`` (SQLite store, a token, so auth is on) as its own proce
 one stream, connects N subscribers (half WebSocket, half SSE) spread over several
 subscriber processes, each running many clients under trio, and then a publisher process
 that publishes R events/s through the hub's publishing WebSocket
-(:func:`trio_stream.hub.client.open_publisher`, one message per tick with the events due,
+(:func:`trio_stream.client.open_publisher`, one message per tick with the events due,
 two messages awaiting their ack at most) for S seconds and ends the stream. Every
 subscriber asks for ``eventTypes=output`` (a filter that every published event passes).
 
@@ -257,8 +257,8 @@ async def run_subscribers(host: str, port: int, token: str, ws: int, sse: int) -
 
 
 async def run_publisher(url: str, token: str, rate: float, duration: float) -> None:
+    from trio_stream.client import open_publisher
     from trio_stream.events import Event, EventType, Output, event_to_json
-    from trio_stream.hub.client import open_publisher
 
     sent = 0
     lag = 0.0

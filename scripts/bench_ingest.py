@@ -7,7 +7,7 @@ Two figures, measured in the same run:
   build them (:func:`trio_stream.hub.ingest.parse_events`), against the baseline of
   building each through the event model's converter path
   (:func:`trio_stream.events.event_from_dict`), which the hub used before.
-* **publish**: events/s from :func:`trio_stream.hub.client.open_publisher` into a hub
+* **publish**: events/s from :func:`trio_stream.client.open_publisher` into a hub
   served in this process (memory store), with several messages in flight as the uplink
   keeps them. The publisher and the hub share one process, so this is a floor.
 
@@ -26,8 +26,8 @@ from typing import Any, Final
 import orjson
 import trio
 
+from trio_stream.client import open_publisher
 from trio_stream.events import event_from_dict
-from trio_stream.hub.client import open_publisher
 from trio_stream.hub.config import HubConfig, Listen
 from trio_stream.hub.ingest import parse_events
 from trio_stream.hub.server import serve_hub

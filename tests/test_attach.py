@@ -14,7 +14,7 @@ import pytest
 import trio
 from live_helpers import ECHO, TSTREAM, finish, private_dirs, start_run
 
-from trio_stream.attach import http_get
+from trio_stream.client import get_json as http_get
 from trio_stream.events import event_from_json
 from trio_stream.registry import live_sessions
 

@@ -3,8 +3,8 @@
 The public API is what this package exports (``from trio_stream import …``) and the
 modules it names: :mod:`trio_stream.events` (the event model), :mod:`trio_stream.store`
 (session stores), :mod:`trio_stream.processors`, :mod:`trio_stream.hub` with
-:mod:`trio_stream.hub.server` and :mod:`trio_stream.hub.client`, and
-:mod:`trio_stream.publisher`. Other modules are the implementation and may change.
+:mod:`trio_stream.hub.server`, :mod:`trio_stream.client` (following and publishing to
+a hub) and :mod:`trio_stream.publisher`. Other modules are the implementation and may change.
 """
 
 from __future__ import annotations

@@ -22,16 +22,14 @@ import socket
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final, final
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import attrs
-import h11
-import orjson
 import trio
 
 from .batches import RowEvents
+from .client import HubClientError, filter_query, follow_stream, get_json
 from .events import Event, EventType, SessionEnded, event_from_dict
-from .hub.client import HubClientError, filter_query, follow_stream, unix_path
 from .hub.protocol import EventFilter
 from .registry import LiveSession, find_live, forget, match_ref, pid_alive
 from .store import HistoryQuery, SessionInfo, SessionStatus, Store, UnknownSessionError
@@ -46,7 +44,6 @@ REVIVE_PAUSES: Final = (0.2, 0.4, 0.8, 1.6)
 # How often a followed local run is checked for being alive, and the store polled for a
 # running session that is not served.
 WATCH_INTERVAL: Final = 0.25
-HTTP_LIMIT: Final = 256 * 1024 * 1024
 # A running local session is followed in its store while it records at least
 # STORE_FOLLOW_MIN events every STORE_FOLLOW_INTERVAL seconds (100,000 a second).
 STORE_FOLLOW_INTERVAL: Final = 0.1
@@ -76,70 +73,12 @@ class Target:
 
 
 async def http_get(hub: str, path: str, token: str | None = None) -> Any:
-    """GET ``path`` from ``hub`` (``http://host:port`` or ``unix:PATH``) as JSON.
+    """GET ``path`` from ``hub`` as JSON, waiting at most :data:`HTTP_TIMEOUT` seconds.
 
     Raises:
-        HubClientError: the hub answered with an error (its code and message), or an
-            address that is not http or unix.
-        OSError: the hub cannot be reached, broke the connection before answering
-            (ConnectionError) or stayed silent for :data:`HTTP_TIMEOUT` (TimeoutError).
+        HubClientError, OSError, ValueError: as :func:`trio_stream.client.get_json`.
     """
-    sock = unix_path(hub)
-    parts = urlsplit(hub)
-    if sock is None and (parts.scheme not in ("http", "ws") or not parts.hostname):
-        raise HubClientError("bad_address", f"hub {hub!r}: use http://HOST:PORT", -1)
-    try:
-        return await _get(hub, path, token)
-    except trio.TooSlowError:
-        raise TimeoutError(f"hub {hub}: no answer within {HTTP_TIMEOUT:g}s") from None
-    except (h11.ProtocolError, trio.BrokenResourceError) as exc:
-        raise ConnectionError(
-            f"hub {hub}: the connection broke before the answer to {path} ({exc})"
-        ) from None
-
-
-async def _get(hub: str, path: str, token: str | None) -> Any:
-    sock = unix_path(hub)
-    with trio.fail_after(HTTP_TIMEOUT):
-        if sock is not None:
-            stream: trio.abc.Stream = await trio.open_unix_socket(sock)
-            host = "localhost"
-        else:
-            parts = urlsplit(hub)
-            stream = await trio.open_tcp_stream(parts.hostname or "", parts.port or 80)
-            host = parts.netloc
-    headers = [("Host", host), ("Connection", "close"), ("Accept", "application/json")]
-    if token:
-        headers.append(("Authorization", f"Bearer {token}"))
-    conn = h11.Connection(h11.CLIENT)
-    async with stream:
-        await stream.send_all(conn.send(h11.Request(method="GET", target=path, headers=headers)))
-        await stream.send_all(conn.send(h11.EndOfMessage()))
-        status = 0
-        body = bytearray()
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                with trio.fail_after(HTTP_TIMEOUT):
-                    conn.receive_data(await stream.receive_some(65536))
-            elif isinstance(event, h11.Response):
-                status = event.status_code
-            elif isinstance(event, h11.Data):
-                body += event.data
-                if len(body) > HTTP_LIMIT:
-                    raise HubClientError("too_large", f"the answer to {path} is too large", -1)
-            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                break
-    try:
-        answer = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise HubClientError("bad_answer", f"{path}: HTTP {status}, not JSON", -1) from None
-    if status >= 400:
-        error = answer.get("error", {}) if isinstance(answer, dict) else {}
-        raise HubClientError(
-            str(error.get("code", "error")), str(error.get("message", f"HTTP {status}")), -1
-        )
-    return answer
+    return await get_json(hub, path, token, timeout=HTTP_TIMEOUT)
 
 
 async def resolve_on_hub(hub: str, ref: str, token: str | None = None) -> str:

@@ -31,18 +31,15 @@ import random
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Final, final
-from urllib.parse import urlsplit
 
 import attrs
-import httpx
 import orjson
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError
 
 from .batches import EventRuns, OutputBatch
+from .client import HubClientError, HubPublisher, hub_epoch, open_publisher, parse_hub_address
 from .events import Error, Event, EventType, event_to_json
-from .hub.client import HubClientError, HubPublisher, open_publisher, unix_path
-from .hub.remote import hub_epoch
 from .log import SessionLog
 from .store.base import HistoryQuery, Store, StoreError
 from .terminal import write_all
@@ -77,8 +74,7 @@ REFUSALS: Final = {
 
 
 def check_hub_url(url: str) -> str:
-    """Check a hub address: ``http[s]://HOST:PORT``, ``ws[s]://HOST:PORT``, ``unix:PATH``
-    or ``http+unix://PATH``.
+    """Check a hub address (:func:`trio_stream.client.parse_hub_address`).
 
     Returns:
         The address, unchanged.
@@ -86,21 +82,7 @@ def check_hub_url(url: str) -> str:
     Raises:
         ValueError: naming what is wrong with it.
     """
-    path = unix_path(url)
-    if path is not None:
-        if not path:
-            raise ValueError(f"hub {url!r}: the socket path is missing")
-        return url
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
-        raise ValueError(
-            f"hub {url!r}: use http://HOST:PORT, https://HOST, ws://HOST:PORT or unix:PATH"
-        )
-    try:
-        parts.port  # noqa: B018 (validates the port)
-    except ValueError:
-        raise ValueError(f"hub {url!r}: the port is not a number from 0 to 65535") from None
-    return url
+    return parse_hub_address(url).text
 
 
 @final
@@ -455,7 +437,7 @@ class Uplink:
             return
         try:
             epoch = await hub_epoch(self.hub)
-        except httpx.HTTPError as exc:
+        except (OSError, HubClientError) as exc:
             raise _LinkLost(_describe(exc)) from None
         self._store_checked = True
         if epoch == self.store.epoch:

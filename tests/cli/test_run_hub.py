@@ -16,8 +16,8 @@ import orjson
 import pytest
 import trio
 
+from trio_stream.client import follow_stream
 from trio_stream.events import EventType
-from trio_stream.hub.client import follow_stream
 from trio_stream.store import HistoryQuery, open_store
 
 TSTREAM = [sys.executable, "-c", "from trio_stream.cli import main; main()"]

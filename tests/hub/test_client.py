@@ -12,8 +12,8 @@ import trio
 from terminal_helpers import merged, terminal_bytes
 from trio_websocket import ConnectionClosed
 
+from trio_stream.client import HubClientError, WireEvents, follow_stream, open_publisher
 from trio_stream.events import Event, EventType, Output, SessionEnded, Status, event_to_json
-from trio_stream.hub.client import HubClientError, WireEvents, follow_stream, open_publisher
 from trio_stream.hub.config import Listen
 from trio_stream.hub.server import ServedHub
 from trio_stream.store.base import SessionInfo, SessionStatus
@@ -134,8 +134,8 @@ def _placed(texts: list[str], first: int) -> list:
 async def test_publisher_creates_the_stream_and_resumes_without_duplicates(
     served: ServedHub, http: httpx.AsyncClient
 ) -> None:
+    from trio_stream.client import open_publisher
     from trio_stream.events import Event, EventType, Status
-    from trio_stream.hub.client import open_publisher
 
     sent = _placed(["a", "b", "c"], 0)
     async with open_publisher(served.urls[0], "p") as hub:
@@ -157,7 +157,7 @@ async def test_publisher_creates_the_stream_and_resumes_without_duplicates(
 
 
 async def test_publisher_without_create_needs_the_stream(served: ServedHub) -> None:
-    from trio_stream.hub.client import open_publisher
+    from trio_stream.client import open_publisher
 
     with pytest.raises(HubClientError) as refused:
         async with open_publisher(served.urls[0], "missing", create=False):

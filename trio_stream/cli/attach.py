@@ -15,9 +15,9 @@ import click
 import trio
 
 from ..attach import Feed, Target, locate
+from ..client import HubClientError
 from ..events import Event
 from ..groups import single
-from ..hub.client import HubClientError
 from ..hub.protocol import EventFilter
 from ..process import EXIT_FAILURE
 from ..registry import RegistryError
@@ -28,7 +28,7 @@ from ..store import (
     UnknownSessionError,
     open_store,
 )
-from .common import color_option, complete_sessions
+from .common import color_option, complete_sessions, hub_address
 from .history import (
     EXIT_NOT_FOUND,
     EventPrinter,
@@ -65,7 +65,8 @@ def _status_of(feed: Feed, session_id: str) -> int:
     metavar="URL",
     envvar="TSTREAM_HUB",
     show_envvar=True,
-    help="Follow the session on this hub (http://HOST:PORT or unix:PATH).",
+    callback=hub_address,
+    help="Follow the session on this hub (http://HOST:PORT, https://HOST or unix:PATH).",
 )
 @click.option(
     "--token",

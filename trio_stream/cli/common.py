@@ -317,3 +317,16 @@ async def _stored_sessions(url: str | None) -> list[tuple[str, str, list[str]]]:
 def _shown(command: list[str]) -> str:
     text = shlex.join(command)
     return text if len(text) <= 50 else text[:49] + "…"
+
+
+def hub_address(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Check a ``--hub`` address (a click callback): every command takes the same forms."""
+    if value is None:
+        return None
+    from ..client.address import parse_hub_address
+
+    try:
+        parse_hub_address(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value

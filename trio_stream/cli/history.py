@@ -384,16 +384,20 @@ def ls(
 def _hub_sessions(
     hub: str, token: str | None, status: SessionStatus | None, limit: int | None
 ) -> list[SessionInfo]:
-    from ..hub.remote import HubUnavailableError, hub_sessions
-    from ..uplink import check_hub_url
+    from ..client import HubClientError, hub_sessions, parse_hub_address
 
     try:
-        check_hub_url(hub)
+        address = parse_hub_address(hub)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--hub") from None
     try:
-        return hub_sessions(hub, token=token, status=status, limit=limit)
-    except HubUnavailableError as exc:
+        return trio.run(
+            functools.partial(hub_sessions, address, token=token, status=status, limit=limit)
+        )
+    except HubClientError as exc:
+        what = "token rejected" if exc.code in ("unauthorized", "forbidden") else "refused"
+        fail(f"hub {hub}: {what} ({exc.code}: {exc.message})", EXIT_STORE)
+    except OSError as exc:
         fail(str(exc), EXIT_STORE)
 
 

@@ -24,7 +24,7 @@ import math
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final, final
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 import attrs
 import orjson
@@ -40,9 +40,13 @@ from trio_websocket import (
 from ..batches import RowEvents
 from ..events import SOURCES, Event, EventType, Output, event_from_dict, event_to_json
 from ..groups import lone_leaf
+from .address import parse_hub_address
 
-# A hub that shuts down is usually restarted: followers come back after it, with backoff.
-RESUMABLE: Final = frozenset({"slow_consumer", "shutdown", "idle_timeout"})
+# A hub that shuts down is usually restarted, and a stream that failed on a hub is
+# reopened from its store: followers come back after it, with backoff.
+RESUMABLE: Final = frozenset(
+    {"slow_consumer", "shutdown", "shutting_down", "idle_timeout", "internal", "stream_restarting"}
+)
 DEFAULT_RETRIES: Final = 5
 MAX_MESSAGE: Final = 64 * 1024 * 1024
 
@@ -54,12 +58,14 @@ class HubClientError(Exception):
     Attributes:
         code: the hub's error code (``unauthorized``, ``not_found``, ``disconnected``,
             ``offset_gap``…).
+        message: the hub's message.
         last_offset: following: the last offset received; publishing: the hub's last
             offset, where to resume.
     """
 
     def __init__(self, code: str, message: str, last_offset: int) -> None:
         self.code = code
+        self.message = message
         self.last_offset = last_offset
         super().__init__(f"{code}: {message}")
 
@@ -107,7 +113,10 @@ class _Follower:
                             return
                         failures = 0
                 except ConnectionRejected as exc:
-                    raise _rejected(exc, self.last) from None
+                    refused = _rejected(exc, self.last)
+                    if refused.code not in RESUMABLE:
+                        raise refused from None
+                    failures += 1
                 except (ConnectionClosed, OSError, trio.BrokenResourceError):
                     failures += 1
                 if failures > self.retries:
@@ -208,38 +217,30 @@ def filter_query(filters: Mapping[str, Any]) -> str:
     )
 
 
-def unix_path(hub: str) -> str | None:
-    """The socket path of a ``unix:PATH`` or ``http+unix://PATH`` hub address, else None."""
-    for prefix in ("unix:", "http+unix://"):
-        if hub.startswith(prefix):
-            return hub[len(prefix) :]
-    return None
-
-
 async def _open(
     hub: str, resource: str, token: str | None, nursery: trio.Nursery
 ) -> WebSocketConnection:
-    """A WebSocket to ``resource`` on ``hub`` (``http://…``, ``ws://…``, ``unix:PATH`` or
-    ``http+unix://PATH`` as ``tstream serve`` prints it), owned by ``nursery``."""
+    """A WebSocket to ``resource`` on ``hub`` (any address :func:`parse_hub_address`
+    takes), owned by ``nursery``.
+
+    Raises:
+        ValueError: for a bad address.
+    """
     headers = [(b"Authorization", f"Bearer {token}".encode())] if token else []
-    path = unix_path(hub)
-    if path is not None:
-        stream = await trio.open_unix_socket(path)
+    address = parse_hub_address(hub)
+    if address.unix_path is not None:
+        stream = await trio.open_unix_socket(address.unix_path)
         return await wrap_client_stream(
             nursery,
             stream,
-            "localhost",
+            address.netloc,
             resource,
             extra_headers=headers,
             max_message_size=MAX_MESSAGE,
         )
-    parts = urlsplit(hub)
-    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
-    if scheme not in ("ws", "wss") or not parts.netloc:
-        raise ValueError(f"hub {hub!r}: use http://HOST:PORT, ws://HOST:PORT or unix:PATH")
     return await connect_websocket_url(
         nursery,
-        f"{scheme}://{parts.netloc}{resource}",
+        address.ws_url(resource),
         extra_headers=headers,
         max_message_size=MAX_MESSAGE,
     )
