@@ -28,7 +28,9 @@ def create_app(hub: Hub) -> QuartTrio:
     """
     from . import dashboard, polling, rest, sse, websocket
 
-    app = QuartTrio(__name__)
+    # No static folder: the dashboard's files have a route of their own, and the API
+    # document lists every route.
+    app = QuartTrio(__name__, static_folder=None)
     app.config["TSTREAM_HUB"] = hub
     app.config["MAX_CONTENT_LENGTH"] = hub.config.max_body_size
     app.config["BODY_TIMEOUT"] = 30

@@ -21,6 +21,7 @@ from importlib import resources
 from typing import Final
 
 import attrs
+import orjson
 import trio
 from quart import Blueprint, Response, request
 
@@ -146,7 +147,11 @@ async def login() -> Response:
     wait = h.requests.take(host_of(request.scope), trio.current_time())
     if wait:
         raise RateLimited("too many requests from this address; retry later", wait)
-    body = await request.get_json(force=True, silent=True)
+    try:
+        # orjson refuses invalid UTF-8 as malformed JSON; Quart's silent parsing raised.
+        body = orjson.loads(await request.get_data(cache=False))
+    except orjson.JSONDecodeError:
+        body = None
     token = body.get("token") if isinstance(body, dict) else None
     if not isinstance(token, str) or not token.strip():
         raise HubError('body: expected {"token": "…"}', field="token")

@@ -22,6 +22,7 @@ from .context import RateLimited, authorize, host_of, hub, json_response
 from .errors import HubError
 from .ingest import parse_events
 from .metrics import metrics_json, prometheus
+from .openapi import OPENAPI_PATH, openapi_document
 from .protocol import EventFilter, ProtocolError, parse_filters, parse_replay_options
 from .sse import parse_offset, query_filters
 from .streams import MAX_PATTERN_SCAN, Stream
@@ -79,6 +80,12 @@ async def healthz() -> Response:
             "epoch": h.broker.store.epoch,
         }
     )
+
+
+@blueprint.route(OPENAPI_PATH)
+async def openapi() -> Response:
+    """``GET /api/openapi.json``: this API as an OpenAPI 3.1 document (no token needed)."""
+    return json_response(openapi_document(hub().config))
 
 
 @blueprint.route("/metrics")
