@@ -134,7 +134,7 @@ async def test_chromium_follows_resumes_after_a_cut_and_stops_at_the_end(
             with trio.fail_after(30):
                 await page.ready.wait()
                 clients = (await http.get("/api/streams/s/clients")).json()["clients"]
-                (follower,) = [c for c in clients if c["type"] == "sse"]
+                (follower,) = [c for c in clients if c["transport"] == "sse"]
                 cut = await http.delete(f"/api/streams/s/clients/{follower['id']}")
                 assert cut.status_code == 200, cut.text
                 await http.post(

@@ -23,13 +23,14 @@ async def test_healthz(http: httpx.AsyncClient) -> None:
 
 async def test_create_get_list_and_delete_a_stream(http: httpx.AsyncClient) -> None:
     answer = await http.post(
-        "/api/streams", json={"id": "build-1", "workflowSessionId": "wf", "config": {"a": 1}}
+        "/api/streams",
+        json={"id": "build-1", "workflowSessionId": "wf", "config": {"maxClients": 2}},
     )
     assert answer.status_code == 201
     assert answer.headers["location"] == "/api/streams/build-1"
     body = answer.json()
     assert body["id"] == "build-1" and body["status"] == "running" and body["live"] is True
-    assert body["workflowSessionId"] == "wf" and body["config"] == {"a": 1}
+    assert body["workflowSessionId"] == "wf" and body["config"]["maxClients"] == 2
     generated = (await http.post("/api/streams", json={})).json()["id"]
     listed = (await http.get("/api/streams")).json()["streams"]
     assert {s["id"] for s in listed} == {"build-1", generated}
@@ -49,6 +50,7 @@ async def test_create_get_list_and_delete_a_stream(http: httpx.AsyncClient) -> N
         ({"id": 5}, 400, "id"),
         ({"colour": "red"}, 400, "colour"),
         ({"config": []}, 400, "config"),
+        ({"config": {"a": 1}}, 400, "config.a"),
         ({"workflowSessionId": 1}, 400, "workflowSessionId"),
         ([], 400, "object"),
     ],

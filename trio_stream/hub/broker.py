@@ -44,6 +44,7 @@ from .activity import ActivityRecords
 from .alarms import Alarms
 from .clients import Client, ClientKind, EndReason
 from .config import HubConfig
+from .design import StreamSettings, check_config
 from .errors import (
     Conflict,
     HubError,
@@ -63,6 +64,8 @@ RESERVED_IDS: Final = frozenset({"metrics"})
 SHUTDOWN_WRITE_TIMEOUT: Final = 1.0
 # How long a stream whose task failed waits for its recorder before it may be reopened.
 FAILED_FLUSH_TIMEOUT: Final = 10.0
+# The longest wait between looks for streams whose own retention period has passed.
+EXPIRY_CHECK: Final = 3600.0
 
 
 @final
@@ -119,6 +122,10 @@ class Broker:
         self.activity = ActivityRecords()
         # Clients' heartbeats and idle limits.
         self.alarms = Alarms(nursery)
+        # The hub's memory store keeps nothing once the hub stops.
+        self.store_kind = "memory" if type(store).__name__ == "MemoryStore" else "database"
+        self._expiry = trio.Event()
+        nursery.start_soon(self._expire_streams)
 
     # -- metrics hooks -------------------------------------------------------------------
 
@@ -138,6 +145,44 @@ class Broker:
 
     # -- streams -------------------------------------------------------------------------
 
+    def settings_of(self, info: SessionInfo) -> StreamSettings:
+        """The config in force of the stream of ``info``: the ``StreamConfig`` it was
+        created with (kept in its metadata), the hub's settings for the rest."""
+        given = info.metadata.get("config")
+        try:
+            return StreamSettings.of(
+                check_config(given) if given else None, self.config, self.store_kind
+            )
+        except HubError as exc:
+            logger.warning("stream %s: its config is ignored: %s", info.id, exc.message)
+            return StreamSettings.of(None, self.config, self.store_kind)
+
+    async def _expire_streams(self) -> None:
+        """Destroy the ended streams idle for longer than their own retention period
+        (``persistence.retentionPeriod``), looking again when one is due or a stream with
+        one ends."""
+        while True:
+            due = EXPIRY_CHECK
+            try:
+                now = time.time()
+                for info in await self.store.list_sessions():
+                    retention = self.settings_of(info).retention
+                    if retention is None or info.status is SessionStatus.RUNNING:
+                        continue
+                    idle = now - max(info.ended or 0.0, info.last_activity)
+                    if idle < retention:
+                        due = min(due, retention - idle)
+                    elif info.id not in self.streams or not self.streams[info.id].clients:
+                        logger.info("stream %s: its retention period is over", info.id)
+                        self.streams.pop(info.id, None)
+                        self.activity.forget(info.id)
+                        await self.store.destroy_session(info.id)
+            except (StoreError, LookupError) as exc:
+                logger.warning("could not expire streams: %s", exc)
+            with trio.move_on_after(max(due, 0.001)):
+                await self._expiry.wait()
+            self._expiry = trio.Event()
+
     def forget_if_idle(self, stream: Stream) -> None:
         """Drop an ended stream without clients from memory (the store serves it)."""
         if (
@@ -155,10 +200,13 @@ class Broker:
         workflow_session_id: str | None = None,
         config: dict[str, Any] | None = None,
     ) -> Stream:
-        """Create a live stream (and its session in the store).
+        """Create a live stream (and its session in the store) with the design's
+        ``StreamConfig`` (some or all of its fields), kept in the session's metadata so
+        that it holds after a restart.
 
         Raises:
-            HubError: for a bad or reserved id; Conflict when the id is taken.
+            HubError: for a bad or reserved id or a bad config field (naming it);
+                Conflict when the id is taken.
         """
         sid = new_session_id() if stream_id is None else stream_id
         try:
@@ -167,6 +215,8 @@ class Broker:
             raise HubError(str(exc), field="id") from None
         if sid in RESERVED_IDS:
             raise HubError(f"stream id {sid!r} is reserved", field="id")
+        if config is not None:
+            config = check_config(config)
         self._check_open()
         async with self._loading:
             if sid in self.streams:
@@ -185,7 +235,8 @@ class Broker:
             return self._start(info)
 
     def _start(self, info: SessionInfo) -> Stream:
-        log = SessionLog(info.id, first_offset=info.last_offset + 1, history=self.config.history)
+        history = self.settings_of(info).history
+        log = SessionLog(info.id, first_offset=info.last_offset + 1, history=history)
         stream = Stream(self, info, log)
         self.streams[info.id] = stream
         self.nursery.start_soon(self._guarded, stream, stream.record, "recorder")
@@ -436,6 +487,8 @@ class Broker:
                 logger.warning("stream %s: could not mark it ended: %s", stream.id, exc)
             stream.end_stored = True
             self.forget_if_idle(stream)
+            if stream.settings.retention is not None:
+                self._expiry.set()
 
     async def delete_stream(self, stream_id: str) -> None:
         """End the stream (clients get the final event and are closed), then destroy it.
@@ -473,8 +526,8 @@ class Broker:
             client_id,
             kind,
             remote,
-            queue_limit=self.config.client_queue,
-            heartbeat=self.config.heartbeat,
+            queue_limit=stream.settings.client_queue,
+            heartbeat=stream.settings.heartbeat,
             idle_timeout=self.config.idle_timeout if kind is ClientKind.WEBSOCKET else 0.0,
             write_timeout=self.config.write_timeout,
         )
@@ -492,7 +545,7 @@ class Broker:
         take one more client."""
         self._check_open()
         self._check_not_failed(stream)
-        if len(stream.clients) >= self.config.max_clients_per_stream:
+        if len(stream.clients) >= stream.settings.max_clients:
             raise TooManyClients(
                 f"stream {stream.id} has {len(stream.clients)} clients, the most allowed"
             )

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias, final
 import attrs
 import trio
 
+from . import design
 from .frames import Frame
 from .protocol import (
     EventFilter,
@@ -84,11 +85,24 @@ class Batch:
 
     Everything a transport needs from them is computed once and shared by every client
     that is sent the same batch: the filtered batch for each distinct filter, the
-    comma-joined JSON a WebSocket message splices in, the SSE text. So the work per
+    comma-joined JSON a WebSocket message splices in, the SSE text, and the same in the
+    Executor Streamer design's shapes (:mod:`~trio_stream.hub.design`). So the work per
     client per tick does not grow with the events in the tick.
     """
 
-    __slots__ = ("_chunk", "_frame", "_message", "_selected", "_sse", "_ws", "frames")
+    __slots__ = (
+        "_chunk",
+        "_design",
+        "_design_chunk",
+        "_design_frames",
+        "_design_sse",
+        "_frame",
+        "_message",
+        "_selected",
+        "_sse",
+        "_ws",
+        "frames",
+    )
 
     def __init__(self, frames: list[Frame]) -> None:
         self.frames = frames
@@ -98,6 +112,10 @@ class Batch:
         self._frame: bytes | None = None
         self._sse: bytes | None = None
         self._chunk: bytes | None = None
+        self._design: list[bytes] | None = None
+        self._design_frames: bytes | None = None
+        self._design_sse: bytes | None = None
+        self._design_chunk: bytes | None = None
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -164,6 +182,31 @@ class Batch:
         if self._chunk is None:
             self._chunk = http_chunk(self.sse())
         return self._chunk
+
+    def design_events(self) -> list[bytes]:
+        """The design's ``StreamEvent`` of each event."""
+        if self._design is None:
+            self._design = design.stream_events([f.raw for f in self.frames])
+        return self._design
+
+    def design_frames(self) -> bytes:
+        """The design's ``event`` messages, one WebSocket frame each, for one write."""
+        if self._design_frames is None:
+            self._design_frames = design.framed(design.event_messages(self.design_events()))
+        return self._design_frames
+
+    def design_sse(self) -> bytes:
+        """The design's SSE ``stream_event`` events, ``id`` carrying each offset."""
+        if self._design_sse is None:
+            offsets = [f.offset for f in self.frames]
+            self._design_sse = design.sse_events(self.design_events(), offsets)
+        return self._design_sse
+
+    def design_sse_chunk(self) -> bytes:
+        """Those events as one HTTP/1.1 chunk."""
+        if self._design_chunk is None:
+            self._design_chunk = http_chunk(self.design_sse())
+        return self._design_chunk
 
 
 @final
@@ -241,6 +284,11 @@ class _ReplayJob:
     remaining: int | None
     cursor: int | None = None
     started: bool = False
+    # Matching events skipped before the first one sent (a HistoryFilter's ``offset``).
+    skip: int = 0
+    # The history of a subscription: it ends at the offset live events follow, and those
+    # wait until it is sent.
+    until: int | None = None
 
 
 @final
@@ -280,7 +328,10 @@ class Client:
         self.heartbeat = heartbeat
         self.idle_timeout = idle_timeout
         self.connected_at = time.time()
-        self.filters = EventFilter()
+        self.filters = stream.settings.filters
+        # The shapes its transport sends: tstream's, or the Executor Streamer design's.
+        self.protocol = "tstream"
+        self.last_heard: float | None = None
         self.subscribed = False
         # Offsets up to ``queued`` are either pending or sent; ``position`` is the cursor
         # of what was written.
@@ -371,13 +422,23 @@ class Client:
     def _heard(self) -> None:
         # Any message, even a bad one, shows the peer is alive.
         self.messages_received += 1
+        self.last_heard = time.time()
         self.heartbeat_sent = None
 
     def request_replay(
-        self, options: ReplayOptions, filters: EventFilter, limit: int | None
+        self,
+        options: ReplayOptions,
+        filters: EventFilter,
+        limit: int | None,
+        *,
+        until: int | None = None,
     ) -> None:
-        """Queue a one-off history replay (``replay`` frames)."""
-        self.replays.append(_ReplayJob(options, filters, limit))
+        """Queue a one-off history replay (``replay`` frames); the options' own filters
+        (a ``HistoryFilter``) win over ``filters``, the smaller limit wins."""
+        if options.limit is not None:
+            limit = options.limit if limit is None else min(limit, options.limit)
+        chosen = options.filters if options.filters is not None else filters
+        self.replays.append(_ReplayJob(options, chosen, limit, skip=options.skip, until=until))
         self._wake.set()
 
     # -- called by the transport --------------------------------------------------------
@@ -414,11 +475,18 @@ class Client:
                 items.extend(await self._catch_up())
             elif self.replays:
                 items.extend(await self._replay_page())
-            if self.pending:
+            # Live events wait while the history of the subscription is replayed.
+            held = bool(self.replays) and self.replays[0].until is not None
+            if self.pending and not held:
                 batches, self.pending = self.pending, []
                 self.pending_count = 0
                 items.append(Deliver(batches, self.queued))
-            elif self.subscribed and self.catching_up is None and self.queued > self.position:
+            elif (
+                not self.pending
+                and self.subscribed
+                and self.catching_up is None
+                and self.queued > self.position
+            ):
                 # Everything new was filtered out: the cursor still moves on.
                 self.position = self.queued
             now = trio.current_time()
@@ -433,13 +501,20 @@ class Client:
             if (
                 self.end_reason is EndReason.STREAM_ENDED
                 and not self.pending
-                and (self.catching_up is None)
+                and self.catching_up is None
+                and not held
             ):
                 return self._closing(items)
             if items:
                 return items
             self._wake = trio.Event()
-            if self.pending or self.control or self.commands or self.end_reason is not None:
+            if (
+                self.pending
+                or self.replays
+                or self.control
+                or self.commands
+                or self.end_reason is not None
+            ):
                 continue
             # Woken by new items, or by the alarm at the next heartbeat or idle limit.
             self.stream.broker.alarms.set(self, self._deadline())
@@ -490,17 +565,25 @@ class Client:
             return []
         raise TypeError(f"unexpected command {message!r}")
 
-    async def subscribe(self, options: ReplayOptions | None, filters: EventFilter) -> list[Item]:
+    async def subscribe(
+        self, options: ReplayOptions | None, filters: EventFilter | None
+    ) -> list[Item]:
         """Start (or restart) the subscription; the answer is a :class:`Subscribed` item.
 
         History is sent from the resolved start (store, then memory) before live events,
-        with no gap and no duplicate.
+        with no gap and no duplicate. Options that choose events themselves (a
+        ``HistoryFilter``) send that history as a replay, then live events from where
+        it ends. ``filters`` None: the stream's default filters.
         """
         self.stream.unregister(self)
         self.pending = []
         self.pending_count = 0
-        self.filters = filters
-        start, recovered = await self.stream.resolve_start(options, filters)
+        self.filters = self.stream.settings.filters if filters is None else filters
+        if options is not None and options.selects:
+            start, recovered = await self.stream.resolve_start(None)
+            self.request_replay(options, self.filters, None, until=start)
+        else:
+            start, recovered = await self.stream.resolve_start(options, self.filters)
         self.subscribed = True
         self.recovered = recovered
         self.position = self.queued = start
@@ -532,7 +615,16 @@ class Client:
             job.cursor, _ = await self.stream.resolve_start(job.options, job.filters)
         assert job.cursor is not None
         size = PAGE if job.remaining is None else min(PAGE, job.remaining)
-        frames, cursor, finished = await self.stream.read_history(job.cursor, job.filters, size)
+        frames, cursor, finished = await self.stream.read_history(
+            job.cursor, job.filters, size + job.skip
+        )
+        if job.until is not None and cursor >= job.until:
+            frames = [f for f in frames if f.offset <= job.until]
+            cursor, finished = job.until, True
+        if job.skip:
+            skipped = min(job.skip, len(frames))
+            frames = frames[skipped:]
+            job.skip -= skipped
         job.cursor = cursor
         if job.remaining is not None:
             job.remaining -= len(frames)
@@ -545,9 +637,13 @@ class Client:
         """What ``GET /api/streams/{id}/clients`` shows of this client."""
         return {
             "id": self.id,
-            "type": self.kind.value,
+            "type": design.CLIENT_TYPES[self.kind.value],
+            "transport": self.kind.value,
+            "protocol": self.protocol,
+            "isActive": not self.closed and self.end_reason is None,
             "remote": self.remote,
             "connectedAt": self.connected_at,
+            "lastPing": self.last_heard,
             "subscribed": self.subscribed,
             "lastOffset": self.position,
             "pending": self.pending_count,

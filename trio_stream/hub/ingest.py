@@ -1,6 +1,10 @@
 """Checking published events: what ``POST /api/streams/{id}/events`` and the publishing
 WebSocket take, turned into events for the broker.
 
+Events may also come in the Executor Streamer design's form: a ``type`` such as
+``COMMAND_STARTED`` (any case), a ``timestamp`` (ISO 8601 or epoch seconds) for ``ts``,
+a ``sessionId`` for ``session``.
+
 Most of what a hub ingests is output lines from ``tstream run --hub``, all well formed.
 Each event is checked by plain class tests and built directly; anything that does not
 fit exactly (a missing or unknown field, a wrong type, base64 ``raw`` bytes, another
@@ -24,6 +28,7 @@ from ..events import (
     plain_fields,
 )
 from .errors import HubError
+from .protocol import ProtocolError, event_type, parse_time
 
 _EVENT_KEYS: Final = frozenset({"type", "data", "id", "session", "offset", "ts"})
 _OUTPUT_KEYS: Final = frozenset({"source", "text", "eol", "line", "partial"})
@@ -97,6 +102,31 @@ def _plain_event(item: Any, stream_id: str, ids: list[str], now: float) -> Event
     return Event(etype, payload, stream_id, offset, event_id, float(ts))
 
 
+def _from_design(item: dict[str, Any]) -> dict[str, Any]:
+    """A published object with the design's names (``timestamp``, ``sessionId``, an upper
+    case ``type``) in tstream's.
+
+    Raises:
+        ProtocolError: for a bad ``timestamp`` or a field given under both names.
+    """
+    out = dict(item)
+    for design_name, name in (("timestamp", "ts"), ("sessionId", "session")):
+        if design_name in out:
+            if name in out:
+                raise ProtocolError(
+                    "invalid_event", f"{design_name}: give {name} or {design_name}, not both"
+                )
+            out[name] = out.pop(design_name)
+    if "ts" in out and out["ts"].__class__ is str:
+        out["ts"] = parse_time(out["ts"], "timestamp", "invalid_event")
+    name = out.get("type")
+    if name.__class__ is str:
+        etype = event_type(name)
+        if etype is not None:
+            out["type"] = etype.value
+    return out
+
+
 def parse_events(body: Any, stream_id: str) -> tuple[list[Event], list[bool]]:
     """Check published events: one event object or a list of them.
 
@@ -118,9 +148,17 @@ def parse_events(body: Any, stream_id: str) -> tuple[list[Event], list[bool]]:
     placed: list[bool] = []
     errors: list[str] = []
     for index, item in enumerate(items):
+        where = f"events[{index}]" if isinstance(body, list) else "event"
+        if item.__class__ is dict and (
+            not item.keys() <= _EVENT_KEYS or item.get("type") not in _TYPES
+        ):
+            try:
+                item = _from_design(item)
+            except ProtocolError as exc:
+                errors.append(f"{where}.{exc.message}")
+                continue
         event = _plain_event(item, stream_id, ids, now)
         if event is None:
-            where = f"events[{index}]" if isinstance(body, list) else "event"
             try:
                 event = event_from_dict(item, require_placement=False)
             except EventValidationError as exc:

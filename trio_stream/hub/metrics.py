@@ -1,4 +1,5 @@
-"""The hub's figures: the ``/api/streams/metrics`` JSON and ``/metrics`` for Prometheus."""
+"""The hub's figures: the ``/api/streams/metrics`` JSON (the Executor Streamer design's
+``StreamMetrics`` and more) and ``/metrics`` for Prometheus."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import os
 import resource
 import time
 from typing import TYPE_CHECKING, Any
+
+from .design import CLIENT_TYPES
 
 if TYPE_CHECKING:
     from .context import Hub
@@ -21,25 +24,41 @@ def memory_bytes() -> int:
 
 
 def metrics_json(h: Hub) -> dict[str, Any]:
-    """``GET /api/streams/metrics``: streams, clients by type, rates, memory, errors."""
+    """``GET /api/streams/metrics``: streams, clients by type, rates, memory, errors.
+
+    The design's ``StreamMetrics`` fields come first (``clientsByType`` keyed by its
+    ``ClientType``); tstream's own follow (``clientsByTransport`` keyed ``websocket``,
+    ``sse``, ``poll``).
+    """
     broker = h.broker
     live = [s for s in broker.streams.values() if not s.finished]
-    by_type = {kind: n for kind, n in sorted(broker.clients_by_kind.items()) if n}
-    by_type["poll"] = h.polls
+    by_kind = {kind: n for kind, n in sorted(broker.clients_by_kind.items()) if n}
+    by_kind["poll"] = h.polls
+    by_type = dict.fromkeys(CLIENT_TYPES.values(), 0)
+    for kind, n in by_kind.items():
+        by_type[CLIENT_TYPES[kind]] += n
+    memory = memory_bytes()
+    uptime = time.time() - h.started
+    rate = broker.events_per_second()
+    average = broker.bytes_total / broker.events_total if broker.events_total else 0
     return {
-        "streams": len(broker.streams),
+        "totalStreams": len(broker.streams),
         "activeStreams": len(live),
-        "clients": broker.connections,
-        "clientsByType": by_type,
-        "eventsTotal": broker.events_total,
-        "eventsPerSecond": broker.events_per_second(),
-        "averageEventSize": broker.bytes_total / broker.events_total if broker.events_total else 0,
-        "slowConsumers": broker.slow_consumers,
-        "memoryBytes": memory_bytes(),
-        "requests": h.requests_total,
+        "totalClients": broker.connections + h.polls,
+        "eventsPerSecond": rate,
+        "averageEventSize": average,
+        "memoryUsage": memory,
         "errorRate": h.error_rate,
+        "uptime": uptime,
+        "clientsByType": by_type,
+        "streams": len(broker.streams),
+        "clients": broker.connections,
+        "clientsByTransport": by_kind,
+        "eventsTotal": broker.events_total,
+        "slowConsumers": broker.slow_consumers,
+        "memoryBytes": memory,
+        "requests": h.requests_total,
         "rateLimited": h.requests.refused + h.connects.refused + h.publishers.refused,
-        "uptime": time.time() - h.started,
         "epoch": broker.store.epoch,
     }
 
@@ -81,7 +100,10 @@ def prometheus(h: Hub) -> str:
         "tstream_hub_clients",
         "gauge",
         "Connected clients by transport.",
-        [_line("tstream_hub_clients", n, {"type": t}) for t, n in data["clientsByType"].items()],
+        [
+            _line("tstream_hub_clients", n, {"type": t})
+            for t, n in data["clientsByTransport"].items()
+        ],
     )
     metric(
         "tstream_hub_events_total",

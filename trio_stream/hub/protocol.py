@@ -36,11 +36,21 @@ Client to server:
     sends nothing for ``idle_timeout`` after a heartbeat is closed with 4009.
 
 Filters (also the query parameters of ``/history``, ``/sse`` and ``/poll``):
-``eventTypes`` (list of event types), ``sources`` (``stdout``/``stderr``; non-output events
-always pass), ``startTime``/``endTime`` (epoch seconds, inclusive), ``searchText``
-(case-insensitive substring of the line, or of the event's JSON for other events) and
-``pattern`` (a regular expression searched the same way, at most 256 characters, no
-nested repetition).
+``eventTypes`` (list of event types, named as tstream does, ``command_started``, or as the
+Executor Streamer design does, ``COMMAND_STARTED``, in any case), ``sources``
+(``stdout``/``stderr``; non-output events always pass), ``startTime``/``endTime`` (epoch
+seconds or ISO 8601, inclusive), ``timeRange`` (``{"start", "end"}``, the same),
+``sessionIds`` (the sessions whose events pass), ``searchText`` (case-insensitive
+substring of the line, or of the event's JSON for other events) and ``pattern`` (a
+regular expression searched the same way, at most 256 characters, no nested repetition).
+``filters`` may also be a list of such objects (the design's ``StreamFilter[]``): an event
+passes when any of them passes it.
+
+``replayOptions`` may also be the design's ``HistoryFilter``: the events replayed start
+at ``startTime`` (or at the start of the stream); ``eventTypes``, ``endTime`` and
+``searchText`` choose among them (instead of ``filters``: the request's, or for
+``subscribe`` the subscription's); ``offset`` skips that many of them and ``limit`` sends
+at most that many. In a ``subscribe``, that history comes first, then live events.
 
 Server to client:
 
@@ -76,9 +86,11 @@ too big, 4004 disconnected by an operator, 4008 slow consumer, 4009 idle timeout
 from __future__ import annotations
 
 import enum
+import math
 import re
 import time
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 
 # The parsed form of a pattern, to look for nested repetition; public in all but name.
 from re import _parser as _sre_parser  # type: ignore[attr-defined]
@@ -165,13 +177,55 @@ def _check_pattern(text: str) -> re.Pattern[str]:
     return compiled
 
 
+_TYPE_NAMES: Final = {etype.value: etype for etype in EventType}
+# The times an ISO 8601 date can name (years 1 to 9999), in epoch seconds.
+_EARLIEST: Final = -62_135_596_800.0
+_LATEST: Final = 253_402_300_799.0
+
+
+def event_type(name: str) -> EventType | None:
+    """The event type named ``name`` as tstream does (``command_started``) or as the
+    Executor Streamer design does (``COMMAND_STARTED``), in any case; None if unknown."""
+    return _TYPE_NAMES.get(name) or _TYPE_NAMES.get(name.lower())
+
+
+def parse_time(value: Any, where: str, code: str = "bad_filter") -> float:
+    """A time from outside: epoch seconds, or an ISO 8601 date and time (UTC unless it
+    says otherwise), as epoch seconds.
+
+    Raises:
+        ProtocolError: ``code``, naming ``where``, for anything else (NaN and infinities
+            among them).
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str) and 0 < len(value) <= 64:
+        try:
+            number = float(value)
+        except ValueError:
+            try:
+                moment = datetime.fromisoformat(value)
+            except ValueError:
+                raise ProtocolError(
+                    code, f"{where}: expected epoch seconds or an ISO 8601 time, got {value!r}"
+                ) from None
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            number = moment.timestamp()
+    else:
+        raise ProtocolError(
+            code, f"{where}: expected epoch seconds or an ISO 8601 time, got {_kind(value)}"
+        )
+    if not math.isfinite(number) or not _EARLIEST <= number <= _LATEST:
+        raise ProtocolError(code, f"{where}: expected a time from year 1 to 9999, got {value!r}")
+    return number
+
+
 def _number(obj: Mapping[str, Any], key: str, where: str, code: str) -> float | None:
     value = obj.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ProtocolError(code, f"{where}.{key}: expected a number, got {value!r}")
-    return float(value)
+    return parse_time(value, f"{where}.{key}", code)
 
 
 def _int(obj: Mapping[str, Any], key: str, where: str, code: str, minimum: int) -> int | None:
@@ -206,15 +260,28 @@ class EventFilter:
     end_time: float | None = None
     search_text: str | None = None
     pattern: re.Pattern[str] | None = None
+    sessions: frozenset[str] | None = None
+    # Several filters (the design's StreamFilter[]): an event passes if any passes it.
+    alternatives: tuple[EventFilter, ...] | None = None
 
     @property
     def empty(self) -> bool:
         """Whether this filter passes everything."""
         return self == _EMPTY
 
+    @property
+    def exact(self) -> bool:
+        """Whether the store's query (:meth:`to_query`) finds exactly the events this
+        filter passes; if not, the caller matches what the query finds."""
+        return self.pattern is None and self.sessions is None and self.alternatives is None
+
     def matches(self, event: Event, raw: bytes | None = None) -> bool:
         """Whether ``event`` (serialized as ``raw``, when at hand) passes."""
+        if self.alternatives is not None:
+            return any(f.matches(event, raw) for f in self.alternatives)
         if self.types is not None and event.type not in self.types:
+            return False
+        if self.sessions is not None and event.session not in self.sessions:
             return False
         data = event.data
         if self.sources is not None and type(data) is Output and data.source not in self.sources:
@@ -246,7 +313,12 @@ class EventFilter:
         skip: int = 0,
         last: int | None = None,
     ) -> HistoryQuery:
-        """The store query for this filter (``pattern`` is applied by the caller)."""
+        """The store query for this filter: exact unless :attr:`exact` is False (then
+        the caller matches what it finds)."""
+        if self.alternatives is not None:
+            return _loosest(self.alternatives).to_query(
+                after=after, limit=limit, skip=skip, last=last
+            )
         return HistoryQuery(
             after=after,
             types=self.types,
@@ -259,8 +331,11 @@ class EventFilter:
             last=last,
         )
 
-    def to_json(self) -> dict[str, Any]:
-        """The wire form (what :func:`parse_filters` reads back)."""
+    def to_json(self) -> Any:
+        """The wire form (what :func:`parse_filters` reads back): an object, or a list
+        of them for several filters."""
+        if self.alternatives is not None:
+            return [f.to_json() for f in self.alternatives]
         out: dict[str, Any] = {}
         if self.types is not None:
             out["eventTypes"] = sorted(t.value for t in self.types)
@@ -274,11 +349,39 @@ class EventFilter:
             out["searchText"] = self.search_text
         if self.pattern is not None:
             out["pattern"] = self.pattern.pattern
+        if self.sessions is not None:
+            out["sessionIds"] = sorted(self.sessions)
         return out
 
 
+def _loosest(filters: tuple[EventFilter, ...]) -> EventFilter:
+    """A filter passing whatever any of ``filters`` passes, as far as the store can ask."""
+
+    def union(values: list[Any]) -> Any:
+        return None if any(v is None for v in values) else frozenset().union(*values)
+
+    starts = [f.start_time for f in filters]
+    ends = [f.end_time for f in filters]
+    return EventFilter(
+        union([f.types for f in filters]),
+        union([f.sources for f in filters]),
+        None if None in starts else min(starts),  # type: ignore[type-var]
+        None if None in ends else max(ends),  # type: ignore[type-var]
+    )
+
+
 _EMPTY: Final = EventFilter()
-FILTER_KEYS: Final = ("eventTypes", "sources", "startTime", "endTime", "searchText", "pattern")
+FILTER_KEYS: Final = (
+    "eventTypes",
+    "sources",
+    "startTime",
+    "endTime",
+    "searchText",
+    "pattern",
+    "sessionIds",
+    "timeRange",
+)
+MAX_FILTERS: Final = 16
 
 
 def _data_of(event: Event) -> Any:
@@ -293,47 +396,79 @@ def parse_filters(obj: Any) -> EventFilter:
     """
     if obj is None:
         return _EMPTY
+    if isinstance(obj, list):
+        if len(obj) > MAX_FILTERS:
+            raise ProtocolError("bad_filter", f"filters: at most {MAX_FILTERS} filters")
+        each = tuple(_one_filter(item, f"filters[{i}]") for i, item in enumerate(obj))
+        if not each or any(f.empty for f in each):
+            return _EMPTY
+        return each[0] if len(each) == 1 else EventFilter(alternatives=each)
+    return _one_filter(obj, "filters")
+
+
+def _one_filter(obj: Any, where: str) -> EventFilter:
     if not isinstance(obj, Mapping):
-        raise ProtocolError("bad_filter", f"filters: expected an object, got {_kind(obj)}")
+        raise ProtocolError("bad_filter", f"{where}: expected an object, got {_kind(obj)}")
+    if "customFilter" in obj:
+        raise ProtocolError(
+            "bad_filter", f"{where}.customFilter: a function cannot be sent; use the other filters"
+        )
     unknown = sorted(set(obj) - set(FILTER_KEYS))
     if unknown:
-        raise ProtocolError("bad_filter", f"filters.{unknown[0]}: unknown filter")
+        raise ProtocolError("bad_filter", f"{where}.{unknown[0]}: unknown filter")
     types = None
     if obj.get("eventTypes") is not None:
-        names = _string_list(obj["eventTypes"], "filters.eventTypes")
-        try:
-            types = frozenset(EventType(n) for n in names)
-        except ValueError:
-            bad = next(n for n in names if n not in EventType._value2member_map_)
+        names = _string_list(obj["eventTypes"], f"{where}.eventTypes")
+        found = [event_type(n) for n in names]
+        if None in found:
+            bad = names[found.index(None)]
             raise ProtocolError(
-                "bad_filter", f"filters.eventTypes: unknown event type {bad!r}"
-            ) from None
+                "bad_filter", f"{where}.eventTypes: unknown event type {bad[:64]!r}"
+            )
+        types = frozenset(t for t in found if t is not None)
     sources = None
     if obj.get("sources") is not None:
-        names = _string_list(obj["sources"], "filters.sources")
+        names = _string_list(obj["sources"], f"{where}.sources")
         bad_sources = [n for n in names if n not in SOURCES]
         if bad_sources:
-            raise ProtocolError("bad_filter", f"filters.sources: unknown source {bad_sources[0]!r}")
+            raise ProtocolError(
+                "bad_filter", f"{where}.sources: unknown source {bad_sources[0][:64]!r}"
+            )
         sources = frozenset(names)
-    start = _number(obj, "startTime", "filters", "bad_filter")
-    end = _number(obj, "endTime", "filters", "bad_filter")
+    start = _number(obj, "startTime", where, "bad_filter")
+    end = _number(obj, "endTime", where, "bad_filter")
+    time_range = obj.get("timeRange")
+    if time_range is not None:
+        if start is not None or end is not None:
+            raise ProtocolError(
+                "bad_filter", f"{where}.timeRange: give timeRange or startTime/endTime, not both"
+            )
+        if not isinstance(time_range, Mapping) or not set(time_range) <= {"start", "end"}:
+            raise ProtocolError(
+                "bad_filter", f"{where}.timeRange: expected an object with start and end"
+            )
+        start = _number(time_range, "start", f"{where}.timeRange", "bad_filter")
+        end = _number(time_range, "end", f"{where}.timeRange", "bad_filter")
     if start is not None and end is not None and end < start:
-        raise ProtocolError("bad_filter", "filters.endTime: before startTime")
+        raise ProtocolError("bad_filter", f"{where}.endTime: before startTime")
     search = obj.get("searchText")
     if search is not None:
         if not isinstance(search, str) or not search:
-            raise ProtocolError("bad_filter", "filters.searchText: expected a non-empty string")
+            raise ProtocolError("bad_filter", f"{where}.searchText: expected a non-empty string")
         if len(search) > MAX_SEARCH_LENGTH:
             raise ProtocolError(
-                "bad_filter", f"filters.searchText: longer than {MAX_SEARCH_LENGTH} characters"
+                "bad_filter", f"{where}.searchText: longer than {MAX_SEARCH_LENGTH} characters"
             )
         search = search.casefold()
     pattern = None
     if obj.get("pattern") is not None:
         if not isinstance(obj["pattern"], str) or not obj["pattern"]:
-            raise ProtocolError("bad_filter", "filters.pattern: expected a non-empty string")
+            raise ProtocolError("bad_filter", f"{where}.pattern: expected a non-empty string")
         pattern = _check_pattern(obj["pattern"])
-    return EventFilter(types, sources, start, end, search, pattern)
+    sessions = None
+    if obj.get("sessionIds") is not None:
+        sessions = frozenset(_string_list(obj["sessionIds"], f"{where}.sessionIds"))
+    return EventFilter(types, sources, start, end, search, pattern, sessions)
 
 
 # -- replay options --------------------------------------------------------------------
@@ -342,47 +477,83 @@ def parse_filters(obj: Any) -> EventFilter:
 @final
 @attrs.frozen
 class ReplayOptions:
-    """Where history starts: after an offset, at a time, or the last N events."""
+    """Where history starts (after an offset, at a time, the last N events) and, for the
+    design's ``HistoryFilter``, which events of it are sent: ``filters`` (None: those of
+    the request), ``skip`` of them skipped, at most ``limit``."""
 
     from_offset: int | None = None
     from_timestamp: float | None = None
     last_n: int | None = None
     epoch: str | None = None
+    filters: EventFilter | None = None
+    limit: int | None = None
+    skip: int = 0
+
+    @property
+    def selects(self) -> bool:
+        """Whether these options choose events themselves (a ``HistoryFilter``)."""
+        return self.filters is not None or self.limit is not None or self.skip > 0
 
 
 REPLAY_KEYS: Final = ("fromOffset", "fromTimestamp", "lastN", "epoch")
+HISTORY_FILTER_KEYS: Final = ("eventTypes", "limit", "offset", "startTime", "endTime", "searchText")
 
 
 def parse_replay_options(obj: Any) -> ReplayOptions:
-    """Check and build replay options.
+    """Check and build replay options (tstream's, or the design's ``HistoryFilter``).
 
     Raises:
         ProtocolError: ``bad_replay``, naming the field.
     """
     if not isinstance(obj, Mapping):
         raise ProtocolError("bad_replay", f"replayOptions: expected an object, got {_kind(obj)}")
-    unknown = sorted(set(obj) - set(REPLAY_KEYS))
+    unknown = sorted(set(obj) - set(REPLAY_KEYS) - set(HISTORY_FILTER_KEYS))
     if unknown:
         raise ProtocolError("bad_replay", f"replayOptions.{unknown[0]}: unknown option")
     from_offset = _int(obj, "fromOffset", "replayOptions", "bad_replay", -1)
     from_ts = _number(obj, "fromTimestamp", "replayOptions", "bad_replay")
     last_n = _int(obj, "lastN", "replayOptions", "bad_replay", 1)
+    start_time = _number(obj, "startTime", "replayOptions", "bad_replay")
     given = [
         k
-        for k, v in (("fromOffset", from_offset), ("fromTimestamp", from_ts), ("lastN", last_n))
+        for k, v in (
+            ("fromOffset", from_offset),
+            ("fromTimestamp", from_ts),
+            ("lastN", last_n),
+            ("startTime", start_time),
+        )
         if v is not None
     ]
     if len(given) > 1:
         raise ProtocolError(
             "bad_replay",
-            f"replayOptions: give one of fromOffset, fromTimestamp, lastN, not {given}",
+            f"replayOptions: give one of fromOffset, fromTimestamp, lastN, startTime, not {given}",
         )
     if last_n is not None and last_n > MAX_REPLAY:
         raise ProtocolError("bad_replay", f"replayOptions.lastN: at most {MAX_REPLAY}")
     epoch = obj.get("epoch")
     if epoch is not None and (not isinstance(epoch, str) or len(epoch) > 128):
         raise ProtocolError("bad_replay", "replayOptions.epoch: expected a string")
-    return ReplayOptions(from_offset, from_ts, last_n, epoch)
+    limit = _int(obj, "limit", "replayOptions", "bad_replay", 1)
+    if limit is not None and limit > MAX_REPLAY:
+        raise ProtocolError("bad_replay", f"replayOptions.limit: at most {MAX_REPLAY}")
+    skip = _int(obj, "offset", "replayOptions", "bad_replay", 0) or 0
+    # startTime is where the history starts; these choose events within it.
+    chosen = {k: obj[k] for k in ("eventTypes", "endTime", "searchText") if k in obj}
+    filters = None
+    if chosen:
+        try:
+            filters = parse_filters(chosen)
+        except ProtocolError as exc:
+            raise ProtocolError(
+                "bad_replay", exc.message.replace("filters.", "replayOptions.", 1)
+            ) from None
+    if start_time is not None:
+        from_ts = start_time
+    elif not given and (filters is not None or limit is not None or skip):
+        # A HistoryFilter without a start replays the stream from its beginning.
+        from_offset = -1
+    return ReplayOptions(from_offset, from_ts, last_n, epoch, filters, limit, skip)
 
 
 # -- client messages -------------------------------------------------------------------
@@ -391,9 +562,10 @@ def parse_replay_options(obj: Any) -> ReplayOptions:
 @final
 @attrs.frozen
 class Subscribe:
-    """Start receiving events, from where ``replay`` says (the live end if None)."""
+    """Start receiving events, from where ``replay`` says (the live end if None);
+    ``filters`` None: the stream's default filters."""
 
-    filters: EventFilter = _EMPTY
+    filters: EventFilter | None = None
     replay: ReplayOptions | None = None
 
 
@@ -481,8 +653,9 @@ def parse_client_message(data: str | bytes, *, stream_id: str) -> ClientMessage:
         )
     if kind == "subscribe":
         replay = obj.get("replayOptions")
+        filters = obj.get("filters")
         return Subscribe(
-            parse_filters(obj.get("filters")),
+            None if filters is None else parse_filters(filters),
             None if replay is None else parse_replay_options(replay),
         )
     if kind == "unsubscribe":
@@ -493,9 +666,13 @@ def parse_client_message(data: str | bytes, *, stream_id: str) -> ClientMessage:
         limit = _int(obj, "limit", "replay", "bad_replay", 1)
         if limit is not None and limit > MAX_REPLAY:
             raise ProtocolError("bad_replay", f"replay.limit: at most {MAX_REPLAY}")
-        return Replay(
-            parse_replay_options(obj["replayOptions"]), parse_filters(obj.get("filters")), limit
-        )
+        options = parse_replay_options(obj["replayOptions"])
+        if options.filters is not None and obj.get("filters") is not None:
+            raise ProtocolError(
+                "bad_replay", "replayOptions: choose events in filters or in replayOptions"
+            )
+        filters = parse_filters(obj.get("filters")) if options.filters is None else options.filters
+        return Replay(options, filters, limit)
     if kind == "filter":
         if "filters" not in obj:
             raise ProtocolError("bad_filter", "filters: required for filter")

@@ -24,7 +24,7 @@ from .ingest import parse_events
 from .metrics import metrics_json, prometheus
 from .openapi import OPENAPI_PATH, openapi_document
 from .protocol import EventFilter, ProtocolError, parse_filters, parse_replay_options
-from .sse import parse_offset, query_filters
+from .sse import check_replay, parse_offset, query_filters
 from .streams import MAX_PATTERN_SCAN, Stream
 
 blueprint = Blueprint("rest", __name__)
@@ -36,12 +36,15 @@ MAX_LIST: Final = 1000
 PAGE: Final = 1000
 
 
-def body_response(body: bytes, status: int = 200) -> Response:
-    """A JSON answer, gzipped when it is over the threshold and the client accepts it."""
+def body_response(body: bytes, status: int = 200, *, compress: bool = True) -> Response:
+    """A JSON answer, gzipped when it is over the threshold and the client accepts it
+    (and ``compress``: the stream's ``compressionEnabled``)."""
     h = hub()
     headers = {"Vary": "Accept-Encoding"}
-    if len(body) >= max(1, h.config.compression_threshold) and "gzip" in request.headers.get(
-        "Accept-Encoding", ""
+    if (
+        compress
+        and len(body) >= max(1, h.config.compression_threshold)
+        and "gzip" in request.headers.get("Accept-Encoding", "")
     ):
         body = gzip.compress(body, compresslevel=5)
         headers["Content-Encoding"] = "gzip"
@@ -239,14 +242,19 @@ async def _history(
     if last is not None:
         frames = await stream.last_matching(filters, last, after=after)
         return frames[skip : skip + limit]
-    if filters.pattern is None:
+    if not stream.settings.persist:
+        # Its config keeps its events in memory only.
+        kept = [f for f in stream.frames if f.offset > after and filters.matches(f.event, f.raw)]
+        return kept[skip : skip + limit]
+    if filters.exact:
         query = filters.to_query(after=after, limit=limit, skip=skip)
         frames = [Frame.of(e) for e in await store.read(stream.id, query)]
         if skip or len(frames) >= limit:
             return frames
         cursor = frames[-1].offset if frames else after
     else:
-        # The store cannot match a regular expression: page through it, matching here.
+        # The store cannot match a regular expression (nor sessions, nor several
+        # filters): page through it, matching here.
         frames = []
         cursor = after
         scanned = 0
@@ -295,7 +303,7 @@ async def history(stream_id: str) -> Response:
             tail[1:],
         )
     )
-    return body_response(body)
+    return body_response(body, compress=stream.settings.compression)
 
 
 @blueprint.route("/api/streams/<stream_id>/replay/<client_id>", methods=["POST"])
@@ -314,7 +322,10 @@ async def replay(stream_id: str, client_id: str) -> Response:
     limit = body.get("limit")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise HubError("limit: expected a positive integer")
+    if options.filters is not None and body.get("filters") is not None:
+        raise HubError("replayOptions: choose events in filters or in replayOptions")
     stream = await h.broker.get_stream(stream_id, revive=False)
+    check_replay(stream, options)
     client = h.broker.find_client(stream, client_id)
     client.request_replay(options, filters, limit)
     return json_response({"clientId": client.id, "queued": True}, 202)
@@ -344,10 +355,16 @@ async def publish(stream_id: str) -> Response:
     )
 
 
+def _held_since(stream: Stream, now: float) -> int:
+    """Events of the last hour in memory (a stream that keeps its events there only)."""
+    return sum(1 for f in stream.frames if f.event.ts >= now - 3600)
+
+
 @blueprint.route("/api/streams/<stream_id>/stats")
 async def stats(stream_id: str) -> Response:
     """``GET /api/streams/{id}/stats``: event types and client activity, both over the
-    ``startTime``/``endTime`` window (``clients`` is who is connected now)."""
+    ``startTime``/``endTime`` window (``clients`` is who is connected now), and the
+    design's ``StreamStats``."""
     h = hub()
     authorize(h, request.headers, request.args, request.cookies, request.scope, "read")
     filters = query_filters(request.args)
@@ -367,9 +384,23 @@ async def stats(stream_id: str) -> Response:
     by_type: dict[str, int] = {}
     for client in clients:
         by_type[client.kind.value] = by_type.get(client.kind.value, 0) + 1
+    now = time.time()
+    total = stream.last_offset + 1
+    last_hour = await h.broker.store.count(stream.id, HistoryQuery(start_time=now - 3600))
+    held = sum(len(f.raw) for f in stream.frames)
+    info = stream.info
+    lifetime = max((info.ended or now) - info.created, 1.0)
     return json_response(
         {
             "streamId": stream.id,
+            "clientCount": len(clients),
+            "totalEvents": total,
+            "eventsInLastHour": last_hour if stream.settings.persist else _held_since(stream, now),
+            "averageEventFrequency": total / lifetime,
+            "largestEventSize": max(
+                stream.largest_event, max((len(f.raw) for f in stream.frames), default=0)
+            ),
+            "memoryUsage": held,
             "window": {"startTime": filters.start_time, "endTime": filters.end_time},
             "eventTypes": distribution,
             "events": sum(distribution.values()),

@@ -14,6 +14,12 @@ it). The route serves a stream:
   reconnect after the end is answered 204, which stops ``EventSource`` for good.
 * ``event: error`` (``code``, ``message``, ``lastOffset``) comes before the hub closes the
   response for any other reason (``slow_consumer``, ``shutdown``, ``disconnected``).
+
+With ``?protocol=executor-streamer`` the events take the Executor Streamer design's
+shapes (:mod:`trio_stream.hub.design`): ``stream_event`` carries a ``StreamEvent``,
+``heartbeat`` ``{timestamp, active_clients}`` (at the stream's ``heartbeatInterval``), and
+every close, the end of the stream included, is an ``error`` ``{code, message}`` with the
+code in upper case (``STREAM_ENDED``).
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ import orjson
 import trio
 from quart import Blueprint, Response, request
 
+from ..limits import over_limits
+from . import design
 from .clients import (
     ClientKind,
     Closing,
@@ -39,7 +47,15 @@ from .clients import (
     Subscribed,
 )
 from .context import Hub, authorize, hub, remote_of
-from .protocol import FILTER_KEYS, ProtocolError, ReplayOptions, parse_filters
+from .errors import Conflict
+from .protocol import (
+    FILTER_KEYS,
+    EventFilter,
+    ProtocolError,
+    ReplayOptions,
+    parse_filters,
+    parse_time,
+)
 from .streams import Stream
 from .wire import http_chunk, remember_http_send, sse_raw_send
 
@@ -212,6 +228,57 @@ def frame_items(items: list[Item]) -> bytes:
     return b"".join(out)
 
 
+def design_frame_items(items: list[Item]) -> bytes:
+    """:func:`frame_items` in the Executor Streamer design's shapes."""
+    out: list[bytes] = []
+    for item in items:
+        if isinstance(item, Deliver):
+            if item.replay:
+                events = design.stream_events([f.raw for f in item.frames])
+                out.append(design.sse_events(events, None))
+            else:
+                out.extend(batch.design_sse() for batch in item.batches)
+        elif isinstance(item, Heartbeat):
+            out.append(design.sse_heartbeat(item.time, item.clients))
+        elif isinstance(item, Closing):
+            out.append(
+                design.sse_error(item.reason.value, item.message, lastOffset=item.last_offset)
+            )
+    return b"".join(out)
+
+
+def wants_design(args: Any) -> bool:
+    """Whether the query asks for the Executor Streamer design's shapes.
+
+    Raises:
+        ProtocolError: ``bad_request`` for another protocol.
+    """
+    name = args.get("protocol")
+    if name is None or name == "tstream":
+        return False
+    if name == design.PROTOCOL:
+        return True
+    raise ProtocolError(
+        "bad_request", f"protocol: use tstream or {design.PROTOCOL}, not {name[:64]!r}"
+    )
+
+
+def check_replay(stream: Stream, options: ReplayOptions | None) -> None:
+    """Refuse a replay or resume on a stream whose config says ``enableReplay: false``.
+
+    Raises:
+        Conflict: ``replay_disabled``.
+    """
+    if options is not None and not stream.settings.replay:
+        raise ReplayDisabled(f"stream {stream.id} does not replay history (enableReplay: false)")
+
+
+class ReplayDisabled(Conflict):
+    """A replay or resume asked of a stream created with ``enableReplay: false`` (409)."""
+
+    code = "replay_disabled"
+
+
 def _options(args: Any, headers: Any) -> ReplayOptions | None:
     header = headers.get("Last-Event-ID")
     query = args.get("lastEventId")
@@ -222,10 +289,9 @@ def _options(args: Any, headers: Any) -> ReplayOptions | None:
     if args.get("lastN") is not None:
         return ReplayOptions(last_n=_positive_int(args["lastN"], "lastN"))
     if args.get("fromTimestamp") is not None:
-        try:
-            return ReplayOptions(from_timestamp=float(args["fromTimestamp"]))
-        except ValueError:
-            raise ProtocolError("bad_replay", "fromTimestamp: expected a number") from None
+        return ReplayOptions(
+            from_timestamp=parse_time(args["fromTimestamp"], "fromTimestamp", "bad_replay")
+        )
     return None
 
 
@@ -235,20 +301,48 @@ def _positive_int(text: str, where: str) -> int:
     return int(text)
 
 
-def query_filters(args: Any) -> Any:
-    """Filters from query parameters (``eventTypes=a,b&searchText=…``)."""
+def query_filters(args: Any) -> EventFilter:
+    """Filters from query parameters (``eventTypes=a,b&searchText=…``; times as epoch
+    seconds or ISO 8601; ``timeRange=START/END``; ``sessionIds=a,b``), or from
+    ``filters``, the JSON of a filter object or of a list of them (``StreamFilter[]``).
+
+    Raises:
+        ProtocolError: ``bad_filter``, naming the parameter.
+    """
+    if "filters" in args:
+        if any(key in args for key in FILTER_KEYS):
+            raise ProtocolError("bad_filter", "filters: give filters or filter parameters")
+        text = args.get("filters")
+        try:
+            document = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            raise ProtocolError("bad_filter", "filters: expected JSON") from None
+        problem = over_limits(text, document)
+        if problem is not None:
+            raise ProtocolError("bad_filter", f"filters: {problem}")
+        return parse_filters(document)
     values: dict[str, Any] = {}
     for key in FILTER_KEYS:
         if key in args:
             raw = args.get(key)
             if key in ("startTime", "endTime"):
-                try:
-                    values[key] = float(raw)
-                except ValueError:
-                    raise ProtocolError("bad_filter", f"{key}: expected a number") from None
+                values[key] = parse_time(raw, key)
+            elif key == "timeRange":
+                start, sep, end = raw.replace(",", "/").partition("/")
+                if not sep:
+                    raise ProtocolError("bad_filter", "timeRange: expected START/END")
+                values[key] = {
+                    "start": parse_time(start, "timeRange.start"),
+                    "end": parse_time(end, "timeRange.end"),
+                }
             else:
                 values[key] = raw
     return parse_filters(values)
+
+
+def has_filters(args: Any) -> bool:
+    """Whether the query names filters (else a client gets its stream's default ones)."""
+    return "filters" in args or any(key in args for key in FILTER_KEYS)
 
 
 @blueprint.route("/api/streams/<stream_id>/sse")
@@ -258,9 +352,11 @@ async def sse(stream_id: str) -> Response:
     authorize(
         h, request.headers, request.args, request.cookies, request.scope, "read", connection=True
     )
-    filters = query_filters(request.args)
+    filters = query_filters(request.args) if has_filters(request.args) else None
     options = _options(request.args, request.headers)
+    shapes = wants_design(request.args)
     stream = await h.broker.get_stream(stream_id)
+    check_replay(stream, options)
     caught_up = options is None or (
         options.from_offset is not None
         and options.from_offset >= stream.last_offset
@@ -278,6 +374,7 @@ async def sse(stream_id: str) -> Response:
             options,
             filters,
             (request.http_version, request.method),
+            shapes,
         ),
         status=200,
         headers={
@@ -295,12 +392,16 @@ async def _body(
     stream: Stream,
     remote: str,
     options: ReplayOptions | None,
-    filters: Any,
+    filters: EventFilter | None,
     request_line: tuple[str, str],
+    shapes: bool,
 ) -> AsyncIterator[bytes]:
     # The client is attached only once the response is being sent, so that a request
     # dropped before that leaves nothing behind.
     client = h.broker.attach(stream, ClientKind.SSE, remote)
+    frame = design_frame_items if shapes else frame_items
+    if shapes:
+        client.protocol = design.PROTOCOL
     raw = sse_raw_send(*request_line)
     logger.info("sse %s connected to %s from %s", client.id, stream.id, client.remote)
     reason = "disconnected by the client"
@@ -313,8 +414,8 @@ async def _body(
         hello = sse_comment(f"stream {client.stream.id} client {client.id}")
         yield hello + sse_retry(h.config.sse_retry)
         first = await client.subscribe(options, filters)
-        if frame := frame_items(first):
-            yield frame
+        if data := frame(first):
+            yield data
         while True:
             items = await client.next_items()
             if raw is not None and len(items) == 1 and isinstance(items[0], Deliver):
@@ -323,16 +424,16 @@ async def _body(
                 deliver = items[0]
                 batches = deliver.batches
                 if len(batches) == 1 and not deliver.replay:
-                    chunk = batches[0].sse_chunk()
+                    chunk = batches[0].design_sse_chunk() if shapes else batches[0].sse_chunk()
                 else:
                     # An empty chunk would end the response: nothing is written then.
-                    data = frame_items(items)
+                    data = frame(items)
                     chunk = http_chunk(data) if data else b""
                 if chunk:
                     await raw(chunk)
                 client.delivered(deliver, len(chunk))
                 continue
-            data = frame_items(items)
+            data = frame(items)
             if data:
                 yield data
             for index, item in enumerate(items):

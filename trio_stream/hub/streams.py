@@ -58,7 +58,9 @@ class Stream:
         self.id = info.id
         self.info = info
         self.log = log
-        self.frames: deque[Frame] = deque(maxlen=broker.config.history)
+        self.settings = broker.settings_of(info)
+        self.frames: deque[Frame] = deque(maxlen=self.settings.history)
+        self.largest_event = 0
         start = info.last_offset if log is None else log.last_offset
         self.pumped = start
         self.recorded = start
@@ -110,6 +112,7 @@ class Stream:
                     client.end(EndReason.SLOW_CONSUMER)
             self.frames.extend(frames)
             self.pumped = frames[-1].offset
+            self.largest_event = max(self.largest_event, max(len(f.raw) for f in frames))
             shared = Batch(frames)
             self.broker.metrics_events(len(frames), len(shared.ws_events()) - len(frames) + 1)
             for client in list(self.live.values()):
@@ -150,6 +153,14 @@ class Stream:
                         return
                     continue
                 events = EventRuns(held)
+                if not self.settings.persist:
+                    # Kept in memory only (its config's persistence): the store keeps
+                    # the session, not its events.
+                    self.recorded = events.last_offset
+                    held = []
+                    self._stored.set()
+                    self._stored = trio.Event()
+                    continue
                 try:
                     await store.append(self.id, events)
                 except OffsetConflictError:
@@ -255,22 +266,21 @@ class Stream:
         self, filters: EventFilter, count: int, *, after: int = -1
     ) -> list[Frame]:
         """The last ``count`` events after ``after`` that ``filters`` pass, oldest first:
-        from the store, and from memory for what the recorder has not stored yet."""
-        recorded = self.recorded
+        from the store, and from memory for what the recorder has not stored yet (or
+        all of it, for a stream kept in memory only)."""
+        recorded = self.recorded if self.settings.persist else -1
         newer = max(recorded, after)
         fresh = [f for f in self.frames if f.offset > newer and filters.matches(f.event, f.raw)]
         want = count - len(fresh)
         if want <= 0:
             return fresh[len(fresh) - count :]
-        # The store finds the last events of every filter but a pattern; with a pattern,
-        # ask for more of them until enough match (or the store has no more).
+        # The store finds the last events of most filters; with one it cannot ask for (a
+        # pattern, sessions, several filters), ask for more until enough match.
         ask = want
         while True:
             events = await self.broker.store.read(self.id, filters.to_query(after=after, last=ask))
             kept = [
-                e
-                for e in events
-                if e.offset <= recorded and (filters.pattern is None or filters.matches(e))
+                e for e in events if e.offset <= recorded and (filters.exact or filters.matches(e))
             ]
             if len(kept) >= want or len(events) < ask or ask >= MAX_PATTERN_SCAN:
                 break
@@ -314,7 +324,7 @@ class Stream:
             events = StoredEvents(rows.session, rows.rows[:size]) if exact else rows
         else:
             events = await store.read(self.id, filters.to_query(after=cursor, limit=size))
-        if filters.pattern is not None:
+        if not filters.exact:
             kept: Sequence[Event] = [e for e in events if filters.matches(e)]
         else:
             kept = events
@@ -365,7 +375,7 @@ class Stream:
             "status": self.status,
             "live": self.log is not None and not self.finished,
             "workflowSessionId": info.workflow_session_id,
-            "config": info.metadata.get("config", {}),
+            "config": self.settings.to_json(self.broker.config),
             "command": info.command,
             "created": info.created,
             "lastActivity": info.last_activity,

@@ -7,6 +7,11 @@ client messages into commands (bad ones get an ``error`` frame and the connectio
 up) and a writer that sends whatever :meth:`Client.next_items` hands it, one message per
 item. The Origin is checked before the handshake is accepted, so a page on another site
 cannot open a WebSocket with the user's cookie.
+
+``?protocol=executor-streamer`` asks for the Executor Streamer design's messages
+(:mod:`trio_stream.hub.design`): one ``event`` message per event (a tick's messages
+still go out in one socket write), and the other messages reshaped. The writer picks
+the encoding once (:class:`NativeEncoding` or :class:`DesignEncoding`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import orjson
 import trio
 from quart import Blueprint, Response, websocket
 
+from . import design, patches
 from .auth import origin_allowed
 from .clients import (
     Client,
@@ -36,7 +42,9 @@ from .ingest import parse_events
 from .protocol import (
     CloseCode,
     ProtocolError,
+    Replay,
     ReplayOptions,
+    Subscribe,
     connection_ack_frame,
     end_frame,
     error_frame,
@@ -45,7 +53,8 @@ from .protocol import (
     parse_client_message,
     subscribed_frame,
 )
-from .sse import parse_offset, query_filters
+from .sse import check_replay, has_filters, parse_offset, query_filters, wants_design
+from .streams import Stream
 from .wire import RawSend, websocket_raw_send, ws_frame
 
 logger = logging.getLogger("trio_stream.hub")
@@ -75,11 +84,12 @@ def _events_frame(stream_id: str, item: Deliver) -> bytes:
     return ws_frame(_events_message(stream_id, item))
 
 
-def _raw_sender(h: Hub) -> RawSend | None:
+def _raw_sender(h: Hub, stream: Stream | None = None) -> RawSend | None:
     """The writer of whole frames for this connection, unless its client may have
     negotiated permessage-deflate (then wsproto compresses each message)."""
     offered = websocket.headers.get("Sec-WebSocket-Extensions", "")
-    deflate = h.config.compression and "permessage-deflate" in offered.lower()
+    compression = h.config.compression if stream is None else stream.settings.compression
+    deflate = compression and "permessage-deflate" in offered.lower()
     return websocket_raw_send(websocket, deflate)
 
 
@@ -103,6 +113,61 @@ def ws_message(stream_id: str, item: Item) -> str:
     else:
         data = error_frame(item.reason.value, item.message, lastOffset=item.last_offset)
     return data.decode()
+
+
+class NativeEncoding:
+    """tstream's own messages: a tick's events in one ``event`` message."""
+
+    @staticmethod
+    def frames(stream_id: str, item: Deliver) -> bytes:
+        """The events of ``item`` as the bytes of whole frames."""
+        return _events_frame(stream_id, item)
+
+    @staticmethod
+    def messages(stream_id: str, item: Item) -> list[str]:
+        """The text messages of one item."""
+        return [ws_message(stream_id, item)]
+
+    @staticmethod
+    def control(data: bytes) -> str:
+        """A message built here (``connection_ack``)."""
+        return data.decode()
+
+
+class DesignEncoding:
+    """The Executor Streamer design's ``ServerMessage``: one ``event`` per event."""
+
+    @staticmethod
+    def _events(item: Deliver) -> list[bytes]:
+        if item.replay:
+            events = design.stream_events([f.raw for f in item.frames])
+            return design.event_messages(events, replay=True)
+        return [m for b in item.batches for m in design.event_messages(b.design_events())]
+
+    @classmethod
+    def frames(cls, stream_id: str, item: Deliver) -> bytes:
+        """The events of ``item`` as the bytes of whole frames (shared by every client
+        of the tick when the item is one tick's batch)."""
+        if len(item.batches) == 1 and not item.replay:
+            return item.batches[0].design_frames()
+        return design.framed(cls._events(item))
+
+    @classmethod
+    def messages(cls, stream_id: str, item: Item) -> list[str]:
+        """The text messages of one item."""
+        if isinstance(item, Deliver):
+            return [m.decode() for m in cls._events(item)]
+        if isinstance(item, Closing) and item.reason is EndReason.STREAM_ENDED:
+            return []
+        message = design.ws_message(ws_message(stream_id, item).encode())
+        return [] if message is None else [message.decode()]
+
+    @staticmethod
+    def control(data: bytes) -> str:
+        """A message built here (``connection_ack``)."""
+        message = design.ws_message(data)
+        assert message is not None
+        return message.decode()
 
 
 @blueprint.websocket("/api/streams/<stream_id>/ws")
@@ -132,18 +197,25 @@ async def ws(stream_id: str) -> Response | None:
         options = ReplayOptions(
             from_offset=parse_offset(after, "after"), epoch=websocket.args.get("epoch")
         )
-    filters = query_filters(websocket.args)
+    filters = query_filters(websocket.args) if has_filters(websocket.args) else None
+    encoding = DesignEncoding if wants_design(websocket.args) else NativeEncoding
     stream = await h.broker.get_stream(stream_id)
+    check_replay(stream, options)
     client = h.broker.attach(stream, ClientKind.WEBSOCKET, remote_of(websocket.scope))
+    if encoding is DesignEncoding:
+        client.protocol = design.PROTOCOL
     reason = "disconnected by the client"
     try:
+        if not stream.settings.compression:
+            # Read when the handshake is accepted, in this task: no permessage-deflate.
+            patches.deflate_settings.set(patches.DeflateSettings(enabled=False))
         await websocket.accept()
         logger.info("ws %s connected to %s from %s", client.id, stream.id, client.remote)
         with trio.CancelScope() as scope:
             client.abort_scope = scope
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_reader, h, client)
-                reason = await _writer(h, client, options, filters, after is not None)
+                reason = await _writer(h, client, options, filters, after is not None, encoding)
                 nursery.cancel_scope.cancel()
         if scope.cancelled_caught and client.end_reason is not None:
             reason = f"{client.end_reason.value} (dropped: its writes were stuck)"
@@ -170,12 +242,26 @@ async def _reader(h: Hub, client: Client) -> None:
             message = parse_client_message(data, stream_id=client.stream.id)
         except ProtocolError as exc:
             client.push_error(exc.code, exc.message)
+            continue
+        replays = isinstance(message, Replay) or (
+            isinstance(message, Subscribe) and message.replay is not None
+        )
+        if replays and not client.stream.settings.replay:
+            client.push_error(
+                "replay_disabled",
+                f"stream {client.stream.id} does not replay history (enableReplay: false)",
+            )
         else:
             client.push_command(message)
 
 
 async def _writer(
-    h: Hub, client: Client, options: ReplayOptions | None, filters: Any, subscribe: bool
+    h: Hub,
+    client: Client,
+    options: ReplayOptions | None,
+    filters: Any,
+    subscribe: bool,
+    encoding: type[NativeEncoding] | type[DesignEncoding],
 ) -> str:
     stream = client.stream
     first: list[Item] = []
@@ -190,23 +276,26 @@ async def _writer(
         last_offset=stream.last_offset,
         epoch=h.broker.store.epoch,
         recovered=recovered,
-        heartbeat=h.config.heartbeat,
+        heartbeat=client.heartbeat,
     )
-    await websocket.send(ack.decode())
+    await websocket.send(encoding.control(ack))
     # Events go out as frames shared by every client of the tick, written straight to
     # the connection.
-    raw = _raw_sender(h)
+    raw = _raw_sender(h, stream)
     items = first
     while True:
         for item in items:
             if raw is not None and isinstance(item, Deliver):
-                frame = _events_frame(stream.id, item)
-                await raw(frame)
+                frame = encoding.frames(stream.id, item)
+                if frame:
+                    await raw(frame)
                 client.delivered(item, len(frame))
                 continue
-            message = ws_message(stream.id, item)
-            await websocket.send(message)
-            client.delivered(item, len(message))
+            size = 0
+            for message in encoding.messages(stream.id, item):
+                await websocket.send(message)
+                size += len(message)
+            client.delivered(item, size)
             if isinstance(item, Closing):
                 await websocket.close(CLOSE_CODES[item.reason], item.reason.value)
                 return item.reason.value
