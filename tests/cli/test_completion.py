@@ -99,3 +99,9 @@ def test_a_bash_script_is_given_to_source(environ):
     env = {**environ, "_TSTREAM_COMPLETE": "bash_source"}
     done = subprocess.run(TSTREAM, env=env, capture_output=True, text=True, timeout=30)
     assert "complete -o nosort -F _tstream_completion tstream" in done.stdout
+
+
+def test_a_redis_store_is_not_asked(environ):
+    # Nothing listens there: asking would fail only after the store's timeout.
+    environ["TSTREAM_STORE"] = "redis://127.0.0.1:9/0?timeout=30"
+    assert bash_words(complete(environ, "bash", "tstream show b")) == []

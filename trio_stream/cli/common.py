@@ -276,16 +276,17 @@ def complete_sessions(
     """Session ids for the shell to complete: those running on this machine, then those in
     the store (``--store``, else ``$TSTREAM_STORE``, else the default), newest first.
 
-    Completion must never fail nor create anything: a store that does not exist, or that
-    cannot be read, offers nothing.
+    Completion must never fail, create anything nor keep the shell waiting: a store that
+    does not exist or cannot be read offers nothing, and a Redis store is not asked (one
+    that is down would hold the shell for its timeout).
     """
     found: dict[str, str] = {}
     if "latest".startswith(incomplete):
         found["latest"] = "the newest session"
-    from ..registry import live_sessions
+    from ..registry import running_sessions
 
     try:
-        running = live_sessions()
+        running = running_sessions()
     except OSError:
         running = []
     for live in running:
