@@ -638,5 +638,13 @@ async def test_performance_figures(
         await store.append("big", chunk)
     await open_page(browser, f"{hub}/streams/big")
     first = await until(browser, "return window.tstreamMetrics.firstScreen")
-    await until_terminal_has(browser, str(lines))
+    shown = await until_terminal_has(browser, str(lines))
     print(f"session of {lines:,} lines, first screen: {first:.0f} ms")
+    # The page holds a window of the history, not all of it, and reads back on demand.
+    assert shown[0] == str(lines - 999) and len(shown) == 1000
+    await call(lambda: browser.find_element(By.ID, "earlier").click())
+    shown = await until(
+        browser,
+        f"const lines = (() => {{{TERMINAL_LINES}}})(); return lines.length >= 2000 && lines",
+    )
+    assert shown[0] == str(lines - 1999) and shown[-1] == str(lines)

@@ -19,7 +19,9 @@ const MAX_WINDOW = 3 * PAGE; // lines held when reading back through the history
 const RING = 20000; // live lines kept to join a window to the live edge without a gap
 const MAX_PENDING = 50000;
 const TIMELINE_MAX = 1000;
-const TYPED_HISTORY = 500;
+const TYPED_HISTORY = 500; // typed events shown at first, at most
+const TYPED_WINDOW = 10000; // offsets looked through for them at a time
+const TYPED_KEEP = 5000;
 
 const $ = (id) => document.getElementById(id);
 const metrics = (window.tstreamMetrics = { keyLatencies: [], firstScreen: null });
@@ -626,7 +628,58 @@ function streamPage() {
     $("stream-exit").textContent = [exit, data.duration ? formatDuration(data.duration) : ""].filter(Boolean).join(", ");
   }
 
+  /* The typed events shown, oldest first, and the offset from which they are complete. */
+  const panel = { events: [], from: 0 };
+
   function typed(event) {
+    panel.events.push(event);
+    if (panel.events.length > TYPED_KEEP * 1.25) {
+      panel.events.splice(0, panel.events.length - TYPED_KEEP);
+      panel.from = panel.events[0].offset;
+      $("events-earlier").hidden = false;
+    }
+    showTyped(event);
+  }
+
+  function clearPanel() {
+    commands.clear();
+    variables.clear();
+    $("commands").replaceChildren();
+    $("variables").replaceChildren();
+    $("timeline").replaceChildren();
+  }
+
+  function typedPage(params) {
+    const types = filters().types.filter((t) => t !== "output");
+    return getJSON(url(`${base}history`, { eventTypes: types.join(","), ...params }));
+  }
+
+  /* Typed events before those shown, a window of offsets at a time (a store finds them by
+     reading every event of the window, so a long session is not read whole at once). */
+  async function earlierEvents() {
+    const button = $("events-earlier");
+    button.disabled = true;
+    try {
+      const below = panel.from, after = Math.max(-1, below - 1 - TYPED_WINDOW);
+      let got = [], cursor = after;
+      for (let pages = 0; pages < TYPED_WINDOW / TYPED_HISTORY; pages++) {
+        const page = await typedPage({ after: cursor, limit: TYPED_HISTORY });
+        const older = page.events.filter((e) => e.offset < below);
+        got = got.concat(older);
+        if (older.length < TYPED_HISTORY) break;
+        cursor = older[older.length - 1].offset;
+      }
+      panel.from = after + 1;
+      panel.events = got.concat(panel.events);
+      clearPanel();
+      for (const event of panel.events) showTyped(event);
+      button.hidden = panel.from <= 0;
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  function showTyped(event) {
     const data = event.data || {};
     switch (event.type) {
       case "command_started":
@@ -748,29 +801,32 @@ function streamPage() {
     return info;
   }
 
+  let starts = 0;
+
   async function start() {
+    const mine = ++starts;
     if (state.source) state.source.close();
     state.source = null;
     state.ended = false;
     queue.length = 0;
     ring.length = 0;
-    commands.clear();
-    variables.clear();
-    $("commands").replaceChildren();
-    $("variables").replaceChildren();
-    $("timeline").replaceChildren();
+    panel.events = [];
+    clearPanel();
+    $("events-earlier").hidden = true;
     setConnection("connecting", "connecting");
     try {
-      const info = await refreshInfo();
+      // The stream's state and its typed events come while the output is drawn.
       const f = filters();
-      const typedTypes = f.types.filter((t) => t !== "output");
-      let typedLast = null;
-      if (typedTypes.length) {
-        const page = await getJSON(url(`${base}history`, { eventTypes: typedTypes.join(","), lastN: TYPED_HISTORY }));
-        for (const event of page.events) typed(event);
-        state.typedSeen = page.lastOffset;
-        typedLast = page.lastOffset;
-      }
+      const infoAsked = refreshInfo();
+      let typedAfter = -1;
+      const typedAsked = f.types.some((t) => t !== "output")
+        ? infoAsked.then((info) => {
+          typedAfter = Math.max(-1, info.lastOffset - TYPED_WINDOW);
+          return typedPage({ after: typedAfter, lastN: TYPED_HISTORY });
+        })
+        : null;
+      infoAsked.catch(() => {});
+      typedAsked?.catch(() => {});
       state.outputSeen = -1;
       view.lastOffset = -1;
       if (f.types.includes("output")) {
@@ -781,15 +837,27 @@ function streamPage() {
         reset();
         showWindow();
       }
+      const info = await infoAsked;
+      let typedLast = null;
+      if (typedAsked) {
+        const page = await typedAsked;
+        if (mine !== starts) return; // the filters changed meanwhile: that start goes on
+        for (const event of page.events) typed(event);
+        state.typedSeen = page.lastOffset;
+        typedLast = page.lastOffset;
+        panel.from = page.count >= TYPED_HISTORY ? page.events[0].offset : typedAfter + 1;
+        $("events-earlier").hidden = panel.from <= 0;
+      }
       const outputLast = f.types.includes("output") ? view.lastOffset : null;
       const marks = [typedLast, outputLast].filter((v) => v !== null);
       state.outputSeen = outputLast ?? -1;
       state.cursor = marks.length ? Math.min(...marks) : -1;
       if (state.typedSeen < state.cursor) state.typedSeen = state.cursor;
+      if (mine !== starts) return;
       if (!info.live && info.status !== "running") showEnd(null);
       else connect();
     } catch (err) {
-      if (!(err instanceof SignedOut)) {
+      if (mine === starts && !(err instanceof SignedOut)) {
         setConnection("error", `error: ${err.message}`);
         setTimeout(start, 3000);
       }
@@ -841,6 +909,7 @@ function streamPage() {
     start();
   });
   $("earlier").addEventListener("click", earlier);
+  $("events-earlier").addEventListener("click", earlierEvents);
   $("follow").addEventListener("click", toggleFollow);
   window.addEventListener("hashchange", () => {
     const target = /offset=(\d+)/.exec(location.hash);
