@@ -71,6 +71,9 @@ def test_lines_and_events_are_counted():
     counting_writer(out.write, shown, "exporting x", 4)(b"{}\n{}\n")
     assert out.getvalue() == b"{}\n{}\n"
     assert stream.getvalue().endswith("\rexporting x: 2/4 events (50%)")
+    clock.now += 1
+    counting_writer(out.write, shown, "exporting y", 1)(b"{}\n{}\n")
+    assert stream.getvalue().endswith("\rexporting y: 2 events" + " " * 8)
 
 
 def test_unasked_progress_needs_a_terminal_that_does_not_get_the_result(monkeypatch):

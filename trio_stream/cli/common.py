@@ -204,16 +204,20 @@ def _regular_size(file: IO[bytes]) -> int:
 def counting_writer(
     write: Callable[[bytes], Any], progress: Progress, label: str, total: int
 ) -> Callable[[bytes], None]:
-    """``write``, showing on ``progress`` how many of ``total`` JSON lines went through."""
+    """``write``, showing on ``progress`` how many of ``total`` JSON lines went through
+    (a running session may give more than it had)."""
     done = 0
 
     def counting(chunk: bytes) -> None:
         nonlocal done
         write(chunk)
         done += chunk.count(b"\n")
-        if progress.due():
-            share = f" ({done * 100 // total}%)" if total else ""
-            progress.show(f"{label}: {done:,}/{total:,} events{share}")
+        if not progress.due():
+            return
+        if done <= total:
+            progress.show(f"{label}: {done:,}/{total:,} events ({done * 100 // total}%)")
+        else:
+            progress.show(f"{label}: {done:,} events")
 
     return counting
 
