@@ -254,3 +254,20 @@ def test_every_session_command_takes_a_redis_url(redis_server, tmp_path):
     )
     assert down.returncode == 125
     assert "Redis store redis://127.0.0.1:1/0" in down.stderr
+
+
+async def test_a_password_from_the_url_or_the_environment_opens_the_store(tmp_path, monkeypatch):
+    server = RedisServer(tmp_path / "redis", free_port()).start("--requirepass", "s3cret")
+    try:
+        async with open_store(f"redis://:s3cret@127.0.0.1:{server.port}/0") as store:
+            await store.create_session(SessionInfo("s"))
+        monkeypatch.setenv("TSTREAM_REDIS_PASSWORD", "s3cret")
+        async with open_store(server.unix_url) as store:
+            assert [s.id for s in await store.list_sessions()] == ["s"]
+        monkeypatch.setenv("TSTREAM_REDIS_PASSWORD", "wrong")
+        with pytest.raises(StoreError) as refused:
+            async with open_store(server.url):
+                pass
+        assert "wrong" not in str(refused.value)
+    finally:
+        server.stop()
