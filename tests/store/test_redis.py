@@ -82,6 +82,7 @@ def test_password_comes_from_the_url_or_the_environment_and_is_never_shown(monke
         ("redis://h?colour=red", "unknown parameter"),
         ("redis://h?prefix={x}", "prefix must be"),
         ("redis://h?timeout=0", "timeout must be"),
+        ("redis://h?ca=/etc/ca.pem", "ca= needs TLS"),
     ],
 )
 def test_bad_redis_urls_are_named(url, message):
@@ -269,5 +270,50 @@ async def test_a_password_from_the_url_or_the_environment_opens_the_store(tmp_pa
             async with open_store(server.url):
                 pass
         assert "wrong" not in str(refused.value)
+    finally:
+        server.stop()
+
+
+def _certificates(directory):
+    """A certificate authority and a certificate for 127.0.0.1 signed by it."""
+    directory.mkdir()
+
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    openssl(
+        *("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key"),
+        *("-out", "ca.crt", "-days", "2", "-subj", "/CN=tstream test CA"),
+    )
+    openssl(
+        *("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key"),
+        *("-out", "server.csr", "-subj", "/CN=127.0.0.1"),
+    )
+    (directory / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl(
+        *("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key"),
+        *("-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf"),
+    )
+    return directory
+
+
+async def test_rediss_checks_the_server_certificate(tmp_path):
+    certs = _certificates(tmp_path / "certs")
+    port = free_port()
+    server = RedisServer(tmp_path / "redis", free_port()).start(
+        *("--port", "0", "--tls-port", str(port), "--tls-auth-clients", "no"),
+        *("--tls-cert-file", str(certs / "server.crt")),
+        *("--tls-key-file", str(certs / "server.key")),
+        *("--tls-ca-cert-file", str(certs / "ca.crt")),
+    )
+    try:
+        url = f"rediss://127.0.0.1:{port}/0?timeout=2"
+        async with open_store(f"{url}&ca={certs / 'ca.crt'}") as store:
+            await store.create_session(SessionInfo("s"))
+            assert [s.id for s in await store.list_sessions()] == ["s"]
+        # Not signed by an authority the system knows: refused.
+        with pytest.raises(StoreError, match="rediss://127"):
+            async with open_store(url):
+                pass
     finally:
         server.stop()

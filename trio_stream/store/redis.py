@@ -182,6 +182,8 @@ class RedisStore:
             "decode_responses": False,
             "ssl": target.ssl,
         }
+        if target.ca_file is not None:
+            common["ssl_ca_certs"] = target.ca_file
         client: Any
         if target.cluster:
             client = coredis.RedisCluster(

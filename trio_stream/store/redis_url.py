@@ -7,8 +7,9 @@
 
 Every form takes ``?prefix=NAME`` (the start of every key, default ``tstream``: several
 deployments can share one Redis) and ``?timeout=SECONDS`` (how long one store call may
-wait for Redis before it fails, default 5). A password missing from the URL is taken from
-``$TSTREAM_REDIS_PASSWORD``.
+wait for Redis before it fails, default 5); the TLS forms take ``?ca=PATH``, the
+certificate authorities to check the server's certificate against (default: the
+system's). A password missing from the URL is taken from ``$TSTREAM_REDIS_PASSWORD``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class RedisTarget:
         cluster: whether ``nodes`` are masters of a Redis Cluster.
         prefix: the start of every key.
         timeout: seconds one store call may wait for Redis.
+        ca_file: the certificate authorities a TLS server's certificate is checked
+            against (None: the system's).
     """
 
     shown: str
@@ -55,6 +58,7 @@ class RedisTarget:
     password: str | None = attrs.field(default=None, repr=False)
     prefix: str = DEFAULT_PREFIX
     timeout: float = DEFAULT_TIMEOUT
+    ca_file: str | None = None
 
 
 def is_redis_url(text: str) -> bool:
@@ -104,7 +108,7 @@ def parse_redis_url(url: str) -> RedisTarget:
         params = {k: v[-1] for k, v in parse_qs(parts.query, strict_parsing=True).items()}
     except ValueError:
         params = {} if not parts.query else {"": parts.query}
-    unknown = sorted(set(params) - {"db", "prefix", "timeout"})
+    unknown = sorted(set(params) - {"db", "prefix", "timeout", "ca"})
     if unknown:
         raise StoreError(f"invalid Redis URL {shown}: unknown parameter(s) {', '.join(unknown)}")
     target: dict[str, object] = {
@@ -126,6 +130,10 @@ def parse_redis_url(url: str) -> RedisTarget:
     if not 0 < timeout < 3600:
         raise StoreError(f"invalid Redis URL {shown}: timeout must be a number of seconds")
     target["timeout"] = timeout
+    if "ca" in params:
+        if not target["ssl"]:
+            raise StoreError(f"invalid Redis URL {shown}: ca= needs TLS (rediss://)")
+        target["ca_file"] = params["ca"]
     db_text = params.get("db", "")
     if scheme in {"unix", "redis+unix"}:
         path = unquote(parts.path)
