@@ -16,7 +16,7 @@ from live_helpers import ECHO, TSTREAM, finish, private_dirs, start_run
 
 from trio_stream.client import get_json as http_get
 from trio_stream.events import event_from_json
-from trio_stream.registry import live_sessions
+from trio_stream.registry import running_sessions
 
 __all__ = ["private_dirs"]
 
@@ -96,7 +96,7 @@ async def test_ctrl_c_detaches_and_leaves_the_session_running(private_dirs: Path
         follower.send_signal(signal.SIGINT)
         code, _, _ = await outcome(follower)
         assert code == 130
-        assert [s.id for s in live_sessions(private_dirs)] == ["stays-1"]
+        assert [s.id for s in running_sessions(private_dirs)] == ["stays-1"]
         await run.stdin.send_all(b"still here\n")
         await read_until(run.stdout, b"still here\n")
         status, _ = await finish(run)

@@ -13,7 +13,7 @@ import trio
 from click.testing import CliRunner
 
 from trio_stream.cli import cli
-from trio_stream.cli.history import TerminalWriter, format_duration, replay_events
+from trio_stream.cli.history import OutputWriter, format_duration, replay_events
 from trio_stream.events import (
     EventType,
     Output,
@@ -236,7 +236,7 @@ async def test_replay_keeps_the_pauses_capped_and_sped_up(autojump_clock):
         yield events
 
     start = trio.current_time()
-    await replay_events(batches(), TerminalWriter(stdout, io.BytesIO()), speed=2, max_idle=3)
+    await replay_events(batches(), OutputWriter(stdout, io.BytesIO()), speed=2, max_idle=3)
     assert [(t - start, data) for t, data in stdout.times] == [
         (0.0, b"a\n"),
         (1.0, b"b\n"),

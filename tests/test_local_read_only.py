@@ -12,7 +12,7 @@ import trio
 from live_helpers import TSTREAM, finish, private_dirs, start_run
 from test_attach import attach, outcome, read_until
 
-from trio_stream.registry import live_sessions
+from trio_stream.registry import running_sessions
 
 __all__ = ["private_dirs"]
 
@@ -39,14 +39,12 @@ async def test_the_runs_socket_refuses_every_write(private_dirs: Path, token: st
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with trio.open_nursery() as nursery:
         process = await start_run(nursery, "--id", "ro-1", env=env)
-        (live,) = live_sessions(private_dirs)
+        (live,) = running_sessions(private_dirs)
         transport = httpx.AsyncHTTPTransport(uds=live.socket)
         async with httpx.AsyncClient(
             transport=transport, base_url="http://localhost", headers=headers
         ) as http:
-            answers = [
-                await http.request(method, path, json=body) for method, path, body in WRITES
-            ]
+            answers = [await http.request(method, path, json=body) for method, path, body in WRITES]
             after = await http.get("/api/streams/ro-1")
             # The publishing WebSocket's handshake, refused before it is accepted.
             handshake = await http.get(
@@ -68,7 +66,7 @@ async def test_the_runs_socket_refuses_every_write(private_dirs: Path, token: st
 async def test_a_follower_sees_exactly_what_the_store_records(private_dirs: Path) -> None:
     async with trio.open_nursery() as nursery:
         run = await start_run(nursery, "--id", "ro-2")
-        (live,) = live_sessions(private_dirs)
+        (live,) = running_sessions(private_dirs)
         follower = await attach("ro-2", "--json")
         seen = await read_until(follower.stdout, b'"text":"ready"')
         transport = httpx.AsyncHTTPTransport(uds=live.socket)
@@ -80,9 +78,7 @@ async def test_a_follower_sees_exactly_what_the_store_records(private_dirs: Path
         code, rest, _ = await outcome(follower)
     assert refused.status_code == 403
     assert code == 0
-    shown = await trio.run_process(
-        [*TSTREAM, "show", "ro-2", "--json"], capture_stdout=True
-    )
+    shown = await trio.run_process([*TSTREAM, "show", "ro-2", "--json"], capture_stdout=True)
     followed = [orjson.loads(line) for line in (seen + rest).splitlines()]
     stored = [orjson.loads(line) for line in shown.stdout.splitlines()]
     assert followed == stored

@@ -16,7 +16,7 @@ from live_helpers import ECHO, TSTREAM, finish, private_dirs, start_run
 
 from trio_stream.events import EventType
 from trio_stream.publisher import publisher_for
-from trio_stream.registry import RegistryError, find_live, live_sessions, private_dir
+from trio_stream.registry import RegistryError, find_live, private_dir, running_sessions
 from trio_stream.session import StreamConfig, open_session
 from trio_stream.store import UnknownSessionError
 
@@ -26,7 +26,7 @@ __all__ = ["private_dirs"]
 async def test_run_registers_its_session_on_a_private_socket(private_dirs: Path) -> None:
     async with trio.open_nursery() as nursery:
         process = await start_run(nursery, "--id", "served-1")
-        (live,) = live_sessions(private_dirs)
+        (live,) = running_sessions(private_dirs)
         assert (live.id, live.pid) == ("served-1", process.pid)
         assert live.command == ["sh", "-c", ECHO]
         assert stat.S_IMODE(private_dirs.stat().st_mode) == 0o700
@@ -46,7 +46,7 @@ async def test_run_registers_its_session_on_a_private_socket(private_dirs: Path)
 async def test_sigterm_ends_the_session_and_removes_the_socket(private_dirs: Path) -> None:
     async with trio.open_nursery() as nursery:
         process = await start_run(nursery)
-        (live,) = live_sessions(private_dirs)
+        (live,) = running_sessions(private_dirs)
         process.send_signal(signal.SIGTERM)
         with trio.fail_after(20):
             await process.wait()
@@ -58,7 +58,7 @@ async def test_sigterm_ends_the_session_and_removes_the_socket(private_dirs: Pat
 async def test_a_killed_run_leaves_nothing_that_is_connected_to(private_dirs: Path) -> None:
     async with trio.open_nursery() as nursery:
         process = await start_run(nursery, "--id", "killed-1")
-        (live,) = live_sessions(private_dirs)
+        (live,) = running_sessions(private_dirs)
         process.kill()
         await process.wait()
         assert os.path.exists(live.socket)
@@ -158,7 +158,7 @@ async def test_listen_serves_over_tcp_with_the_token(private_dirs: Path) -> None
             "127.0.0.1:0",
             env={"TSTREAM_TOKEN": "s3cret-token"},
         )
-        (live,) = live_sessions(private_dirs)
+        (live,) = running_sessions(private_dirs)
         url = next(u for u in live.urls if u.startswith("http://"))
         async with httpx.AsyncClient(base_url=url) as http:
             refused = await http.get("/api/streams/tcp-1")
@@ -202,7 +202,7 @@ async def test_an_sse_client_on_the_socket_gets_history_then_live_lines(
 ) -> None:
     async with trio.open_nursery() as nursery:
         process = await start_run(nursery, "--id", "sse-1")
-        (live,) = live_sessions(private_dirs)
+        (live,) = running_sessions(private_dirs)
         await process.stdin.send_all(b"before\n")
         transport = httpx.AsyncHTTPTransport(uds=live.socket)
         texts: list[str] = []

@@ -41,7 +41,7 @@ from .groups import single
 from .hub.config import HubConfig, Listen, TokenSpec
 from .hub.errors import HubError
 from .log import SessionLog
-from .registry import LiveSession, live_sessions, new_socket_path, private_dir, registered
+from .registry import LiveSession, new_socket_path, private_dir, registered, running_sessions
 from .session import Session
 from .store.base import (
     HistoryQuery,
@@ -223,7 +223,7 @@ async def serve_session(
     sock: Path | None = None
     if local:
         directory = private_dir(directory)
-        live_sessions(directory)  # sweeps what killed runs left behind
+        running_sessions(directory)  # sweeps what killed runs left behind
         sock = new_socket_path(directory)
         addresses.insert(0, Listen(path=str(sock)))
     if not addresses:

@@ -145,7 +145,7 @@ def _read_entry(path: Path) -> LiveSession | None:
         return None
 
 
-def live_sessions(directory: Path | None = None) -> list[LiveSession]:
+def running_sessions(directory: Path | None = None) -> list[LiveSession]:
     """The registered sessions still running, newest first; stale entries are removed.
 
     A missing or unusable runtime directory has no sessions.
@@ -179,7 +179,7 @@ def find_live(ref: str, directory: Path | None = None) -> LiveSession:
         UnknownSessionError: no running session matches.
         AmbiguousSessionError: several running sessions start with ``ref``.
     """
-    sessions = live_sessions(directory)
+    sessions = running_sessions(directory)
     wanted = match_ref(ref, [s.id for s in sessions])
     return next(s for s in sessions if s.id == wanted)
 

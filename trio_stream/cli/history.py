@@ -213,7 +213,7 @@ def line_bytes(data: Output) -> bytes:
     return data.raw if data.raw is not None else (data.text + data.eol).encode()
 
 
-class TerminalWriter:
+class OutputWriter:
     """Writes events as a terminal showed them: stdout lines to stdout, stderr lines to
     stderr and, with ``compact``, other events as their compact line on stderr (as
     ``tstream run`` shows them when stderr is a terminal), coloured with ``color``.
@@ -266,13 +266,13 @@ class TerminalWriter:
 
 class EventPrinter:
     """Writes batches of events on stdout as they come: as the terminal showed them (see
-    :class:`TerminalWriter`), or as JSON lines. Each batch is out when :meth:`write`
+    :class:`OutputWriter`), or as JSON lines. Each batch is out when :meth:`write`
     returns. ``color`` is ``--color``'s value."""
 
     def __init__(self, as_json: bool, color: str = "auto") -> None:
         self.as_json = as_json
         self.stdout = sys.stdout.buffer
-        self.writer = TerminalWriter(
+        self.writer = OutputWriter(
             sys.stdout.buffer,
             sys.stderr.buffer,
             compact=sys.stderr.isatty(),
@@ -290,7 +290,7 @@ class EventPrinter:
 
 async def replay_events(
     batches: AsyncIterator[list[Event]],
-    writer: TerminalWriter,
+    writer: OutputWriter,
     *,
     speed: float = 1.0,
     max_idle: float | None = None,
@@ -500,7 +500,7 @@ def replay(store_url: str | None, session: str, speed: float, max_idle: float | 
 
     SESSION is a session id, a unique prefix of one, or latest.
     """
-    writer = TerminalWriter(sys.stdout.buffer, sys.stderr.buffer)
+    writer = OutputWriter(sys.stdout.buffer, sys.stderr.buffer)
 
     async def main(store: Store) -> None:
         info = await store.resolve(session)

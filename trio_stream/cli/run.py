@@ -6,9 +6,7 @@ import logging
 import os
 import signal
 import sys
-from collections import deque
 from collections.abc import Sequence
-from types import FrameType
 from typing import TYPE_CHECKING, Any, Final
 
 import click
@@ -19,7 +17,7 @@ from ..durations import DURATION
 from ..events import EventType, event_to_json
 from ..groups import single
 from ..lines import DEFAULT_MAX_LINE_LENGTH
-from ..process import EXIT_FAILURE, SpawnError, terminal_size
+from ..process import EXIT_FAILURE, SpawnError
 from ..session import (
     DEFAULT_BUFFER,
     DEFAULT_DRAIN_TIMEOUT,
@@ -28,6 +26,7 @@ from ..session import (
     StreamConfig,
     open_session,
 )
+from ..signals import FORWARDED, SignalQueue, forward_signals, handled_signals
 from ..store import (
     InvalidSessionIdError,
     SessionExistsError,
@@ -44,12 +43,8 @@ if TYPE_CHECKING:
     from ..log import SessionLog
     from ..uplink import Uplink, UplinkOptions
 
-# Forwarded to the child's group as they are; SIGINT, SIGTSTP, SIGCONT and SIGWINCH get
-# their own handling below.
 # A session id already in use is a usage error: the command line named it.
 EXIT_ID_IN_USE: Final = 2
-
-FORWARDED: Final = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
 
 class SignalName(click.ParamType):
@@ -430,7 +425,7 @@ async def _main(
 
         nursery.start_soon(writer.run)
         try:
-            with SignalQueue(_handled_signals(config)) as signals:
+            with SignalQueue(handled_signals(config.mode)) as signals:
                 try:
                     async with open_session(command, config) as session:
                         uplink = publish(session.log)
@@ -441,7 +436,7 @@ async def _main(
                         if json_output or compact:
                             nursery.start_soon(_print_events, session, writer, json_output, color)
                         async with trio.open_nursery() as forwarding:
-                            forwarding.start_soon(_forward_signals, signals, session)
+                            forwarding.start_soon(forward_signals, signals, session)
                             await session.wait()
                             forwarding.cancel_scope.cancel()
                 except SpawnError as exc:
@@ -474,13 +469,6 @@ async def _flush(uplink: Uplink, signals: SignalQueue) -> None:
         nursery.cancel_scope.cancel()
 
 
-def _handled_signals(config: StreamConfig) -> list[int]:
-    handled = [signal.SIGINT, *FORWARDED, signal.SIGTSTP, signal.SIGCONT]
-    if config.mode == "pty":
-        handled.append(signal.SIGWINCH)
-    return handled
-
-
 async def _print_events(
     session: Session, writer: TerminalWriter, json_output: bool, color: bool = False
 ) -> None:
@@ -501,68 +489,3 @@ async def _print_events(
                 shown.append(line + "\n")
         if shown:
             await writer.write(2, "".join(shown).encode(errors="replace"))
-
-
-async def _forward_signals(signals: SignalQueue, session: Session) -> None:
-    """Pass our signals on to the command's process group, as if it received them."""
-    interrupts = 0
-    while True:
-        sig = await signals.receive()
-        if sig == signal.SIGINT:
-            interrupts += 1
-            session.send_signal(signal.SIGINT if interrupts == 1 else signal.SIGKILL)
-        elif sig == signal.SIGTSTP:
-            # Like dumb-init: stop the command's group, then ourselves; SIGCONT resumes both.
-            session.send_signal(signal.SIGSTOP)
-            os.kill(os.getpid(), signal.SIGSTOP)
-        elif sig == signal.SIGCONT:
-            session.send_signal(signal.SIGCONT)
-        elif sig == signal.SIGWINCH:
-            size = terminal_size()
-            if size is not None:
-                session.resize(*size)
-        else:
-            session.send_signal(sig)
-
-
-class SignalQueue:
-    """Every delivery of some signals, in order, for a trio task to receive.
-
-    ``trio.open_signal_receiver`` reports a signal once however many times it arrived
-    before it was read; a second Ctrl-C must not be lost that way, so each delivery is
-    queued here by our own handler.
-    """
-
-    def __init__(self, signals: Sequence[int]) -> None:
-        self._signals = list(signals)
-        self._pending: deque[int] = deque()
-        self._arrived = trio.Event()
-        self._previous: dict[int, Any] = {}
-        self._token: trio.lowlevel.TrioToken | None = None
-
-    def __enter__(self) -> SignalQueue:
-        self._token = trio.lowlevel.current_trio_token()
-        for sig in self._signals:
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self._pending.append(signum)
-        assert self._token is not None
-        # Signal handlers must not touch trio's state directly; this is safe from them.
-        self._token.run_sync_soon(self._wake, idempotent=True)
-
-    def _wake(self) -> None:
-        self._arrived.set()
-
-    async def receive(self) -> int:
-        """The next signal delivered, waiting for one."""
-        while not self._pending:
-            if self._arrived.is_set():
-                self._arrived = trio.Event()
-            await self._arrived.wait()
-        return self._pending.popleft()
