@@ -7,6 +7,8 @@ that publishes R events/s through the hub's publishing WebSocket
 (:func:`trio_stream.client.open_publisher`, one message per tick with the events due,
 two messages awaiting their ack at most) for S seconds and ends the stream. Every
 subscriber asks for ``eventTypes=output`` (a filter that every published event passes).
+With ``--protocol executor-streamer`` the subscribers ask for the Executor Streamer
+design's shapes: one WebSocket message per event, an ISO 8601 ``timestamp``.
 
 Each event carries the time it was sent in its ``ts``; a subscriber takes the difference
 with the time the frame carrying it arrived. Subscribers check that offsets arrive dense
@@ -21,6 +23,7 @@ Usage::
     .venv/bin/python scripts/bench_fanout.py --clients 100 --rate 1000 --duration 10
     .venv/bin/python scripts/bench_fanout.py --targets            # the three targets, 60 s each
     .venv/bin/python scripts/bench_fanout.py --soak [--soak-minutes 10]
+    .venv/bin/python scripts/bench_fanout.py --protocol executor-streamer --duration 10
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final
 
@@ -70,6 +75,20 @@ PING: Final = _client_frame(b'{"type":"ping"}')
 TS_KEY: Final = b'"ts":'
 # A stamp's first 15 characters: whole seconds and four decimals, the 0.1 ms of a bucket.
 TS_CHARS: Final = 15
+DESIGN: Final = "executor-streamer"
+# The design's ISO 8601 timestamp, to the 0.1 ms: 2026-01-01T10:00:00.1234
+ISO_KEY: Final = b'"timestamp":"'
+ISO_CHARS: Final = 24
+
+
+def _epoch_seconds(stamp: bytes) -> float:
+    # A short stamp runs into the next field: cut it at the comma.
+    return float(stamp.partition(b",")[0])
+
+
+@lru_cache(maxsize=1 << 16)
+def _iso_seconds(stamp: bytes) -> float:
+    return datetime.fromisoformat(stamp.decode().rstrip('Z"') + "+00:00").timestamp()
 
 
 # -- measuring -------------------------------------------------------------------------
@@ -84,12 +103,13 @@ class Tally:
     expression per frame made them the slower side.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, design: bool = False) -> None:
         self.events = 0
         self.last = -1
         self.broken = ""
         self.frames = 0
         self.latency: Counter[int] = Counter()
+        self.design = design
 
     def frame(self, count: int, first: int, last: int, stamps: Counter[bytes], now: float) -> None:
         if not count:
@@ -99,17 +119,19 @@ class Tally:
             self.broken = self.broken or f"offsets {first}..{last} ({count}) after {self.last}"
         self.last = last
         self.events += count
+        seconds = _iso_seconds if self.design else _epoch_seconds
         for stamp, times in stamps.items():
-            # A short stamp runs into the next field: cut it at the comma.
-            bucket = int((now - float(stamp.partition(b",")[0])) * BUCKETS_PER_SECOND)
+            bucket = int((now - seconds(stamp)) * BUCKETS_PER_SECOND)
             self.latency[max(0, bucket)] += times
 
 
-def stamp_counts(data: bytes) -> Counter[bytes]:
-    """The events of ``data`` by the first characters of their ``ts``."""
-    parts = data.split(TS_KEY)
+def stamp_counts(data: bytes, design: bool = False) -> Counter[bytes]:
+    """The events of ``data`` by the first characters of their ``ts`` (of their
+    ``timestamp`` in the design's shapes)."""
+    parts = data.split(ISO_KEY if design else TS_KEY)
     del parts[0]
-    return Counter([part[:TS_CHARS] for part in parts])
+    chars = ISO_CHARS if design else TS_CHARS
+    return Counter([part[:chars] for part in parts])
 
 
 def _offsets(data: bytes, key: bytes, end: bytes) -> tuple[int, int]:
@@ -140,11 +162,14 @@ async def _http_head(stream: trio.SocketStream, request: str) -> bytes | None:
 
 async def ws_client(host: str, port: int, token: str, tally: Tally) -> None:
     """One WebSocket subscriber: the handshake by hand, then frames parsed from bytes
-    (the hub's frames are unmasked and never fragmented; no deflate is offered)."""
+    (the hub's frames are unmasked and never fragmented; no deflate is offered). The
+    design's messages (one per event) that arrived together are counted together."""
     stream = await trio.open_tcp_stream(host, port)
     key = base64.b64encode(os.urandom(16)).decode()
+    design = tally.design
+    query = f"&protocol={DESIGN}" if design else ""
     request = (
-        f"GET /api/streams/{STREAM}/ws?after=-1&eventTypes=output HTTP/1.1\r\n"
+        f"GET /api/streams/{STREAM}/ws?after=-1&eventTypes=output{query} HTTP/1.1\r\n"
         f"Host: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
         f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
         "Sec-WebSocket-Version: 13\r\n\r\n"
@@ -159,6 +184,7 @@ async def ws_client(host: str, port: int, token: str, tally: Tally) -> None:
         # each frame would copy it once per frame.
         at = 0
         end = len(buffer)
+        events: list[bytes] = []
         while end - at >= 2:
             size = buffer[at + 1] & 0x7F
             start = at + 2
@@ -172,15 +198,22 @@ async def ws_client(host: str, port: int, token: str, tally: Tally) -> None:
             payload = buffer[start : start + size]
             at = start + size
             if opcode == 0x8:
+                if design and payload.startswith(b"\x03\xe8stream_ended"):
+                    # The design has no end message: the stream's end is the close.
+                    _count(tally, events, now)
+                    await stream.aclose()
+                    return
                 tally.broken = tally.broken or f"closed {payload[:2].hex()} {payload[2:]!r}"
                 return
             if opcode != 0x1:
                 continue
-            if payload.startswith(b'{"type":"event"'):
+            if design and payload.startswith(b'{"type":"event"'):
+                events.append(payload)
+            elif payload.startswith(b'{"type":"event"'):
                 first, last = _offsets(payload, b'"offset":', b",")
                 stamps = stamp_counts(payload)
                 tally.frame(stamps.total(), first, last, stamps, now)
-            elif payload.startswith(b'{"type":"heartbeat"'):
+            elif payload.startswith((b'{"type":"heartbeat"', b'{"type":"pong"')):
                 # The hub drops a WebSocket client that stays silent after a heartbeat.
                 await stream.send_all(PING)
             elif payload.startswith(b'{"type":"end"'):
@@ -188,6 +221,7 @@ async def ws_client(host: str, port: int, token: str, tally: Tally) -> None:
                 return
             elif payload.startswith(b'{"type":"error"'):
                 tally.broken = tally.broken or payload.decode()
+        _count(tally, events, now)
         buffer = buffer[at:]
         chunk = await stream.receive_some(1 << 18)
         if not chunk:
@@ -196,11 +230,23 @@ async def ws_client(host: str, port: int, token: str, tally: Tally) -> None:
         buffer += chunk
 
 
+def _count(tally: Tally, events: list[bytes], now: float) -> None:
+    """Count the design's ``event`` messages that arrived together."""
+    if events:
+        data = b"".join(events)
+        first, last = _offsets(data, b'"offset":', b",")
+        stamps = stamp_counts(data, design=True)
+        tally.frame(stamps.total(), first, last, stamps, now)
+        events.clear()
+
+
 async def sse_client(host: str, port: int, token: str, tally: Tally) -> None:
     """One SSE subscriber: a plain HTTP/1.1 request, the body scanned as it comes."""
     stream = await trio.open_tcp_stream(host, port)
+    design = tally.design
+    query = f"&protocol={DESIGN}" if design else ""
     request = (
-        f"GET /api/streams/{STREAM}/sse?lastEventId=-1&eventTypes=output HTTP/1.1\r\n"
+        f"GET /api/streams/{STREAM}/sse?lastEventId=-1&eventTypes=output{query} HTTP/1.1\r\n"
         f"Host: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
         "Accept: text/event-stream\r\n\r\n"
     )
@@ -217,8 +263,8 @@ async def sse_client(host: str, port: int, token: str, tally: Tally) -> None:
             count = done.count(b"\nevent: stream_event\n")
             if count:
                 first, last = _offsets(done, b"id: ", b"\n")
-                tally.frame(count, first, last, stamp_counts(done), now)
-            if b"event: end\n" in done:
+                tally.frame(count, first, last, stamp_counts(done, design), now)
+            if b"event: end\n" in done or (design and b'"code":"STREAM_ENDED"' in done):
                 await stream.aclose()
                 return
             if b"event: error\n" in done:
@@ -231,8 +277,10 @@ async def sse_client(host: str, port: int, token: str, tally: Tally) -> None:
         buffer += chunk
 
 
-async def run_subscribers(host: str, port: int, token: str, ws: int, sse: int) -> None:
-    tallies = [Tally() for _ in range(ws + sse)]
+async def run_subscribers(
+    host: str, port: int, token: str, ws: int, sse: int, design: bool
+) -> None:
+    tallies = [Tally(design) for _ in range(ws + sse)]
     async with trio.open_nursery() as nursery:
         for index, tally in enumerate(tallies):
             client = ws_client if index < ws else sse_client
@@ -386,6 +434,7 @@ async def run_once(
     processes: int,
     rss_every: float | None,
     profile: str | None = None,
+    protocol: str = "tstream",
 ) -> dict[str, Any]:
     token = secrets.token_urlsafe(24)
     workdir = Path(tempfile.mkdtemp(prefix="bench-fanout-"))
@@ -405,7 +454,7 @@ async def run_once(
                     ws = min(ws_left, (count + 1) // 2)
                     ws_left -= ws
                     command = [sys.executable, script, "--role", "subscribers"]
-                    command += [host, port, token, str(ws), str(count - ws)]
+                    command += [host, port, token, str(ws), str(count - ws), protocol]
                     runs.start_soon(_collect, command, outputs)
                 await wait_subscribed(http, clients, 60 + clients / 10)
                 cpu_before = benchhub.cpu_seconds(hub.pid)
@@ -431,6 +480,7 @@ async def run_once(
         latency.update({int(k): v for k, v in report["latency"]})
     received = [n for r in subscribers for n in r["events"]]
     results.update(
+        protocol=protocol,
         clients=clients,
         rate=rate,
         duration=duration,
@@ -481,7 +531,7 @@ def show(result: dict[str, Any], bar: float | None = None) -> bool:
     ok = lost == 0 and not result["broken"]
     print(
         f"N={result['clients']} R={result['rate']:,.0f}/s for {result['duration']:g} s "
-        f"(hub on 2 cores, SQLite store, auth and filters on)"
+        f"(hub on 2 cores, SQLite store, auth and filters on, {result['protocol']} protocol)"
     )
     print(
         f"  delivered   {result['delivered']:,} of {result['expected']:,} "
@@ -522,8 +572,9 @@ def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--role":
         role, args = sys.argv[2], sys.argv[3:]
         if role == "subscribers":
-            host, port, token, ws, sse = args
-            trio.run(run_subscribers, host, int(port), token, int(ws), int(sse))
+            host, port, token, ws, sse, protocol = args
+            design = protocol == DESIGN
+            trio.run(run_subscribers, host, int(port), token, int(ws), int(sse), design)
         else:
             url, token, rate, duration = args
             trio.run(run_publisher, url, token, float(rate), float(duration))
@@ -539,24 +590,41 @@ def main() -> None:
     parser.add_argument("--targets", action="store_true", help="run the three targets in turn")
     parser.add_argument("--soak", action="store_true", help="R=1000 for --soak-minutes")
     parser.add_argument("--soak-minutes", type=float, default=10)
+    parser.add_argument(
+        "--protocol",
+        choices=("tstream", DESIGN),
+        default="tstream",
+        help="what the subscribers ask for: tstream's batches (default) or the design's shapes",
+    )
     args = parser.parse_args()
     processes = max(1, min(args.processes, args.clients))
     ok = True
     if args.targets:
         for clients, rate, bar in TARGETS:
-            result = trio.run(run_once, clients, rate, args.duration, processes, None)
+            result = trio.run(
+                run_once, clients, rate, args.duration, processes, None, None, args.protocol
+            )
             ok = show(result, bar) and ok
     elif args.soak:
         duration = args.soak_minutes * 60
         print(f"soak: N={args.clients} R=1,000/s for {args.soak_minutes:g} min; hub RSS:")
-        result = trio.run(run_once, args.clients, 1000.0, duration, processes, 60.0)
+        result = trio.run(
+            run_once, args.clients, 1000.0, duration, processes, 60.0, None, args.protocol
+        )
         ok = show(result)
         samples = result["rss_samples"]
         if samples:
             print(f"  RSS growth  {samples[-1] - samples[0]:+.1f} MiB from minute 1 to the last")
     else:
         result = trio.run(
-            run_once, args.clients, args.rate, args.duration, processes, None, args.profile
+            run_once,
+            args.clients,
+            args.rate,
+            args.duration,
+            processes,
+            None,
+            args.profile,
+            args.protocol,
         )
         ok = show(result)
     sys.exit(0 if ok else 1)

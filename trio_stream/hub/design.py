@@ -225,15 +225,20 @@ class StreamSettings:
             "bufferSize": self.client_queue,
             "enableReplay": self.replay,
             "compressionEnabled": self.compression,
-            "heartbeatInterval": round(self.heartbeat * 1000, 3),
+            "heartbeatInterval": _milliseconds(self.heartbeat),
             "maxClients": self.max_clients,
             "eventFilters": self.filters_json,
             "persistence": {
                 "enabled": self.enabled,
                 "storageType": self.storage_type,
-                "retentionPeriod": round(retention * 1000, 3),
+                "retentionPeriod": _milliseconds(retention),
             },
         }
+
+
+def _milliseconds(seconds: float) -> float | int:
+    value = round(seconds * 1000, 3)
+    return int(value) if value.is_integer() else value
 
 
 # -- what is sent ----------------------------------------------------------------------

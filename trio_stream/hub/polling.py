@@ -96,4 +96,4 @@ async def poll(stream_id: str) -> Response:
             tail[1:],
         )
     )
-    return body_response(body)
+    return body_response(body, compress=stream.settings.compression)

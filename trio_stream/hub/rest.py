@@ -20,6 +20,7 @@ from ..store.base import HistoryQuery, SessionStatus
 from .clients import EndReason, Frame
 from .context import RateLimited, authorize, host_of, hub, json_response
 from .errors import HubError
+from .frames import frames_of
 from .ingest import parse_events
 from .metrics import metrics_json, prometheus
 from .openapi import OPENAPI_PATH, openapi_document
@@ -34,6 +35,8 @@ DEFAULT_HISTORY_LIMIT: Final = 1000
 MAX_HISTORY_LIMIT: Final = 10_000
 MAX_LIST: Final = 1000
 PAGE: Final = 1000
+# The events of a stream not in memory whose sizes give its largestEventSize.
+LARGEST_SAMPLE: Final = 1000
 
 
 def body_response(body: bytes, status: int = 200, *, compress: bool = True) -> Response:
@@ -388,6 +391,11 @@ async def stats(stream_id: str) -> Response:
     total = stream.last_offset + 1
     last_hour = await h.broker.store.count(stream.id, HistoryQuery(start_time=now - 3600))
     held = sum(len(f.raw) for f in stream.frames)
+    largest = max(stream.largest_event, max((len(f.raw) for f in stream.frames), default=0))
+    if not largest and total:
+        # Not in memory (an ended stream read from the store): its last events tell.
+        recent = await h.broker.store.read(stream.id, HistoryQuery(last=LARGEST_SAMPLE))
+        largest = max((len(f.raw) for f in frames_of(recent)), default=0)
     info = stream.info
     lifetime = max((info.ended or now) - info.created, 1.0)
     return json_response(
@@ -397,9 +405,7 @@ async def stats(stream_id: str) -> Response:
             "totalEvents": total,
             "eventsInLastHour": last_hour if stream.settings.persist else _held_since(stream, now),
             "averageEventFrequency": total / lifetime,
-            "largestEventSize": max(
-                stream.largest_event, max((len(f.raw) for f in stream.frames), default=0)
-            ),
+            "largestEventSize": largest,
             "memoryUsage": held,
             "window": {"startTime": filters.start_time, "endTime": filters.end_time},
             "eventTypes": distribution,
