@@ -209,6 +209,32 @@ def test_prune_dry_run_then_for_real(tstream):
     assert [s["id"] for s in orjson.loads(tstream("ls", "--json").stdout)] == ["test-1"]
 
 
+def test_import_under_a_bad_id_is_a_usage_error(tstream):
+    exported = tstream("export", "build-1").stdout_bytes
+    result = tstream("import", "--id", "bad/id", "-", input=exported)
+    assert result.exit_code == 2
+    assert "invalid session id 'bad/id'" in result.stderr
+
+
+def test_show_last_counts_the_lines_it_shows(tstream):
+    # The last events are a status and session_ended, which show prints only on a terminal.
+    result = tstream("show", "build-1", "--last", "1")
+    assert (result.exit_code, result.stdout_bytes) == (0, b"caf\xe9\n")
+    assert tstream("show", "build-1", "--last", "2", "--json").stdout.count("\n") == 2
+
+
+def test_prune_says_what_it_trims(tstream):
+    # The sessions are from 1970: kept, so that only trimming is left to do.
+    keep = ("--older-than", "36500d")
+    result = tstream("prune", *keep, "--max-events", "5", "--dry-run")
+    assert result.stderr == (
+        "would trim build-1: its 2 oldest event(s) of 7\nwould remove 0 session(s)\n"
+    )
+    result = tstream("prune", *keep, "--max-events", "5")
+    assert result.stderr == "trimmed build-1: its 2 oldest event(s) of 7\nremoved 0 session(s)\n"
+    assert tstream("prune", *keep, "--max-events", "5").stderr == "removed 0 session(s)\n"
+
+
 def test_replay_refuses_a_zero_speed(tstream):
     assert tstream("replay", "build-1", "--speed", "0").exit_code == 2
 

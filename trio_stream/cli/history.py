@@ -30,12 +30,14 @@ from ..render import compact_line
 from ..store import (
     AmbiguousSessionError,
     HistoryQuery,
+    InvalidSessionIdError,
     SessionExistsError,
     SessionInfo,
     SessionStatus,
     Store,
     StoreError,
     UnknownSessionError,
+    check_session_id,
     open_store,
 )
 from ..store.file import SessionFileError, export_session, import_session
@@ -469,8 +471,11 @@ def show(
 
     SESSION is a session id, a unique prefix of one, or latest.
     """
-    query = history_query(types, sources, since, until, grep, last)
     printer = EventPrinter(as_json, color)
+    if not (as_json or types or sys.stderr.isatty()):
+        # Only lines are shown (no compact lines off a terminal): --last counts lines.
+        types = (EventType.OUTPUT.value,)
+    query = history_query(types, sources, since, until, grep, last)
 
     async def main(store: Store) -> None:
         info = await store.resolve(session)
@@ -542,10 +547,27 @@ def export(store_url: str | None, session: str, output: IO[bytes], progress: boo
     run_with_store(store_url, main)
 
 
+def _valid_id(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """``--id``'s value, checked before the store is opened: a bad one is a usage error
+    (status 2), as with ``tstream run --id``."""
+    if value is None:
+        return None
+    try:
+        return check_session_id(value)
+    except InvalidSessionIdError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @click.command("import", short_help="Record a session from a file written by tstream export.")
 @store_option
 @click.argument("file", type=click.File("rb"))
-@click.option("--id", "session_id", metavar="NAME", help="Import under this session id.")
+@click.option(
+    "--id",
+    "session_id",
+    metavar="NAME",
+    callback=_valid_id,
+    help="Import under this session id.",
+)
 @progress_option
 def import_(
     store_url: str | None, file: IO[bytes], session_id: str | None, progress: bool | None
@@ -593,16 +615,24 @@ def prune(
     progress: bool | None,
 ) -> None:
     """Remove old sessions and trim long ones."""
-    removed = run_with_store(
-        store_url,
-        Progress.for_option(progress).wrap(
-            "pruning",
-            functools.partial(
-                prune_once, older_than=older_than, max_events=max_events, dry_run=dry_run
-            ),
-        ),
+
+    async def main(store: Store) -> tuple[list[str], list[SessionInfo]]:
+        # Looked at first: what a pass trims is what each session holds over the limit.
+        sessions = await store.list_sessions()
+        removed = await prune_once(
+            store, older_than=older_than, max_events=max_events, dry_run=dry_run
+        )
+        over = [s for s in sessions if s.id not in removed and s.events > max_events]
+        return removed, over
+
+    removed, trimmed = run_with_store(
+        store_url, Progress.for_option(progress).wrap("pruning", main)
     )
     for session_id in removed:
         click.echo(session_id)
-    verb = "would remove" if dry_run else "removed"
-    click.echo(f"{verb} {len(removed)} session(s)", err=True)
+    trim = "would trim" if dry_run else "trimmed"
+    for info in trimmed:
+        cut = info.events - max_events
+        click.echo(f"{trim} {info.id}: its {cut} oldest event(s) of {info.events}", err=True)
+    remove = "would remove" if dry_run else "removed"
+    click.echo(f"{remove} {len(removed)} session(s)", err=True)
