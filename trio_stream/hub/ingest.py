@@ -149,8 +149,10 @@ def parse_events(body: Any, stream_id: str) -> tuple[list[Event], list[bool]]:
     errors: list[str] = []
     for index, item in enumerate(items):
         where = f"events[{index}]" if isinstance(body, list) else "event"
+        # ``type`` may be any JSON value: a list or an object is no key of _TYPES.
+        kind = item.get("type") if item.__class__ is dict else None
         if item.__class__ is dict and (
-            not item.keys() <= _EVENT_KEYS or item.get("type") not in _TYPES
+            not item.keys() <= _EVENT_KEYS or kind.__class__ is not str or kind not in _TYPES
         ):
             try:
                 item = _from_design(item)
