@@ -1,15 +1,18 @@
 """The dashboard in a real browser: Debian's Chromium driven by Selenium through Debian's
 chromedriver (nothing is downloaded: the driver's path is given and Selenium is offline).
 
-Each test starts its own browser (with a fresh profile) and its own hub. Selenium's calls
-block, so they run in a thread while the hub and the publishers run in trio.
+One browser (with a fresh profile) serves the module; each test starts its own hub and
+leaves the browser on a blank page without cookies. Selenium's calls block, so they run in
+a thread while the hub and the publishers run in trio.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -35,6 +38,7 @@ from selenium.webdriver.common.keys import Keys
 from trio_stream.events import EventType, Output, placed_events
 from trio_stream.hub.config import HubConfig, Listen, TokenSpec
 from trio_stream.hub.server import ServedHub, serve_hub
+from trio_stream.process import running_processes
 from trio_stream.store.base import SessionInfo, SessionStatus
 from trio_stream.store.memory import MemoryStore
 
@@ -62,7 +66,7 @@ READ = TokenSpec("dashboard-reader", frozenset({"read"}))
 ADMIN = TokenSpec("dashboard-admin")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
     assert not MISSING, "install chromium and chromium-driver (Debian packages)"
     options = webdriver.ChromeOptions()
@@ -91,6 +95,35 @@ def browser() -> Iterator[WebDriver]:
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def _descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for pid, ppid, _ in running_processes():
+        children.setdefault(ppid, []).append(pid)
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_behind(browser: WebDriver) -> Iterator[None]:
+    """The suite's sweep of what a test left running, sparing the module's browser; and
+    the browser back to a blank page, without cookies or emulation."""
+    yield
+    browser.get("about:blank")
+    browser.delete_all_cookies()
+    browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+    driver = browser.service.process.pid  # type: ignore[attr-defined]
+    spared = {driver, *_descendants(driver)}
+    for pid in _descendants(os.getpid()) - spared:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture
@@ -496,6 +529,48 @@ async def test_with_tokens_the_page_asks_for_one_and_keeps_it_in_a_cookie(
         await until(browser, "return document.querySelector(\"#list-rows tr[data-id='secret']\")")
     finally:
         await call(browser.delete_all_cookies)
+
+
+async def test_keys_the_dark_scheme_and_200_percent_zoom(
+    browser: WebDriver, http: httpx.AsyncClient, served: ServedHub
+) -> None:
+    hub = base_url(served)
+    assert (await http.post("/api/streams", json={"id": "keys"})).status_code == 201
+    await publish(http, "keys", [output(f"line {i}") for i in range(50)])
+    await call(
+        browser.execute_cdp_cmd,
+        "Emulation.setEmulatedMedia",
+        {"features": [{"name": "prefers-color-scheme", "value": "dark"}]},
+    )
+    # 200 % zoom: the same window holds half as many CSS pixels.
+    await call(
+        browser.execute_cdp_cmd,
+        "Emulation.setDeviceMetricsOverride",
+        {"width": 640, "height": 430, "deviceScaleFactor": 2, "mobile": False},
+    )
+    await open_page(browser, f"{hub}/streams/keys")
+    await until_terminal_has(browser, "line 49")
+    background = await js(browser, "return getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(18, 18, 18)"
+    assert await js(browser, "return window.tstreamTerminal.options.theme.background") == "#0b0b0b"
+    # Nothing wider than the window: one column, no sideways scrolling.
+    assert await js(browser, "return document.documentElement.scrollWidth <= innerWidth")
+    # The first Tab reaches the skip link; "/" goes to the search, "f" pauses following.
+    body = await call(browser.find_element, By.TAG_NAME, "body")
+    await call(body.send_keys, Keys.TAB)
+    assert await js(browser, "return document.activeElement.className") == "skip"
+    await call(lambda: ActionChains(browser).send_keys("/").perform())
+    assert await js(browser, "return document.activeElement.id") == "search-text"
+    await call(lambda: ActionChains(browser).send_keys(Keys.ESCAPE).perform())
+    await js(browser, "document.activeElement.blur()")
+    await call(lambda: ActionChains(browser).send_keys("f").perform())
+    assert await until(browser, "return document.getElementById('follow').textContent === 'Paused'")
+    await publish(http, "keys", [output("held back")])
+    await until(browser, "return document.getElementById('window').textContent.includes('1 new')")
+    assert not any("held back" in line for line in await terminal_lines(browser))
+    await call(lambda: ActionChains(browser).send_keys(Keys.END).perform())
+    await until_terminal_has(browser, "held back")
+    assert await js(browser, "return document.getElementById('follow').textContent") == "Following"
 
 
 def free_port() -> int:

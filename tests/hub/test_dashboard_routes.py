@@ -8,8 +8,11 @@ import httpx
 import orjson
 import pytest
 
+from trio_stream.events import EventType, Output, placed_events
 from trio_stream.hub.config import TokenSpec
 from trio_stream.hub.server import ServedHub
+from trio_stream.store.base import SessionInfo, SessionStatus
+from trio_stream.store.memory import MemoryStore
 
 from .conftest import StartHub, base_url, create, create_mixed
 
@@ -117,3 +120,15 @@ async def test_the_list_pages_and_searches_newest_first(http: httpx.AsyncClient)
     assert [s["id"] for s in found["streams"]] == ["alphabet", "alpha"]
     assert found["total"] == 2 and found["more"] is False
     assert all("events" in s for s in found["streams"])
+
+
+async def test_a_session_only_in_the_store_downloads_too(
+    http: httpx.AsyncClient, store: MemoryStore
+) -> None:
+    await store.create_session(SessionInfo(id="old", status=SessionStatus.COMPLETED))
+    payloads = [Output("stdout", f"line {i}", line=i) for i in range(3)]
+    await store.append("old", placed_events(EventType.OUTPUT, payloads, "old", 0, 1.0))
+    answer = await http.get("/api/streams/old/export")
+    assert answer.status_code == 200
+    texts = [orjson.loads(line)["data"]["text"] for line in answer.content.splitlines()]
+    assert texts == ["line 0", "line 1", "line 2"]
