@@ -152,6 +152,43 @@ async def test_clients_with_equal_filters_are_queued_the_same_batch(
     assert all(c.pending[0] is first[0] for c in clients)
 
 
+def _frames(data: bytes) -> list[bytes]:
+    """The payloads of consecutive unmasked WebSocket text frames (under 64 KiB each)."""
+    out = []
+    while data:
+        assert data[0] == 0x81 and data[1] <= 126
+        size, start = (data[1], 2) if data[1] < 126 else (int.from_bytes(data[2:4]), 4)
+        out.append(data[start : start + size])
+        data = data[start + size :]
+    return out
+
+
+async def test_the_design_encoding_of_a_tick_is_made_once_and_written_at_once(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    broker = Broker(MemoryStore(), HubConfig(tick=0.01), nursery)
+    stream = await broker.create_stream("s")
+    clients = [broker.attach(stream, ClientKind.WEBSOCKET, "test") for _ in range(2)]
+    for client in clients:
+        await client.subscribe(None, parse_filters(None))
+        await client.next_items()
+    assert stream.log is not None
+    stream.log.append([line("a"), Event(EventType.STATUS, Status("working"))])
+    await stream.settle()
+    batch = clients[0].pending[0]
+    assert clients[1].pending[0] is batch
+    data = batch.design_frames()
+    assert clients[1].pending[0].design_frames() is data
+    messages = [orjson.loads(m) for m in _frames(data)]
+    assert [m["type"] for m in messages] == ["event", "event"]
+    assert [(m["event"]["offset"], m["event"]["type"]) for m in messages] == [
+        (0, "OUTPUT"),
+        (1, "STATUS"),
+    ]
+    assert messages[1]["event"]["data"] == {"status": "working", "kind": "status", "message": None}
+    assert batch.design_sse().count(b"event: stream_event\n") == 2
+
+
 async def test_a_lagging_client_gets_every_pending_tick_in_one_delivery(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -18,10 +18,12 @@ from trio_stream.hub.protocol import (
     Unsubscribe,
     connection_ack_frame,
     error_frame,
+    event_type,
     events_frame,
     parse_client_message,
     parse_filters,
     parse_replay_options,
+    parse_time,
 )
 
 
@@ -196,3 +198,85 @@ def test_control_frames() -> None:
         "message": "m",
         "lastOffset": 2,
     }
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("2026-01-01T10:00:00Z", 1767261600.0),
+        ("2026-01-01T10:00:00.5+00:00", 1767261600.5),
+        ("2026-01-01T11:00:00+01:00", 1767261600.0),
+        ("2026-01-01T10:00:00", 1767261600.0),
+        ("1767261600.25", 1767261600.25),
+        (1767261600, 1767261600.0),
+    ],
+)
+def test_times_are_epoch_seconds_or_iso_8601(text: object, seconds: float) -> None:
+    assert parse_time(text, "startTime") == seconds
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-Infinity", "soon", "", "1e300", True, [1]])
+def test_times_that_name_no_moment_are_refused(bad: object) -> None:
+    with pytest.raises(ProtocolError) as refused:
+        parse_time(bad, "filters.startTime")
+    assert refused.value.code == "bad_filter"
+    assert refused.value.message.startswith("filters.startTime: ")
+
+
+def test_event_types_are_named_as_tstream_or_the_design_does() -> None:
+    assert event_type("command_started") is EventType.COMMAND_STARTED
+    assert event_type("COMMAND_STARTED") is EventType.COMMAND_STARTED
+    assert event_type("Variable_Update") is EventType.VARIABLE_UPDATE
+    assert event_type("NOPE") is None
+
+
+def test_several_filters_pass_what_any_of_them_passes() -> None:
+    flt = parse_filters(
+        [{"eventTypes": ["STATUS"]}, {"timeRange": {"start": 50, "end": "1970-01-01T00:02:30Z"}}]
+    )
+    status = Event(EventType.STATUS, Status("x"), "s", 0, "id", 10.0)
+    assert flt.matches(status) and flt.matches(_event("x", ts=100.0))
+    assert not flt.matches(_event("x", ts=200.0))
+    assert not flt.exact
+    query = flt.to_query()
+    assert query.types is None and query.start_time is None
+    assert flt.to_json() == [{"eventTypes": ["status"]}, {"startTime": 50.0, "endTime": 150.0}]
+    assert parse_filters([]).empty and parse_filters([{}, {"eventTypes": ["ERROR"]}]).empty
+    sessions = parse_filters({"sessionIds": ["other"]})
+    assert not sessions.matches(_event("x")) and not sessions.exact
+
+
+@pytest.mark.parametrize(
+    ("filters", "names"),
+    [
+        ([{"customFilter": "e => true"}], "filters[0].customFilter"),
+        ([{}, "x"], "filters[1]"),
+        ([{"eventTypes": ["STATUS"]}] * 17, "at most 16"),
+        ({"timeRange": {"start": 1}, "startTime": 1}, "not both"),
+        ({"timeRange": {"from": 1}}, "filters.timeRange"),
+        ({"timeRange": {"start": "nan"}}, "filters.timeRange.start"),
+        ({"sessionIds": [1]}, "filters.sessionIds"),
+    ],
+)
+def test_bad_stream_filters_are_refused_naming_the_field(filters: object, names: str) -> None:
+    with pytest.raises(ProtocolError) as refused:
+        parse_filters(filters)
+    assert names in refused.value.message
+
+
+def test_replay_options_may_be_a_history_filter() -> None:
+    options = parse_replay_options(
+        {"eventTypes": ["ERROR"], "startTime": "2026-01-01T10:00:00Z", "limit": 5, "offset": 2}
+    )
+    assert options.from_timestamp == 1767261600.0 and options.selects
+    assert options.limit == 5 and options.skip == 2
+    assert options.filters == parse_filters({"eventTypes": ["error"]})
+    whole = parse_replay_options({"limit": 3})
+    assert whole.from_offset == -1 and whole.filters is None and whole.selects
+    assert not parse_replay_options({"lastN": 3}).selects
+    with pytest.raises(ProtocolError, match=r"not \['fromOffset', 'startTime'\]"):
+        parse_replay_options({"fromOffset": 1, "startTime": 5})
+    with pytest.raises(ProtocolError, match=r"replayOptions\.eventTypes"):
+        parse_replay_options({"eventTypes": ["NOPE"]})
+    with pytest.raises(ProtocolError, match="choose events in filters or in replayOptions"):
+        parse({"type": "replay", "filters": {}, "replayOptions": {"searchText": "x"}})
