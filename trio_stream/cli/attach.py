@@ -28,13 +28,15 @@ from ..store import (
     UnknownSessionError,
     open_store,
 )
-from .common import color_option, complete_sessions, hub_address
-from .history import (
+from .common import (
     EXIT_NOT_FOUND,
     EventPrinter,
-    _quiet_broken_pipe,
+    color_option,
+    complete_sessions,
     fail,
     filter_options,
+    hub_address,
+    quiet_broken_pipe,
     store_option,
 )
 
@@ -172,7 +174,7 @@ def _fail(raised: BaseException) -> Any:
     if isinstance(exc, KeyboardInterrupt):
         sys.exit(EXIT_DETACHED)
     if isinstance(exc, BrokenPipeError):
-        _quiet_broken_pipe()
+        quiet_broken_pipe()
     if isinstance(exc, HubClientError):
         if exc.code == "not_found":
             fail(str(exc).split(": ", 1)[-1], EXIT_NOT_FOUND)

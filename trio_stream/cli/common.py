@@ -1,23 +1,36 @@
-"""What several commands share: ``--color``, progress on a terminal, ``--type`` lists and
-the completion of session ids."""
+"""What several commands share: exit statuses and one-line errors, the ``--store`` option
+and running against a store, event filters, writing events as the terminal showed them,
+``--color``, progress on a terminal, ``--type`` lists and the completion of session ids."""
 
 from __future__ import annotations
 
+import datetime
 import os
 import shlex
 import stat
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any, Final, TypeVar, final
+from typing import IO, Any, Final, NoReturn, TypeVar, final
 
 import click
 import trio
 from click.shell_completion import CompletionItem
 
-from ..events import EventType
-from ..render import COLOR_WHEN, color_wanted
+from ..batches import RowEvents
+from ..durations import parse_duration
+from ..events import SOURCES, Event, EventType, Output
+from ..groups import single
+from ..render import COLOR_WHEN, color_wanted, compact_line
+from ..store import (
+    AmbiguousSessionError,
+    SessionExistsError,
+    Store,
+    StoreError,
+    UnknownSessionError,
+    open_store,
+)
 
 _T = TypeVar("_T")
 _S = TypeVar("_S")
@@ -335,3 +348,217 @@ def hub_address(ctx: click.Context, param: click.Parameter, value: str | None) -
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     return value
+
+
+# -- exit statuses, the store, filters ----------------------------------------------
+
+EXIT_NOT_FOUND = 1
+EXIT_USAGE = 2
+EXIT_STORE = 125
+EXIT_BROKEN_PIPE = 141
+
+
+def fail(message: str, status: int) -> NoReturn:
+    """Print ``tstream: message`` on stderr and exit with ``status``."""
+    click.echo(f"tstream: {message}", err=True)
+    sys.exit(status)
+
+
+def run_with_store(url: str | None, main: Callable[[Store], Awaitable[_T]]) -> _T:
+    """Open the store at ``url``, run ``main(store)`` under trio, map errors to exit statuses.
+
+    Returns:
+        What ``main`` returned.
+    """
+
+    async def opened() -> _T:
+        async with open_store(url) as store:
+            return await main(store)
+
+    # Imported here: ``tstream run`` shares this module and needs neither.
+    from ..store.file import SessionFileError
+
+    try:
+        return trio.run(opened)
+    except BaseException as raised:
+        exc = single(raised)
+        if isinstance(exc, UnknownSessionError | AmbiguousSessionError | SessionFileError):
+            fail(str(exc), EXIT_NOT_FOUND)
+        if isinstance(exc, SessionExistsError):
+            fail(f"{exc} (choose another with --id)", EXIT_USAGE)
+        if isinstance(exc, StoreError):
+            fail(str(exc), EXIT_STORE)
+        if isinstance(exc, BrokenPipeError):
+            quiet_broken_pipe()
+        if exc is not raised:
+            raise exc from None
+        raise
+
+
+def quiet_broken_pipe() -> NoReturn:
+    # The reader went away (``tstream show x | head``): stop quietly, as a shell tool would.
+    # Point stdout at /dev/null so that the interpreter's final flush does not fail again.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(EXIT_BROKEN_PIPE)
+
+
+def store_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The ``--store URL`` option every history command takes."""
+    return click.option(
+        "--store",
+        "store_url",
+        metavar="URL",
+        envvar="TSTREAM_STORE",
+        show_envvar=True,
+        help="The store: sqlite:PATH, a path, or memory: (default: tstream.db in the XDG "
+        "data directory).",
+    )(command)
+
+
+class TimeParam(click.ParamType):
+    """A point in time: a duration ago (``10m``), an ISO 8601 time, or epoch seconds."""
+
+    name = "time"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        text = str(value).strip()
+        try:
+            return time.time() - parse_duration(text)
+        except ValueError:
+            pass
+        if text.startswith("@"):
+            try:
+                return float(text[1:])
+            except ValueError:
+                pass
+        try:
+            moment = datetime.datetime.fromisoformat(text)
+        except ValueError:
+            self.fail(
+                f"invalid time {text!r}: use a duration ago (10m, 2h), an ISO 8601 time "
+                "(2026-11-23T00:45:00) or @EPOCH_SECONDS",
+                param,
+                ctx,
+            )
+        return moment.timestamp()
+
+
+TIME = TimeParam()
+
+
+def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The event filters ``show`` offers (the same as the store's queries)."""
+    options = [
+        click.option(
+            "--type",
+            "types",
+            multiple=True,
+            type=EventTypes(),
+            callback=flatten_types,
+            help="Only events of these types: one, or several separated by commas (repeatable).",
+        ),
+        click.option(
+            "--source",
+            "sources",
+            multiple=True,
+            type=click.Choice(SOURCES),
+            help="Only output lines from this stream (repeatable); other events stay.",
+        ),
+        click.option("--since", type=TIME, help="Only events at or after this time."),
+        click.option("--until", type=TIME, help="Only events at or before this time."),
+        click.option("--grep", metavar="TEXT", help="Only events containing TEXT (any case)."),
+        click.option("--last", type=click.IntRange(min=0), help="Only the last N events."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+# -- writing output as the terminal saw it -----------------------------------------
+
+
+def line_bytes(data: Output) -> bytes:
+    """The exact bytes the child wrote for a captured line."""
+    return data.raw if data.raw is not None else (data.text + data.eol).encode()
+
+
+class OutputWriter:
+    """Writes events as a terminal showed them: stdout lines to stdout, stderr lines to
+    stderr and, with ``compact``, other events as their compact line on stderr (as
+    ``tstream run`` shows them when stderr is a terminal), coloured with ``color``.
+    Consecutive lines of one stream are joined into one write."""
+
+    def __init__(
+        self, stdout: IO[bytes], stderr: IO[bytes], *, compact: bool = False, color: bool = False
+    ) -> None:
+        self._streams = {"stdout": stdout, "stderr": stderr}
+        self._compact = compact
+        self._color = color
+        self._pending: list[bytes] = []
+        self._source = "stdout"
+
+    def add(self, event: Event) -> None:
+        data = event.data
+        if type(data) is Output:
+            self.add_bytes(data.source, line_bytes(data))
+            return
+        text = compact_line(event, color=self._color) if self._compact else None
+        if text is not None:
+            self.add_bytes("stderr", (text + "\n").encode())
+
+    def add_all(self, events: Sequence[Event]) -> None:
+        """:meth:`add` each event; lines not built yet are written from their rows."""
+        if not isinstance(events, RowEvents):
+            for event in events:
+                self.add(event)
+            return
+        for part in events.terminal():
+            if isinstance(part, tuple):
+                self.add_bytes(*part)
+            else:
+                self.add(part)
+
+    def add_bytes(self, source: str, chunk: bytes) -> None:
+        """Bytes ``source`` (``stdout`` or ``stderr``) wrote."""
+        if source != self._source:
+            self.flush()
+            self._source = source
+        self._pending.append(chunk)
+
+    def flush(self) -> None:
+        if self._pending:
+            stream = self._streams[self._source]
+            stream.write(b"".join(self._pending))
+            stream.flush()
+            self._pending = []
+
+
+class EventPrinter:
+    """Writes batches of events on stdout as they come: as the terminal showed them (see
+    :class:`OutputWriter`), or as JSON lines. Each batch is out when :meth:`write`
+    returns. ``color`` is ``--color``'s value."""
+
+    def __init__(self, as_json: bool, color: str = "auto") -> None:
+        self.as_json = as_json
+        self.stdout = sys.stdout.buffer
+        self.writer = OutputWriter(
+            sys.stdout.buffer,
+            sys.stderr.buffer,
+            compact=sys.stderr.isatty(),
+            color=stderr_color(color),
+        )
+
+    def write(self, events: Sequence[Event]) -> None:
+        if self.as_json:
+            from ..hub.frames import json_lines
+
+            self.stdout.write(json_lines(events))
+            self.stdout.flush()
+            return
+        self.writer.add_all(events)
+        self.writer.flush()

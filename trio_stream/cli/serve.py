@@ -27,7 +27,7 @@ from ..hub.config import (
     parse_token,
     parse_trusted_proxy,
 )
-from .history import run_with_store, store_option
+from .common import run_with_store, store_option
 
 EXIT_USAGE = 2
 GC_THRESHOLD = 20_000
