@@ -125,7 +125,8 @@ class Broker:
         # The hub's memory store keeps nothing once the hub stops.
         self.store_kind = "memory" if type(store).__name__ == "MemoryStore" else "database"
         self._expiry = trio.Event()
-        nursery.start_soon(self._expire_streams)
+        if not config.read_only:
+            nursery.start_soon(self._expire_streams)
 
     # -- metrics hooks -------------------------------------------------------------------
 
@@ -179,6 +180,9 @@ class Broker:
                         await self.store.destroy_session(info.id)
             except (StoreError, LookupError) as exc:
                 logger.warning("could not expire streams: %s", exc)
+            except Exception:
+                # This task serves every stream: a failure here must not end the hub.
+                logger.exception("could not expire streams")
             with trio.move_on_after(max(due, 0.001)):
                 await self._expiry.wait()
             self._expiry = trio.Event()
