@@ -32,6 +32,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
@@ -151,6 +152,32 @@ async def until(browser: WebDriver, script: str, *args: Any, timeout: float = 15
             if value:
                 return value
             await trio.sleep(0.05)
+
+
+# Every element showing text directly, with its colour against the first opaque background
+# behind it (WCAG's relative luminance): those under 4.5:1, the AA level for text.
+LOW_CONTRAST = """
+const rgb = (c) => c.match(/[\\d.]+/g).map(Number);
+const lum = ([r, g, b]) => [r, g, b].map((v) => {
+  v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+}).reduce((sum, v, i) => sum + v * [0.2126, 0.7152, 0.0722][i], 0);
+const background = (node) => {
+  for (; node; node = node.parentElement) {
+    const c = rgb(getComputedStyle(node).backgroundColor);
+    if (c.length < 4 || c[3] > 0) return c;
+  }
+  return [255, 255, 255];
+};
+const low = [];
+for (const node of document.querySelectorAll("header *, main *")) {
+  if (!node.offsetParent || node.closest(".xterm")) continue;
+  if (![...node.childNodes].some((c) => c.nodeType === 3 && c.textContent.trim())) continue;
+  const a = lum(rgb(getComputedStyle(node).color)), b = lum(background(node));
+  const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+  if (ratio < 4.5) low.push(`${node.tagName}.${node.className}: ${ratio.toFixed(2)}`);
+}
+return low;
+"""
 
 
 async def open_page(browser: WebDriver, address: str) -> None:
@@ -364,6 +391,7 @@ async def test_typed_events_are_shown_beside_the_output_and_their_text_stays_tex
     assert sources == [f"data:image/png;base64,{thumbnail}"]
     timeline = await js(browser, "return document.getElementById('timeline').textContent")
     assert "not served: /etc/passwd" in timeline
+    assert await js(browser, LOW_CONTRAST) == []
     await js(browser, "window.scrollTo(0, 0)")
     await call(browser.save_screenshot, str(artifacts / "dashboard-stream.png"))
     print(f"\nscreenshot of the stream page: {artifacts / 'dashboard-stream.png'}")
@@ -552,6 +580,7 @@ async def test_keys_the_dark_scheme_and_200_percent_zoom(
     await until_terminal_has(browser, "line 49")
     background = await js(browser, "return getComputedStyle(document.body).backgroundColor")
     assert background == "rgb(18, 18, 18)"
+    assert await js(browser, LOW_CONTRAST) == []
     assert await js(browser, "return window.tstreamTerminal.options.theme.background") == "#0b0b0b"
     # Nothing wider than the window: one column, no sideways scrolling.
     assert await js(browser, "return document.documentElement.scrollWidth <= innerWidth")
@@ -571,6 +600,26 @@ async def test_keys_the_dark_scheme_and_200_percent_zoom(
     await call(lambda: ActionChains(browser).send_keys(Keys.END).perform())
     await until_terminal_has(browser, "held back")
     assert await js(browser, "return document.getElementById('follow').textContent") == "Following"
+    # Scrolling up pauses the following too, and scrolling back down resumes it.
+    terminal = await call(browser.find_element, By.CSS_SELECTOR, "#terminal .xterm-screen")
+    await call(
+        lambda: (
+            ActionChains(browser)
+            .scroll_from_origin(ScrollOrigin.from_element(terminal), 0, -600)
+            .perform()
+        )
+    )
+    await until(browser, "return document.getElementById('follow').textContent === 'Paused'")
+    await publish(http, "keys", [output("while reading")])
+    await until(browser, "return document.getElementById('window').textContent.includes('1 new')")
+    await call(
+        lambda: (
+            ActionChains(browser)
+            .scroll_from_origin(ScrollOrigin.from_element(terminal), 0, 6000)
+            .perform()
+        )
+    )
+    await until_terminal_has(browser, "while reading")
 
 
 def free_port() -> int:
