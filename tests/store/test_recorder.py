@@ -115,3 +115,23 @@ async def test_cancelled_recorder_still_writes_what_is_pending(timed, autojump_c
 async def test_negative_interval_is_refused(timed, autojump_clock):
     with pytest.raises(ValueError, match="flush_interval"):
         await record(timed, SessionLog("s"), flush_interval=-1)
+
+
+def test_one_mapping_gives_every_ending_its_status() -> None:
+    from trio_stream.events import SessionEnded
+    from trio_stream.store.base import SessionStatus
+    from trio_stream.store.sessions import status_for_end, status_of
+
+    cases = [
+        ((0, None, False, False), SessionStatus.COMPLETED),
+        ((3, None, False, False), SessionStatus.FAILED),
+        ((None, 9, False, False), SessionStatus.KILLED),
+        ((124, 15, True, False), SessionStatus.TIMED_OUT),
+        ((None, None, False, True), SessionStatus.INTERRUPTED),
+    ]
+    for (exit_status, signal, timed_out, interrupted), status in cases:
+        assert (
+            status_of(exit_status, signal, timed_out=timed_out, interrupted=interrupted) == status
+        )
+        ended = SessionEnded(exit_status, signal, timed_out, interrupted=interrupted)
+        assert status_for_end(ended) == status

@@ -40,6 +40,7 @@ from ..store.base import (
     StoreError,
     check_session_id,
 )
+from ..store.sessions import status_for_end
 from .activity import ActivityRecords
 from .alarms import Alarms
 from .clients import Client, ClientKind, EndReason
@@ -77,16 +78,6 @@ class PublishResult:
     duplicates: int
     last_offset: int
     first_offset: int | None
-
-
-def _status_of(ended: SessionEnded) -> SessionStatus:
-    if ended.interrupted:
-        return SessionStatus.INTERRUPTED
-    if ended.timed_out:
-        return SessionStatus.TIMED_OUT
-    if ended.signal is not None:
-        return SessionStatus.KILLED
-    return SessionStatus.COMPLETED if ended.exit_status == 0 else SessionStatus.FAILED
 
 
 @final
@@ -324,7 +315,7 @@ class Broker:
                     # The hub died after recording the end but before noting it.
                     info = await self.store.update_session(
                         stream_id,
-                        status=_status_of(ended),
+                        status=status_for_end(ended),
                         exit_status=ended.exit_status,
                         ended=last[0].ts,
                     )
@@ -483,7 +474,7 @@ class Broker:
             try:
                 stream.info = await self.store.update_session(
                     stream.id,
-                    status=_status_of(ended),
+                    status=status_for_end(ended),
                     ended=time.time() if at is None else at,
                     exit_status=ended.exit_status,
                 )

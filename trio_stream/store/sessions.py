@@ -125,14 +125,28 @@ def process_alive(pid: int, start_time: int | None = None) -> bool:
     return True
 
 
-def status_for_end(ended: SessionEnded) -> SessionStatus:
-    """The status a session ends in, from its ``session_ended`` event."""
-    if ended.interrupted:
+def status_of(
+    exit_status: int | None,
+    signal: int | None,
+    *,
+    timed_out: bool = False,
+    interrupted: bool = False,
+) -> SessionStatus:
+    """The status a session ends in, from how its command ended: the one mapping every
+    part of tstream uses (a run, a hub, the store's repair of killed runs)."""
+    if interrupted:
         return SessionStatus.INTERRUPTED
-    if ended.timed_out:
+    if timed_out:
         return SessionStatus.TIMED_OUT
-    if ended.signal is not None:
+    if signal is not None:
         return SessionStatus.KILLED
-    if ended.exit_status == 0:
+    if exit_status == 0:
         return SessionStatus.COMPLETED
     return SessionStatus.FAILED
+
+
+def status_for_end(ended: SessionEnded) -> SessionStatus:
+    """The status a session ends in, from its ``session_ended`` event."""
+    return status_of(
+        ended.exit_status, ended.signal, timed_out=ended.timed_out, interrupted=ended.interrupted
+    )
