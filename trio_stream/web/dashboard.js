@@ -375,10 +375,20 @@ function streamPage() {
     view.tail = true;
   }
 
-  async function loading(fn) {
-    if (view.busy) return;
-    view.busy = true;
-    try { await fn(); } finally { view.busy = false; showWindow(); }
+  /* Runs one load of the terminal at a time; a new window (``preempt``) replaces a load
+     under way, whose writes its reset() makes stale. */
+  async function loading(fn, preempt = false) {
+    if (view.busy && !preempt) return;
+    const mine = {};
+    view.busy = mine;
+    try {
+      await fn();
+    } finally {
+      if (view.busy === mine) {
+        view.busy = false;
+        showWindow();
+      }
+    }
   }
 
   function showNewest() {
@@ -394,7 +404,7 @@ function streamPage() {
       await written();
       term.scrollToBottom();
       if (metrics.firstScreen === null) metrics.firstScreen = performance.now();
-    });
+    }, true);
   }
 
   function showAround(offset) {
@@ -413,12 +423,13 @@ function streamPage() {
       term.scrollToLine(Math.max(0, line));
       term.select(0, line, term.cols);
       if (metrics.firstScreen === null) metrics.firstScreen = performance.now();
-    });
+    }, true);
   }
 
   function earlier() {
     return loading(async () => {
       if (!view.hasEarlier || !view.events.length) return;
+      const generation = view.generation;
       const first = view.events[0].offset;
       let got = [], below = first;
       // With a sparse filter the lines before may be far back: look further each time.
@@ -429,6 +440,7 @@ function streamPage() {
         got = page.events.filter((e) => e.offset < below);
         below = after + 1;
       }
+      if (generation !== view.generation) return;
       got = got.slice(-PAGE);
       view.hasEarlier = got.length > 0 && got[0].offset > 0 && below > 0;
       if (!got.length) return;
