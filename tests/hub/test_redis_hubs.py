@@ -12,13 +12,14 @@ import orjson
 import pytest
 import trio
 from redis_helpers import RedisServer, free_port
+from trio_websocket import open_websocket_url
 
 from trio_stream.hub.config import HubConfig, Listen
 from trio_stream.hub.server import serve_hub
 from trio_stream.hub.sse import SSEParser
 from trio_stream.store import open_store
 
-from .conftest import output
+from .conftest import output, receive, texts_until_end
 
 TSTREAM = [str(Path(sys.executable).parent / "tstream")]
 
@@ -78,6 +79,15 @@ async def test_what_one_hub_records_another_serves_from_any_offset(redis: RedisS
             offsets = [m.id for m in messages if m.event == "stream_event"]
             assert offsets == ["2", "3", "4", "5"]
             assert messages[-1].event == "end"
+        ws_b = hub_b.replace("http://", "ws://") + "/api/streams/s/ws"
+        async with open_websocket_url(ws_b) as ws:
+            assert (await receive(ws))["epoch"] == epoch
+            replay = {"fromOffset": 2, "epoch": epoch}
+            await ws.send_message(
+                orjson.dumps({"type": "subscribe", "replayOptions": replay}).decode()
+            )
+            assert (await receive(ws))["recovered"] is True
+            assert await texts_until_end(ws) == ["line 3", "line 4", "session_ended"]
         nursery.cancel_scope.cancel()
 
 
