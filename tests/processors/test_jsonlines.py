@@ -180,3 +180,18 @@ async def test_batches_after_one_with_plain_lines_are_parsed_the_same():
         Status("ok"),
     ]
     assert processor.counts.as_dict() == {"documents": 4, "typed": 1, "invalid": 0, "unparsed": 1}
+
+
+async def test_long_documents_on_the_fast_path_and_a_deep_one_after_them():
+    processor = JsonLinesProcessor()
+    # Long lines with few brackets take the fast path; a deep one sends its batch to the
+    # careful one, which refuses that line alone.
+    long_status = '{"type": "status", "status": "up", "message": "' + "x" * 500 + '"}'
+    long_list = "[" + ",".join(["[1]"] * 150) + "]"
+    first = await run(processor, batch([long_status, long_list]))
+    assert [e.type for e in first] == [EventType.STATUS, EventType.JSON]
+    deep = '[{"a":' * 100 + "[]" + "}]" * 100
+    second = await run(processor, batch([long_status, deep, long_list], first_line=2))
+    assert [e.type for e in second] == [EventType.STATUS, EventType.ERROR, EventType.JSON]
+    assert second[1].data.context == {"line": 3}
+    assert processor.counts.as_dict() == {"documents": 4, "typed": 2, "invalid": 0, "unparsed": 1}

@@ -26,6 +26,8 @@ from __future__ import annotations
 import base64
 import datetime
 from collections.abc import Collection, Sequence
+from itertools import repeat
+from operator import add
 from typing import Any, Final, final
 
 import orjson
@@ -133,6 +135,22 @@ def limit_error(line: int, problem: str) -> dict[str, Any]:
         "code": "document_too_large",
         "context": {"line": line},
     }
+
+
+def _batch_may_exceed(texts: list[str]) -> bool:
+    """Whether the document of one of ``texts`` may be over a limit: the test of
+    :func:`~trio_stream.limits.text_may_exceed` for a whole batch, its loops in C (a
+    line's brackets are counted in two passes, which cost a third of parsing it; the
+    calls and tests of a loop in Python would cost as much again).
+    """
+    longest = max(map(len, texts), default=0)
+    if longest <= 2 * MAX_DEPTH:
+        return False
+    if longest > MAX_VALUES:
+        return True
+    count = str.count
+    brackets = map(add, map(count, texts, repeat("{")), map(count, texts, repeat("[")))
+    return max(brackets) > MAX_DEPTH
 
 
 def _key(key: Any) -> str:
@@ -296,41 +314,37 @@ class JsonLinesProcessor:
     def _parse_whole(self, texts: list[str], numbers: Sequence[int], found: Documents) -> bool:
         """The fast path for a batch whose every line is a document (an object or an
         array). Returns False, having changed nothing, when one is not."""
+        if _batch_may_exceed(texts):
+            # The careful path checks each line and gives an error event for those over.
+            return False
         loads = orjson.loads
         typed_names = TYPED_NAMES if self.typed else frozenset()
-        found_texts = found.texts
-        add_text = found_texts.append
         typed = found.typed
-        long_text = 2 * MAX_DEPTH
         invalid = 0
         try:
-            for text in texts:
+            for index, text in enumerate(texts):
                 document = loads(text)
-                if len(text) > long_text and over_limits(text, document) is not None:
-                    return False
                 kind = document.__class__
                 if kind is not dict:
                     if kind is not list:
+                        typed.clear()
                         self._whole = False
                         return False
                 elif "type" in document:
                     name = document["type"]
                     if name.__class__ is str and name in typed_names:
                         try:
-                            typed[len(found_texts)] = typed_type(document, name)
+                            typed[index] = typed_type(document, name)
                         except EventValidationError:
                             invalid += 1
                 # Only the text is kept: freeing the document now lets the next one
                 # reuse its memory while it is still in the cache.
                 document = None
-                add_text(text)
         except orjson.JSONDecodeError:
+            typed.clear()
             self._whole = False
             return False
-        finally:
-            if len(found_texts) != len(texts):
-                found_texts.clear()
-                typed.clear()
+        found.texts = found_texts = list(texts)
         counts = self.counts
         counts.documents += len(found_texts)
         counts.typed += len(typed)
