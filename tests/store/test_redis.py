@@ -208,6 +208,17 @@ async def test_a_stalled_redis_fails_within_the_timeout(own_redis):
         assert [s.id for s in await store.list_sessions()] == ["s"]
 
 
+async def test_opening_a_stalled_redis_fails_within_the_timeout(own_redis):
+    own_redis.pause()
+    try:
+        with trio.fail_after(3):
+            with pytest.raises(StoreError, match=r"did not answer within 0\.3s"):
+                async with open_store(own_redis.url + "?timeout=0.3"):
+                    pass
+    finally:
+        own_redis.resume()
+
+
 async def test_a_restarted_redis_is_reconnected_and_a_lost_history_changes_the_epoch(own_redis):
     async with open_store(own_redis.url + "?timeout=2") as store:
         store.epoch_check_interval = 0
