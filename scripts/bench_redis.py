@@ -7,6 +7,8 @@ Prints:
   comparison, into SQLite in a temporary file: lines read together (columns, as
   ``tstream run`` records them) and single events (as a publisher's JSON events arrive).
   Target: at least 100,000 events/s into Redis;
+* the store alone taking single events built beforehand (what the recorder costs when
+  the events exist already);
 * Redis's memory (``used_memory``) per 1,000,000 output events, and per event;
 * reading the session back from Redis (events/s) and an offset query near its end.
 
@@ -68,6 +70,20 @@ async def publish(store: Store, session_id: str, events: int, *, columns: bool) 
             await log.wait_recorded_room()
             await trio.sleep(0)
         log.close()
+    return time.perf_counter() - start
+
+
+async def append_built(store: Store, session_id: str, events: int) -> float:
+    """Seconds for the store alone to take ``events`` single events built beforehand, in
+    batches of 5,000 (what a recorder flush holds at this rate)."""
+    await store.create_session(SessionInfo(session_id, command=["bench"]))
+    built = [
+        output_event(session_id, n, n, "stdout", Line(TEXTS[n % BATCH]), time.time())
+        for n in range(events)
+    ]
+    start = time.perf_counter()
+    for first in range(0, events, 5000):
+        await store.append(session_id, built[first : first + 5000])
     return time.perf_counter() - start
 
 
@@ -134,6 +150,10 @@ async def bench(url: str, events: int, directory: Path) -> None:
                     await store.read(sid, HistoryQuery(after=events - 20, limit=10))
                 report("offset query near the end", (time.perf_counter() - start) * 10, "ms")
             await store.destroy_session(sid)
+        built = min(events, 200_000)
+        elapsed = await append_built(store, f"bench-built-{os.getpid()}", built)
+        report("store.append of single events built beforehand", built / elapsed, "events/s")
+        await store.destroy_session(f"bench-built-{os.getpid()}")
     async with open_store(f"sqlite:{directory / 'bench.db'}") as sqlite:
         for columns in (True, False):
             kind = "lines (columns)" if columns else "single events"
