@@ -1,5 +1,7 @@
 """The sans-IO line splitter."""
 
+import re
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -129,3 +131,48 @@ def test_columns_give_the_same_lines_as_line_objects(case, limit):
     columns = [line for chunk in chunks for line in splitter.feed_lines(chunk)]
     columns.extend(splitter.close_lines())
     assert columns == split_all([data], limit)
+
+
+def test_crlf_lines_come_back_as_columns_without_line_objects():
+    splitter = LineSplitter()
+    lines = splitter.feed_lines(b"one\r\n\r\ntwo\r\nthr\r")
+    assert lines.texts == ["one", "", "two"]
+    assert lines.eols == ["\r\n"] * 3 and not lines.partial and not lines.raw
+    assert splitter.pending == 4
+    assert list(splitter.feed_lines(b"\nfour\r\n")) == [Line("thr", "\r\n"), Line("four", "\r\n")]
+
+
+def reference_lines(data: bytes) -> list[Line]:
+    """Lines as the module's docstring defines them, one at a time (no cut lines)."""
+    lines = []
+    for match in re.finditer(rb"([^\r\n]*)(\r\n|\r|\n|$)", data):
+        body, eol = match.groups()
+        if not body and not eol:
+            continue
+        raw = body + eol
+        try:
+            lines.append(Line(body.decode(), eol.decode()))
+        except UnicodeDecodeError:
+            lines.append(Line(body.decode(errors="replace"), eol.decode(), raw=raw))
+    return lines
+
+
+@st.composite
+def terminal_output(draw):
+    """Mostly lines ending with \\r\\n, as a pty gives them, and what breaks the pattern."""
+    pieces = [b"ab", b"\xc3\xa9", b"\r\n", b"\r\n", b"\r\n", b"\r", b"\n", b"\x0b", b"\xc2\x85"]
+    data = b"".join(draw(st.lists(st.sampled_from([*pieces, b"\xff"]), max_size=60)))
+    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=8)))
+    chunks, prev = [], 0
+    for cut in cuts:
+        chunks.append(data[prev:cut])
+        prev = cut
+    chunks.append(data[prev:])
+    return data, chunks
+
+
+@settings(max_examples=400, deadline=None)
+@given(terminal_output())
+def test_terminal_lines_split_as_defined_however_they_are_read(case):
+    data, chunks = case
+    assert split_all(chunks) == reference_lines(data)

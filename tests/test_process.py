@@ -7,6 +7,7 @@ import trio
 from trio_stream.process import (
     CommandNotExecutableError,
     CommandNotFoundError,
+    OutputStream,
     SpawnError,
     exit_status_of,
     run,
@@ -119,3 +120,34 @@ async def test_a_missing_working_directory_is_named(tmp_path):
     missing = str(tmp_path / "missing")
     with pytest.raises(SpawnError, match="no such directory"):
         await spawn(["true"], cwd=missing)
+
+
+async def test_output_is_read_in_bursts_of_what_is_already_readable():
+    read_end, write_end = os.pipe()
+    stream = OutputStream(trio.lowlevel.FdStream(read_end), read_size=1000)
+    try:
+        for byte in b"abc":
+            os.write(write_end, bytes([byte]) * 1000)
+        # Three reads, one call; no more than asked for.
+        assert await stream.receive_some(1500) == b"a" * 1000 + b"b" * 500
+        assert await stream.receive_some(10_000) == b"b" * 500 + b"c" * 1000
+        os.write(write_end, b"end")
+        os.close(write_end)
+        assert await stream.receive_some(10_000) == b"end"
+        assert await stream.receive_some(10_000) == b""
+    finally:
+        await stream.aclose()
+    with pytest.raises(trio.ClosedResourceError):
+        await stream.receive_some()
+
+
+async def test_a_pty_ends_when_its_last_writer_closes_it():
+    child = await spawn(["printf", "one\\ntwo\\n"], "pty")
+    ((_, stream),) = child.streams
+    received = b""
+    with trio.fail_after(10):
+        while chunk := await stream.receive_some(1 << 18):
+            received += chunk
+        await child.process.wait()
+    await child.aclose()
+    assert received == b"one\r\ntwo\r\n"

@@ -278,6 +278,10 @@ class LineSplitter:
                     if last <= limit or all(len(t) * 4 <= limit for t in texts):
                         self._buf = buf[last + 1 :]
                         return Lines(texts)
+        else:
+            lines = self._crlf_lines(buf)
+            if lines is not None:
+                return lines
         out = _Builder()
         if b"\r" not in buf:
             held = self._split_lf(buf, out)
@@ -291,6 +295,33 @@ class LineSplitter:
                 held = self._cut_long(held, out)
         self._buf = held
         return out.build()
+
+    def _crlf_lines(self, buf: bytes) -> Lines | None:
+        """The fast path of a pseudo-terminal's output: whole lines that all end with
+        ``\\r\\n``, valid UTF-8 and short enough. None, having changed nothing, otherwise.
+        """
+        last = buf.rfind(b"\n")
+        limit = self.max_line_length
+        if last < 1 or buf[last - 1] != 0x0D or len(buf) - last - 1 > limit:
+            return None
+        # What is held may end with the "\r" of a "\r\n" cut by the read, and hold no
+        # other "\r" (a lone one ends a line).
+        cr = buf.find(b"\r", last + 1)
+        if cr != -1 and cr != len(buf) - 1:
+            return None
+        try:
+            text = buf[: last + 1].decode()
+        except UnicodeDecodeError:
+            return None
+        texts = text.splitlines()
+        # Every line ended with a two-character ending, and "\r\n" is the only one
+        # splitlines knows: a lone "\r" or "\n" (or "\f", "\x85"...) makes this fail.
+        if len(text) != len("".join(texts)) + 2 * len(texts):
+            return None
+        if last > limit and not all(len(t) * 4 <= limit for t in texts):
+            return None
+        self._buf = buf[last + 1 :]
+        return Lines(texts, ["\r\n"] * len(texts))
 
     def close_lines(self) -> Lines:
         """End of stream: the final line(s) still held, if any, as columns."""

@@ -76,6 +76,9 @@ class SessionLog:
         self._unrecorded_count = 0
         self._recorded_room = trio.Event()
         self._recorded_room.set()
+        # Set when the backlog reaches its bound or the log closes: the recorder waits
+        # for that alone, not for every append.
+        self._backlog_full = trio.Event()
 
     @property
     def closed(self) -> bool:
@@ -163,12 +166,14 @@ class SessionLog:
             self._unrecorded_count += count
             if self._unrecorded_count >= self._record_backlog:
                 self._recorded_room = trio.Event()
+                self._backlog_full.set()
         self._changed.set()
 
     def close(self) -> None:
         """The session ended: followers get what is left, then stop."""
         self._closed = True
         self._changed.set()
+        self._backlog_full.set()
 
     def since(self, after: int) -> Since:
         """The held events with an offset greater than ``after``."""
@@ -240,7 +245,10 @@ class SessionLog:
         log is closed: the recorder must not keep them waiting for its interval."""
         backlog = self._record_backlog
         while not self._closed and (backlog is None or self._unrecorded_count < backlog):
-            await self._next_change()
+            full = self._backlog_full
+            if full.is_set():
+                self._backlog_full = full = trio.Event()
+            await full.wait()
 
     async def wait_recorded_room(self) -> None:
         """Producers call this after appending: flow control behind a slow recorder."""

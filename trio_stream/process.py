@@ -47,6 +47,8 @@ DEFAULT_DRAIN_TIMEOUT: Final = 2.0
 _GROUP_POLL: Final = 0.02
 _KILL_SETTLE: Final = 1.0
 _BATCH_CHUNK: Final = 64 * 1024
+# A pipe's whole buffer: one read of a pipe hands over at most this much.
+_READ_SIZE: Final = 64 * 1024
 
 
 class SpawnError(Exception):
@@ -230,10 +232,14 @@ async def spawn(
         )
     except OSError as exc:
         raise _spawn_error(exc, argv[0], cwd) from None
-    assert process.stdout is not None
-    streams: list[tuple[Source, trio.abc.ReceiveStream]] = [("stdout", process.stdout)]
+    # trio gives a pipe as an FdStream on every platform that has process groups.
+    assert isinstance(process.stdout, trio.lowlevel.FdStream)
+    assert process.stderr is None or isinstance(process.stderr, trio.lowlevel.FdStream)
+    streams: list[tuple[Source, trio.abc.ReceiveStream]] = [
+        ("stdout", OutputStream(process.stdout))
+    ]
     if process.stderr is not None:
-        streams.append(("stderr", process.stderr))
+        streams.append(("stderr", OutputStream(process.stderr)))
     return Child(process, mode, streams)
 
 
@@ -269,25 +275,86 @@ async def _spawn_pty(
         raise
     finally:
         os.close(slave)
-    return Child(process, "pty", [("stdout", _PtyStream(master))], master)
+    return Child(process, "pty", [("stdout", OutputStream(trio.lowlevel.FdStream(master)))], master)
 
 
 @final
-class _PtyStream(trio.abc.ReceiveStream):
-    """The master side of a pty: EIO (every slave closed) is the end of the stream."""
+class OutputStream(trio.abc.ReceiveStream):
+    """The child's end of a pipe or the pty's master side, read in bursts.
 
-    def __init__(self, fd: int) -> None:
-        self._stream = trio.lowlevel.FdStream(fd)
+    :meth:`receive_some` waits for the first bytes, then takes everything else that is
+    already readable, up to ``max_bytes``, with non-blocking reads that cost no trip
+    through trio's scheduler. A pseudo-terminal hands over at most a few KiB per read: a
+    command that writes fast is read in bursts of many reads, and everything that follows
+    a read (splitting, the log, processors, the terminal) is paid once per burst rather
+    than once per read. Nothing waits for more to arrive: what is read is returned as
+    soon as the descriptor has nothing more to give.
+
+    On a pty, EIO (every slave side closed) is the end of the stream.
+
+    Args:
+        stream: the stream trio made of the descriptor (its ``O_NONBLOCK`` set).
+        read_size: the most each single read asks for.
+    """
+
+    def __init__(self, stream: trio.lowlevel.FdStream, read_size: int = _READ_SIZE) -> None:
+        self._stream = stream
+        self._fd = stream.fileno()
+        self._read_size = read_size
+        self._closed = False
+
+    def fileno(self) -> int:
+        return self._fd
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        try:
-            return await self._stream.receive_some(max_bytes)
-        except trio.BrokenResourceError as exc:
-            if isinstance(exc.__cause__, OSError) and exc.__cause__.errno == errno.EIO:
-                return b""
-            raise
+        if self._closed:
+            raise trio.ClosedResourceError("the stream was closed")
+        limit = max_bytes or self._read_size
+        fd = self._fd
+        read_size = self._read_size
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            try:
+                data = os.read(fd, min(limit, read_size))
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(fd)
+                continue
+            except OSError as exc:
+                data = self._ended(exc)
+            break
+        size = len(data)
+        if size and size < limit:
+            parts = [data]
+            while size < limit:
+                try:
+                    more = os.read(fd, min(read_size, limit - size))
+                except OSError:
+                    # Nothing more yet (EAGAIN), or an end or error that the next call
+                    # meets and reports: what was read is returned first.
+                    break
+                if not more:
+                    break
+                parts.append(more)
+                size += len(more)
+            if len(parts) > 1:
+                data = b"".join(parts)
+        # What was read is not lost to a cancellation: it is returned.
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return data
+
+    @staticmethod
+    def _ended(exc: OSError) -> bytes:
+        """The end of the stream for EIO (a pty whose every slave side closed); else raise
+        the error as trio's stream would."""
+        if exc.errno == errno.EIO:
+            return b""
+        if exc.errno == errno.EBADF:
+            raise trio.ClosedResourceError("file was already closed") from None
+        raise trio.BrokenResourceError from exc
 
     async def aclose(self) -> None:
+        # Before the descriptor is closed: its number may be reused at once.
+        self._closed = True
         await self._stream.aclose()
 
 
