@@ -22,7 +22,7 @@ import httpx
 import orjson
 import pytest
 import trio
-from trio_websocket import HandshakeError, WebSocketConnection, open_websocket_url
+from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, open_websocket_url
 
 from trio_stream.hub.server import ServedHub
 
@@ -472,6 +472,31 @@ async def test_websocket_messages_take_the_design_shapes(
             error = await receive(ws)
             assert error["type"] == "error" and error["error"]["code"] == code
             assert error["error"]["message"]
+
+
+async def test_a_client_is_replayed_to_and_disconnected_and_a_stream_destroyed(
+    served: ServedHub, http: httpx.AsyncClient
+) -> None:
+    await create(http, "s")
+    await publish(http, "s", EVENTS)
+    async with open_websocket_url(ws_url(served, f"/api/streams/s/ws?{PROTOCOL}")) as ws:
+        client_id = (await receive(ws))["metadata"]["clientId"]
+        history: HistoryFilter = {"eventTypes": ["ERROR", "STATUS"], "offset": 1}
+        answer = await http.post(
+            f"/api/streams/s/replay/{client_id}", json={"replayOptions": history}
+        )
+        assert answer.status_code == 202
+        message = await receive(ws)
+        assert message["event"]["type"] == "ERROR" and message["metadata"]["replay"] is True
+        answer = await http.delete(f"/api/streams/s/clients/{client_id}")
+        assert answer.status_code == 200
+        error = await receive(ws)
+        assert error["type"] == "error" and error["error"]["code"] == "DISCONNECTED"
+        with pytest.raises(ConnectionClosed) as closed:
+            await receive(ws)
+        assert closed.value.reason.code == 4004
+    assert (await http.delete("/api/streams/s")).status_code == 200
+    assert (await http.get("/api/streams/s")).status_code == 404
 
 
 async def test_several_stream_filters_pass_any_and_a_time_range_bounds_them(
