@@ -65,6 +65,9 @@ from .redis_url import RedisTarget, parse_redis_url
 from .sessions import apply_changes, check_batch, new_session, process_alive, process_start_time
 
 EPOCH_CHECK_INTERVAL: Final = 1.0
+# Chunks read per XRANGE: a first page of two (a reader near the end wants a few
+# events), each next page twice the last, up to PAGE_CHUNKS.
+FIRST_PAGE: Final = 2
 PAGE_CHUNKS: Final = 64
 _INFO_FIELDS: Final = (
     "command",
@@ -456,7 +459,7 @@ class RedisStore:
         return int(floor), int(last)
 
     async def _page(
-        self, session_id: str, cursor: str, newest_first: bool, count: int = PAGE_CHUNKS
+        self, session_id: str, cursor: str, newest_first: bool, count: int
     ) -> list[_Entry]:
         """Up to ``count`` chunks from ``cursor`` (an entry id, ``(`` for exclusive)."""
         key = self._events(session_id)
@@ -482,8 +485,9 @@ class RedisStore:
         predicate = q.matcher(query)
         found: list[Event] = []
         cursor = "+" if newest_first else f"{after + 2}-0"
+        size = FIRST_PAGE
         while wanted is None or len(found) < wanted:
-            page = await self._page(session_id, cursor, newest_first)
+            page = await self._page(session_id, cursor, newest_first, size)
             for entry in page:
                 if entry.last <= after:
                     continue
@@ -501,9 +505,10 @@ class RedisStore:
                 found += events if predicate is None else [e for e in events if predicate(e)]
                 if wanted is not None and len(found) >= wanted:
                     break
-            if len(page) < PAGE_CHUNKS or (newest_first and page[-1].first <= after + 1):
+            if len(page) < size or (newest_first and page[-1].first <= after + 1):
                 break
             cursor = f"({page[-1].last + 1}-0"
+            size = min(size * 2, PAGE_CHUNKS)
         return found
 
     async def read(self, session_id: str, query: HistoryQuery = HistoryQuery()) -> list[Event]:
@@ -538,16 +543,18 @@ class RedisStore:
         bodies: list[bytes] = []
         count = 0
         cursor = f"{after + 2}-0"
+        size = FIRST_PAGE
         while count < limit:
-            page = await self._page(session_id, cursor, False)
+            page = await self._page(session_id, cursor, False, size)
             for entry in page:
                 bodies.append(entry.body)
                 count += entry.last - max(entry.first, after + 1) + 1
                 if count >= limit:
                     break
-            if len(page) < PAGE_CHUNKS:
+            if len(page) < size:
                 break
             cursor = f"({page[-1].last + 1}-0"
+            size = min(size * 2, PAGE_CHUNKS)
         with self._guard():
             try:
                 return chunks.decode_rows(session_id, bodies, after)
