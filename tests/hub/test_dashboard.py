@@ -489,6 +489,33 @@ async def test_filters_search_and_links_to_a_line(
     await until(browser, "return window.tstreamTerminal?.getSelection().includes('out 107 needle')")
 
 
+async def test_typed_events_far_back_are_read_when_asked_for(
+    browser: WebDriver, http: httpx.AsyncClient, served: ServedHub, store: MemoryStore
+) -> None:
+    hub = base_url(served)
+    store.max_history = 100_000
+    assert (await http.post("/api/streams", json={"id": "long"})).status_code == 201
+    await publish(http, "long", [{"type": "reasoning", "data": {"thought": "plan made early"}}])
+    for start in (0, 6000):
+        await publish(http, "long", [output(f"line {i}") for i in range(start, start + 6000)])
+    await publish(http, "long", [{"type": "status", "data": {"status": "late"}}])
+    await open_page(browser, f"{hub}/streams/long")
+    await until_terminal_has(browser, "line 11999")
+    # The first read looks through the newest 10,000 offsets only.
+    await until(browser, "return document.querySelector('#timeline li.status')")
+    assert not await js(browser, "return document.querySelector('#timeline li.reasoning')")
+    await call(lambda: browser.find_element(By.ID, "events-earlier").click())
+    thought = await until(
+        browser, "return document.querySelector('#timeline li.reasoning')?.textContent"
+    )
+    assert "plan made early" in thought
+    assert await js(browser, "return document.getElementById('events-earlier').hidden")
+    items = await js(
+        browser, "return [...document.querySelectorAll('#timeline li')].map((i) => i.className)"
+    )
+    assert items == ["reasoning", "status"]
+
+
 async def test_the_page_resumes_by_itself_after_the_hub_restarts(
     browser: WebDriver, store: MemoryStore
 ) -> None:
@@ -755,6 +782,7 @@ async def test_performance_figures(
 
     # A session of 100,000 lines (scripts/bench_dashboard.py measures 1,000,000).
     lines = 100_000
+    store.max_history = lines
     await store.create_session(SessionInfo(id="big", command=["seq", "1", str(lines)]))
     payloads = [Output("stdout", str(i + 1), line=i) for i in range(lines)]
     for start in range(0, lines, 10_000):
