@@ -30,7 +30,7 @@ from trio_stream.hub.protocol import (
     parse_filters,
     parse_replay_options,
 )
-from trio_stream.hub.sse import SSEParser, parse_offset, query_filters, sse_event
+from trio_stream.hub.sse import MAX_LINE, SSEParser, parse_offset, query_filters, sse_event
 
 FUZZ = settings(
     max_examples=200,
@@ -270,3 +270,19 @@ def test_an_sse_event_reads_back_as_written(data: str, name: str, offset: int) -
     messages = parser.feed(sse_event(data.encode(), event=name, id=offset))
     assert [(m.event, m.data, m.id) for m in messages] == [(name, data, str(offset))]
     assert parser.last_id == str(offset)
+
+
+@settings(FUZZ, max_examples=10)
+@given(st.integers(1, 8), st.sampled_from([b"data: ", b": ", b""]))
+def test_an_sse_line_without_end_is_refused_once_over_the_bound(pieces: int, head: bytes) -> None:
+    parser = SSEParser()
+    chunk = b"x" * ((MAX_LINE // pieces) + 1)
+    fed = [head]
+    try:
+        for _ in range(pieces + 1):
+            parser.feed(b"".join(fed))
+            fed = [chunk]
+    except ValueError as exc:
+        assert "1 MiB" in str(exc)
+    else:
+        raise AssertionError("a line over 1 MiB was kept")

@@ -137,3 +137,10 @@ def test_payload_schemas_follow_the_event_model() -> None:
         "additionalProperties": {"type": "integer"},
     }
     assert ended["additionalProperties"] is False
+
+
+def test_the_documented_limits_are_the_routes_limits() -> None:
+    from trio_stream.hub import openapi, polling, rest
+
+    assert openapi.MAX_LIST == rest.MAX_LIST
+    assert openapi.MAX_HISTORY_LIMIT == rest.MAX_HISTORY_LIMIT == polling.MAX_LIMIT

@@ -114,11 +114,11 @@ async def test_generated_requests_get_documented_answers_and_no_server_error(
             "--phases",
             "examples,coverage,fuzzing",
             "--max-examples",
-            "10",
+            "5",
             # The same cases on every run.
             "--generation-deterministic",
             "--workers",
-            "1",
+            "2",
             "--request-timeout",
             "10",
             "--no-color",
