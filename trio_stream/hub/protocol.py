@@ -10,8 +10,9 @@ The protocol
 ============
 
 A client connects to ``/api/streams/{id}/ws`` (optionally ``?after=N&epoch=E`` to
-subscribe at once, resuming after offset ``N``). Every message is one JSON object with a
-``type``.
+subscribe at once, resuming after offset ``N``; ``?protocol=executor-streamer`` for
+the Executor Streamer design's server messages, :mod:`trio_stream.hub.design`). Every
+message is one JSON object with a ``type``.
 
 Client to server:
 
@@ -75,8 +76,9 @@ Server to client:
     Answer to ``ping``.
 ``{"type": "error", "code", "message", …}``
     ``malformed_json``, ``invalid_message``, ``unknown_type``, ``bad_filter``,
-    ``bad_replay``, ``wrong_stream``, ``not_subscribed``, ``rate_limited``: the connection
-    stays up. ``slow_consumer``, ``idle_timeout``, ``disconnected`` and ``shutdown`` come
+    ``bad_replay``, ``wrong_stream``, ``not_subscribed``, ``rate_limited``,
+    ``replay_disabled`` (the stream's config says ``enableReplay: false``): the
+    connection stays up. ``slow_consumer``, ``idle_timeout``, ``disconnected`` and ``shutdown`` come
     with ``lastOffset`` (the last offset this client was sent) just before the close.
 
 Close codes: 1000 stream ended, 1001 hub shutting down, 1007 invalid UTF-8, 1009 message
