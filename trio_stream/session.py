@@ -6,11 +6,13 @@ per processor fed through its own overflow channel, the recorder when a store is
 the terminal passthrough. Its :class:`~trio_stream.log.SessionLog` is where every event goes;
 the first is ``session_started``, the last ``session_ended``.
 
-Readers read 64 KiB chunks, split them into lines, apply the line transforms, and append
-the lines' ``output`` events to the log synchronously, right after the read: with two pipes
-the order of lines across stdout and stderr is **the order in which tstream read them**,
-which can differ from the order the child wrote them when both pipes had data waiting;
-``merge`` and ``pty`` modes have one stream and so the exact order.
+Readers read everything already readable, up to 256 KiB at once (a pseudo-terminal hands
+over a few KiB per read: see :class:`~trio_stream.process.OutputStream`), split it into
+lines, apply the line transforms, and append the lines' ``output`` events to the log
+synchronously, right after the read: with two pipes the order of lines across stdout and
+stderr is **the order in which tstream read them**, which can differ from the order the
+child wrote them when both pipes had data waiting; ``merge`` and ``pty`` modes have one
+stream and so the exact order.
 
 Cancelling a session (its timeout, :meth:`Session.cancel`, or the cancellation of the
 nursery that owns it) terminates the child's group (the configured signal, then
@@ -72,7 +74,7 @@ from .terminal import TerminalWriter
 
 logger = logging.getLogger(__name__)
 
-CHUNK_SIZE: Final = 64 * 1024
+CHUNK_SIZE: Final = 256 * 1024
 DEFAULT_BUFFER: Final = 64
 DEFAULT_DRAIN_TIMEOUT: Final = 2.0
 DEFAULT_KILL_AFTER: Final = 5.0
