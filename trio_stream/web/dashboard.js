@@ -320,17 +320,23 @@ function streamPage() {
   function write(event) {
     const data = event.data, generation = view.generation;
     const stderr = data.source === "stderr";
-    if (stderr) term.write("\x1b[31m");
-    if (data.raw) term.write(base64Bytes(data.raw));
-    else {
-      const text = stderr ? data.text.replace(/\x1b\[0?m/g, "\x1b[0;31m") : data.text;
-      term.write(text + (data.partial ? "" : data.eol ?? "\n"));
-    }
-    term.write(stderr ? "\x1b[39m" : "", () => {
+    const ended = () => {
       if (generation !== view.generation) return;
       const buffer = term.buffer.active;
       view.ends.push(buffer.baseY + buffer.cursorY + (buffer.cursorX > 0 ? 1 : 0));
-    });
+    };
+    const eol = data.partial ? "" : data.eol ?? "\n";
+    if (data.raw) {
+      // Bytes that are not UTF-8 go in as they are (their line end included).
+      if (stderr) term.write("\x1b[31m");
+      term.write(base64Bytes(data.raw));
+      term.write(stderr ? "\x1b[39m" : "", ended);
+    } else if (stderr) {
+      // Red throughout, even after the line's own resets.
+      term.write(`\x1b[31m${data.text.replace(/\x1b\[0?m/g, "\x1b[0;31m")}\x1b[39m${eol}`, ended);
+    } else {
+      term.write(data.text + eol, ended);
+    }
     view.events.push(event);
     view.lastWritten = event.offset;
   }
