@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import stat
 import subprocess
 from pathlib import Path
@@ -223,3 +224,24 @@ async def test_an_sse_client_on_the_socket_gets_history_then_live_lines(
                         break
         await finish(process)
     assert texts == ["ready", "before", "after"]
+
+
+@pytest.mark.parametrize("script", ["true", "sleep 1"])
+async def test_a_busy_listen_address_is_a_warning_however_short_the_command(
+    private_dirs: Path, script: str
+) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        done = await trio.run_process(
+            [*TSTREAM, "run", "--listen", f"127.0.0.1:{port}", "--", "sh", "-c", script],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    assert done.returncode == 0
+    assert done.stderr.decode() == (
+        f"tstream: warning: not serving the session: listen 127.0.0.1:{port}: "
+        "address already in use\n"
+    )

@@ -20,6 +20,7 @@ store) and its failures are its own.
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import logging
 import os
@@ -38,7 +39,7 @@ import trio
 from .batches import EventRuns
 from .events import Event, SessionEnded
 from .groups import single
-from .hub.config import HubConfig, Listen, TokenSpec
+from .hub.config import HubConfig, HubConfigError, Listen, TokenSpec
 from .hub.errors import HubError
 from .log import SessionLog
 from .registry import LiveSession, new_socket_path, private_dir, registered, running_sessions
@@ -337,13 +338,39 @@ async def _import_web_stack(session: Session) -> bool:
     return False
 
 
+def check_free(addresses: Sequence[Listen]) -> None:
+    """Raise for a TCP address that cannot be bound now (another process listens there),
+    as the hub would once it starts, without importing the web stack.
+
+    Raises:
+        HubConfigError: naming the address.
+    """
+    for listen in addresses:
+        if listen.path is not None or listen.port == 0:
+            continue
+        try:
+            family, kind, proto, _, address = socket.getaddrinfo(
+                listen.host, listen.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )[0]
+        except socket.gaierror as exc:
+            raise HubConfigError(f"listen {listen}: {exc.strerror}") from None
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+                raise HubConfigError(f"listen {listen}: {reason}") from None
+
+
 async def serve_quietly(session: Session, options: ServeOptions) -> None:
     """:func:`serve_session`, whose failure is a warning on stderr and nothing more: the
     command goes on whatever happens to its serving."""
     try:
+        # Checked before the import, so that even a short command hears of it.
         if options.local:
-            # Checked before the import, so that even a short command hears of it.
             private_dir()
+        check_free(options.listen)
         if not await _import_web_stack(session):
             return
         await serve_session(
