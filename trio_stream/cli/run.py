@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 import click
 import trio
 
+from ..batches import OutputBatch
 from ..channels import Overflow
 from ..durations import DURATION
 from ..events import EventType, event_to_json
@@ -481,11 +482,15 @@ async def _print_events(
             await writer.write(1, b"".join([event_to_json(e) + b"\n" for e in events]))
             continue
         shown = []
-        for event in events:
-            if event.type is EventType.OUTPUT:
+        for run in events.runs:
+            if isinstance(run, OutputBatch):
+                # Captured lines, already shown by passthrough: no event built for them.
                 continue
-            line = compact_line(event, color=color)
-            if line is not None:
-                shown.append(line + "\n")
+            for event in run:
+                if event.type is EventType.OUTPUT:
+                    continue
+                line = compact_line(event, color=color)
+                if line is not None:
+                    shown.append(line + "\n")
         if shown:
             await writer.write(2, "".join(shown).encode(errors="replace"))
