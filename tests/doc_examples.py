@@ -41,6 +41,8 @@ EXAMPLE_PORT: Final = "3001"
 # How long one shell command, or a background one's first lines, may take.
 COMMAND_TIMEOUT: Final = 30.0
 BACKGROUND_TIMEOUT: Final = 20.0
+# How long what a document left running gets to end once asked (SIGTERM).
+GRACE: Final = 5.0
 DONE: Final = "\x1e"
 
 # Values that differ from run to run, matched by their shape wherever the shown output
@@ -179,6 +181,16 @@ def parse_console(source: str) -> list[Command]:
     return commands
 
 
+def _group_running(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` runs (zombies aside)."""
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = status.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+    return False
+
+
 def free_port() -> int:
     """A TCP port free on loopback now."""
     with socket.socket() as probe:
@@ -305,8 +317,12 @@ class Sandbox:
         except subprocess.TimeoutExpired:
             shell.kill()
             shell.wait()
-        # Background jobs outlive the shell in its group: SIGTERM let them clean up.
+        # Background jobs outlive the shell in its group: SIGTERM lets them end what they
+        # started (a run ends its command, in a group of its own) before SIGKILL.
+        deadline = time.monotonic() + GRACE
         with contextlib.suppress(ProcessLookupError):
+            while _group_running(shell.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
             os.killpg(shell.pid, signal.SIGKILL)
         for stream in (shell.stdin, shell.stdout):
             if stream is not None:
