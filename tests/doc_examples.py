@@ -206,8 +206,8 @@ class Sandbox:
     checkout first on ``PATH``, and a configuration file whose ``serve:`` section listens on
     a free port (the examples' port 3001 is that port). Shell commands run, one by one,
     in one ``bash``, so that variables, the directory and background jobs carry from one
-    command and block to the next; each foreground command's output goes to a terminal
-    of its own (stdout and stderr both), as in a terminal without colour.
+    command and block to the next; each command's output (stdout and stderr both) goes to
+    a terminal of its own, read for as long as a background command runs.
     """
 
     def __init__(self) -> None:
@@ -397,6 +397,7 @@ class Block:
 
 
 def evaluate_console(example: Example) -> str | None:
+    """A shell block: each command prints what is shown after it."""
     box = sandbox(example)
     failures = []
     for command in parse_console(example.parsed.source):
@@ -408,6 +409,8 @@ def evaluate_console(example: Example) -> str | None:
 
 
 def _program(example: Example, argv: list[str], suffix: str) -> str | None:
+    """Run the block as a program file, with ``argv``; it must succeed, and print what
+    it is shown to print."""
     box = sandbox(example)
     block: Block = example.parsed
     path = box.root / f".example-{example.line}{suffix}"
@@ -429,10 +432,12 @@ def _program(example: Example, argv: list[str], suffix: str) -> str | None:
 
 
 def evaluate_python(example: Example) -> str | None:
+    """A Python program, run whole."""
     return _program(example, [sys.executable], ".py")
 
 
 def evaluate_javascript(example: Example) -> str | None:
+    """A JavaScript program, run under Node with WebSocket and EventSource."""
     node = shutil.which("node")
     if node is None:
         return "Node.js is needed to run the JavaScript examples (apt-get install nodejs)"
@@ -501,7 +506,7 @@ def _unknown(example: Example) -> str:
 # -- reStructuredText -------------------------------------------------------------------
 
 _DIRECTIVE: Final = re.compile(r"\.\. code-block::[ \t]*(?P<language>\S*)")
-_PRINTS = re.compile(r"\s*prints (.*?)\.\s", re.S)
+_PRINTS: Final = re.compile(r"\s*prints (.*?)\.\s", re.S)
 
 
 def _dedent(body: str) -> str:
