@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import random
+import resource
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -121,21 +123,43 @@ async def streaming_one_processor(command: list[str]) -> int:
     return await consume(command, StreamConfig(processors=[Noop()]))
 
 
-def end_to_end(command: list[str], store: Path) -> None:
-    """``tstream run --quiet``, recording into a store of its own (SQLite, as by default)."""
+def tstream_run(options: list[str], command: list[str], store: Path) -> None:
+    """``tstream run`` with ``options``, recording into a new store of its own (SQLite, as
+    by default), its stdout on /dev/null; the store is removed afterwards, untimed."""
+    try:
+        subprocess.run(
+            [*TSTREAM, "run", *options, "--store", f"sqlite:{store}", "--", *command],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            # Not a terminal: the compact display of other events is not started.
+            stderr=subprocess.DEVNULL,
+        )
+    finally:
+        for path in store.parent.glob(store.name + "*"):
+            path.unlink()
+
+
+def script_pty(command: list[str]) -> None:
+    """``script -qec COMMAND /dev/null > /dev/null``: util-linux copying a pty to stdout."""
     subprocess.run(
-        [*TSTREAM, "run", "--quiet", "--store", f"sqlite:{store}", "--", *command],
+        ["script", "-qec", shlex.join(command), "/dev/null"],
         check=True,
+        stdout=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
     )
 
 
-def best(repeat: int, once: Callable[[], object]) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        once()
-        times.append(time.perf_counter() - start)
-    return min(times)
+def measure(once: Callable[[], object]) -> tuple[float, float]:
+    """The elapsed time of one call and the CPU time (user and system) of every process
+    taking part: this one and the children it waited for, theirs included."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = time.process_time()
+    start = time.perf_counter()
+    once()
+    took = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    children = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return took, time.process_time() - cpu + children
 
 
 def timed(
@@ -153,41 +177,84 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--only",
+        choices=["library", "run", "pty"],
+        action="append",
+        help="measure only these groups of rows (default: all)",
+    )
     args = parser.parse_args()
+    groups = set(args.only or ["library", "run", "pty"])
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "input.txt"
         size = generate(data, args.lines)
         command = ["cat", str(data)]
+        store = Path(tmp) / "bench.db"
         n = args.lines
         print(f"input: {n:,} lines, {size / 1e6:.1f} MB; best of {args.repeat} runs")
-        rows = [
-            ("trio.run_process capture (baseline A)", timed(trio_capture, command, n), None),
-            ("tstream batch mode: run()", timed(batch_mode, command, n), 0),
-            (
-                "bare trio loop: 64 KiB, split, decode (baseline B)",
-                timed(bare_loop, command, n),
-                None,
-            ),
-            ("tstream streaming, no processors", timed(streaming, command, n), 2),
-            (
-                "tstream streaming, one block processor",
-                timed(streaming_one_processor, command, n),
-                2,
-            ),
-            (
-                "tstream run --quiet (end to end, recorded)",
-                lambda: end_to_end(command, Path(tmp) / "bench.db"),
-                2,
-            ),
-        ]
+        # (label, the call, the baseline's label or None)
+        rows: list[tuple[str, Callable[[], object], str | None]] = []
+        bare = "bare trio loop: 64 KiB, split, decode (baseline B)"
+        if groups & {"library", "run"}:
+            rows.append((bare, timed(bare_loop, command, n), None))
+        if "library" in groups:
+            run_process = "trio.run_process capture (baseline A)"
+            rows += [
+                (run_process, timed(trio_capture, command, n), None),
+                ("tstream batch mode: run()", timed(batch_mode, command, n), run_process),
+                ("tstream streaming, no processors", timed(streaming, command, n), bare),
+                (
+                    "tstream streaming, one block processor",
+                    timed(streaming_one_processor, command, n),
+                    bare,
+                ),
+            ]
+        if "run" in groups:
+            rows.append(
+                (
+                    "tstream run --quiet (end to end, recorded)",
+                    lambda: tstream_run(["--quiet"], command, store),
+                    bare,
+                )
+            )
+        if "pty" in groups:
+            script = "script -qec 'cat FILE' /dev/null (baseline C)"
+            rows += [
+                (script, lambda: script_pty(command), None),
+                (
+                    "tstream run --pty --quiet",
+                    lambda: tstream_run(["--pty", "-q"], command, store),
+                    script,
+                ),
+                (
+                    "tstream run --pty, shown",
+                    lambda: tstream_run(["--pty"], command, store),
+                    script,
+                ),
+            ]
         # The rows take turns, so that each sees the same share of whatever else runs.
-        seconds = [float("inf")] * len(rows)
+        elapsed = {label: float("inf") for label, _, _ in rows}
+        cpu = dict(elapsed)
         for _ in range(args.repeat):
-            for index, (_, once, _) in enumerate(rows):
-                seconds[index] = min(seconds[index], best(1, once))
-        for (label, _, baseline), took in zip(rows, seconds, strict=True):
-            ratio = "" if baseline is None else f"  ratio {seconds[baseline] / took:.3f}"
-            print(f"{label:<52} {n / took:>12,.0f} lines/s  {took:7.3f} s{ratio}")
+            for label, once, _ in rows:
+                took, used = measure(once)
+                elapsed[label] = min(elapsed[label], took)
+                cpu[label] = min(cpu[label], used)
+        print(f"{'':<52} {'lines/s':>12}  {'elapsed':>7}  ratio  {'CPU':>7}  ratio")
+        for label, _, baseline in rows:
+            took, used = elapsed[label], cpu[label]
+            ratios = (
+                ("", "")
+                if baseline is None
+                else (
+                    f"{elapsed[baseline] / took:.3f}",
+                    f"{cpu[baseline] / used:.3f}",
+                )
+            )
+            print(
+                f"{label:<52} {n / took:>12,.0f}  {took:6.3f}s  {ratios[0]:>5}  "
+                f"{used:6.3f}s  {ratios[1]:>5}"
+            )
 
 
 if __name__ == "__main__":
