@@ -95,6 +95,11 @@ def color_wanted(
     return isatty and env.get("TERM", "") != "dumb"
 
 
+def paint(text: str, style: str) -> str:
+    """``text`` in one of the styles of the compact lines (``fail``, ``ok``, ``warn``...)."""
+    return f"{_STYLES[style]}{text}{_RESET}"
+
+
 def one_line(text: Any, width: int = DEFAULT_WIDTH) -> str:
     """``text`` on one line: newlines as ``⏎``, other control characters as ``^X``/``\\x..``."""
     value = text if isinstance(text, str) else str(text)
@@ -146,7 +151,7 @@ def compact_line(event: Event, *, color: bool = False, width: int = DEFAULT_WIDT
         return None
     style, text = shown
     if style and color:
-        return f"{_STYLES[style]}{text}{_RESET}"
+        return paint(text, style)
     return text
 
 

@@ -118,3 +118,20 @@ def test_show_colours_with_color_and_not_without(tmp_path):
     _, stdout, shown = on_terminal("show", "--store", store, "b", "--color", "never")
     assert stdout == b"built\n"
     assert b"\xe2\x96\xa0 exit 1" in shown and b"\x1b[" not in shown
+
+
+def test_tstream_errors_are_red_on_a_terminal_and_plain_elsewhere(tmp_path):
+    missing = b"tstream: nosuch-tstream-cmd: command not found"
+    status, _, shown = on_terminal("run", "--no-serve", "--", "nosuch-tstream-cmd")
+    assert status == 127 and RED + missing + RESET in shown
+    _, _, shown = on_terminal("run", "--no-serve", "--", "nosuch-tstream-cmd", NO_COLOR="1")
+    assert missing + b"\r\n" in shown and b"\x1b[" not in shown
+    store = str(tmp_path / "store.db")
+    status, _, shown = on_terminal("show", "--store", store, "nosuch")
+    assert status == 1 and RED + b"tstream: unknown session: nosuch" in shown
+    done = subprocess.run(
+        [*TSTREAM, "show", "--store", store, "--color", "always", "nosuch"],
+        capture_output=True,
+        timeout=30,
+    )
+    assert done.stderr.startswith(RED + b"tstream: unknown session")

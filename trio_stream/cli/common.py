@@ -22,7 +22,7 @@ from ..batches import RowEvents
 from ..durations import parse_duration
 from ..events import SOURCES, Event, EventType, Output
 from ..groups import single
-from ..render import COLOR_WHEN, color_wanted, compact_line
+from ..render import COLOR_WHEN, color_wanted, compact_line, paint
 from ..store import (
     AmbiguousSessionError,
     SessionExistsError,
@@ -358,9 +358,20 @@ EXIT_STORE = 125
 EXIT_BROKEN_PIPE = 141
 
 
+def echo_error(message: str) -> None:
+    """Print ``tstream: message`` on stderr, in red where tstream's lines are coloured (by
+    the running command's ``--color``, if it has one, else as ``auto`` decides)."""
+    ctx = click.get_current_context(silent=True)
+    when = ctx.params.get("color") if ctx is not None else None
+    colored = stderr_color(when if isinstance(when, str) else "auto")
+    text = f"tstream: {message}"
+    click.echo(paint(text, "fail") if colored else text, err=True, color=colored)
+
+
 def fail(message: str, status: int) -> NoReturn:
-    """Print ``tstream: message`` on stderr and exit with ``status``."""
-    click.echo(f"tstream: {message}", err=True)
+    """Print ``tstream: message`` on stderr (see :func:`echo_error`) and exit with
+    ``status``."""
+    echo_error(message)
     sys.exit(status)
 
 

@@ -36,7 +36,7 @@ from ..store import (
     open_store,
 )
 from ..terminal import TerminalWriter
-from .common import color_option, stderr_color
+from .common import color_option, echo_error, stderr_color
 from .processing import build_pipeline, processor_options
 
 if TYPE_CHECKING:
@@ -373,17 +373,17 @@ def execute(
     except Exception as exc:
         error = single(exc)
         if isinstance(error, SpawnError):
-            click.echo(f"tstream: {error}", err=True)
+            echo_error(str(error))
             return error.exit_status
         if isinstance(error, SessionExistsError):
-            click.echo(f"tstream: {error} (choose another with --id)", err=True)
+            echo_error(f"{error} (choose another with --id)")
             return EXIT_ID_IN_USE
         if isinstance(error, StoreError):
-            click.echo(f"tstream: {error}", err=True)
+            echo_error(str(error))
             return EXIT_FAILURE
         if isinstance(error, BaseExceptionGroup):
             raise
-        click.echo(f"tstream: error: {error}", err=True)
+        echo_error(f"error: {error}")
         return EXIT_FAILURE
 
 
