@@ -3,6 +3,8 @@
 import operator
 
 import pytest
+import trio
+import trio.testing
 
 from trio_stream.batches import EventRuns, OutputBatch
 from trio_stream.events import EventType, Output, Status
@@ -124,3 +126,30 @@ def test_stored_rows_are_taken_at_the_next_offset_only():
     copy.append_runs(EventRuns([rows]))
     assert list(copy.since(-1).events) == events
     assert copy.since(3).events.runs[0].rows == rows.after(3).rows
+
+
+async def test_the_recorder_is_woken_by_a_full_backlog_not_by_each_append():
+    log = SessionLog("s", record_backlog=3)
+    woken = []
+
+    async def recorder() -> None:
+        await log.wait_backlog_full()
+        woken.append(log.next_offset)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(recorder)
+        for _ in range(2):
+            log.append_batch(output_batch(log, ["a"]))
+            await trio.testing.wait_all_tasks_blocked()
+            assert woken == []
+        log.append_batch(output_batch(log, ["b"]))
+    assert woken == [3]
+    # Taken by the recorder, the backlog is empty again: waiting waits again, until the
+    # log closes.
+    log.take_unrecorded()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(recorder)
+        await trio.testing.wait_all_tasks_blocked()
+        assert woken == [3]
+        log.close()
+    assert woken == [3, 3]
