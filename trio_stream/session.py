@@ -70,6 +70,7 @@ from .processors.filters import Redactor
 from .publisher import Publisher, live_sessions
 from .store.base import SessionInfo, SessionStatus, Store, check_session_id
 from .store.recorder import record
+from .store.sessions import status_of
 from .terminal import TerminalWriter
 
 logger = logging.getLogger(__name__)
@@ -633,14 +634,7 @@ class Session:
         store, result = self.config.store, self.result
         if store is None or result is None:
             return
-        if result.timed_out:
-            status = SessionStatus.TIMED_OUT
-        elif result.signal is not None:
-            status = SessionStatus.KILLED
-        elif result.exit_status == 0:
-            status = SessionStatus.COMPLETED
-        else:
-            status = SessionStatus.FAILED
+        status = status_of(result.exit_status, result.signal, timed_out=result.timed_out)
         now = time.time()
         with trio.CancelScope(shield=True):
             await store.update_session(
