@@ -51,6 +51,7 @@ def test_from_mapping_reads_every_kind_of_value() -> None:
             "idle_timeout": 0,
             "max-clients-per-stream": 5,
             "compression": False,
+            "read-only": True,
         },
         insecure=True,
         heartbeat=None,
@@ -60,7 +61,7 @@ def test_from_mapping_reads_every_kind_of_value() -> None:
     assert config.cors_origins == ("https://app.example",)
     assert config.heartbeat == 15.0 and config.idle_timeout == 0
     assert config.max_clients_per_stream == 5 and config.compression is False
-    assert config.insecure is True
+    assert config.insecure is True and config.read_only is True
 
 
 @pytest.mark.parametrize(
@@ -74,6 +75,7 @@ def test_from_mapping_reads_every_kind_of_value() -> None:
         ({"tokens": [{"token": "long-enough", "scopes": ["admin"]}]}, "'admin'"),
         ({"cors_origins": ["example.com"]}, "scheme://host"),
         ({"insecure": "yes"}, "serve.insecure"),
+        ({"read_only": 1}, "serve.read_only: expected true or false"),
         ({"tick": float("nan")}, "tick"),
     ],
 )

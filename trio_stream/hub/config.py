@@ -298,7 +298,7 @@ def _coerce(key: str, value: Any, field: attrs.Attribute[Any]) -> Any:
         if value not in PROXY_HEADERS:
             raise HubConfigError(f"use {' or '.join(PROXY_HEADERS)}, not {value!r}")
         return value
-    if key in ("insecure", "compression"):
+    if key in ("insecure", "compression", "read_only"):
         if not isinstance(value, bool):
             raise HubConfigError(f"expected true or false, got {value!r}")
         return value
