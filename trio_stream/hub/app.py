@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from quart import Response, request
+from quart import Response, request, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from ..store.base import StoreError, UnknownSessionError
 from .auth import AuthError, cors_headers, origin_allowed, preflight_headers
-from .context import Hub, error_response, response_for
+from .context import Hub, access_of, authorize, error_response, host_of, response_for
 from .errors import HubError, ReadOnly
 from .protocol import ProtocolError
 
@@ -26,7 +26,8 @@ def create_app(hub: Hub) -> QuartTrio:
     Returns:
         The app, ready for :func:`hypercorn.trio.serve`.
     """
-    from . import dashboard, polling, rest, sse, websocket
+    from . import dashboard, polling, rest, sse
+    from . import websocket as websocket_routes
 
     # No static folder: the dashboard's files have a route of their own, and the API
     # document lists every route.
@@ -35,8 +36,13 @@ def create_app(hub: Hub) -> QuartTrio:
     app.config["MAX_CONTENT_LENGTH"] = hub.config.max_body_size
     app.config["BODY_TIMEOUT"] = 30
     app.config["RESPONSE_TIMEOUT"] = 60
-    for module in (rest, sse, polling, websocket, dashboard):
+    for module in (rest, sse, polling, websocket_routes, dashboard):
         app.register_blueprint(module.blueprint)
+    # Deny by default: a route that does not declare what it needs is a bug, caught here.
+    for rule in app.url_map.iter_rules():
+        view = app.view_functions.get(rule.endpoint)
+        if view is None or access_of(view) is None:
+            raise RuntimeError(f"route {rule.rule} declares no access (hub.context.access)")
 
     origins = list(hub.config.cors_origins)
 
@@ -65,6 +71,56 @@ def create_app(hub: Hub) -> QuartTrio:
             # waiting for an answer that never comes: read it (it is capped) first.
             await request.get_data()
             return response_for(ReadOnly())
+        return None
+
+    @app.before_request
+    async def check_access() -> None:
+        """Check the token and the rate limits that the route declares (after the origin
+        and read-only checks above)."""
+        view = app.view_functions.get(request.endpoint or "")
+        if view is None or request.method == "OPTIONS":
+            return  # routing answers it (404, 405, the automatic OPTIONS)
+        declared = access_of(view)
+        if declared is None:
+            raise AuthError(403, "forbidden", "this route declares no access")
+        if declared.needs != "public":
+            authorize(
+                hub,
+                request.headers,
+                request.args,
+                request.cookies,
+                request.scope,
+                declared.needs,
+                connection=declared.connection,
+            )
+
+    @app.before_websocket
+    async def check_websocket() -> Response | None:
+        """A WebSocket's origin (no cross-site WebSocket hijacking), then its token and
+        rate limits, before the handshake is answered."""
+        origin = websocket.headers.get("Origin")
+        if not origin_allowed(origin, websocket.headers.get("Host"), origins, websocket.scheme):
+            logger.warning(
+                "%s refused from %s: origin %s not allowed",
+                websocket.path,
+                host_of(websocket.scope),
+                origin,
+            )
+            return error_response(403, "forbidden_origin", f"origin {origin!r} is not allowed")
+        view = app.view_functions.get(websocket.endpoint or "")
+        declared = None if view is None else access_of(view)
+        if declared is None:
+            raise AuthError(403, "forbidden", "this route declares no access")
+        if declared.needs != "public":
+            authorize(
+                hub,
+                websocket.headers,
+                websocket.args,
+                websocket.cookies,
+                websocket.scope,
+                declared.needs,
+                connection=declared.connection,
+            )
         return None
 
     @app.after_request

@@ -6,9 +6,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping
-from typing import Any, final
+from collections.abc import Callable, Mapping
+from typing import Any, Final, Literal, TypeVar, final
 
+import attrs
 import orjson
 import trio
 from quart import Response, current_app
@@ -113,6 +114,42 @@ def response_for(exc: HubError | AuthError) -> Response:
         return error_response(exc.status, exc.code, exc.message, headers)
     headers = {"Retry-After": exc.retry_after} if isinstance(exc, RateLimited) else None
     return error_response(exc.status, exc.code, exc.message, headers, **exc.extra)
+
+
+_View = TypeVar("_View", bound=Callable[..., Any])
+Needs = Literal["public", "read", "publish"]
+_ACCESS: Final = "tstream_access"
+
+
+@final
+@attrs.frozen
+class Access:
+    """What a route needs: ``public`` (anyone), ``read`` or ``publish`` (a token of that
+    scope, when the hub has tokens), and whether it opens a long-lived connection (counted
+    by the new-connection rate limit)."""
+
+    needs: Needs
+    connection: bool = False
+
+
+def access(needs: Needs, *, connection: bool = False) -> Callable[[_View], _View]:
+    """Declare what a route needs (put it under the route's decorator). The app checks it
+    before the route runs, and refuses to start with a route that declares nothing: the
+    hub denies by default."""
+    if needs not in ("public", "read", "publish"):
+        raise ValueError(f"unknown access {needs!r}")
+
+    def declare(view: _View) -> _View:
+        setattr(view, _ACCESS, Access(needs, connection))
+        return view
+
+    return declare
+
+
+def access_of(view: Callable[..., Any]) -> Access | None:
+    """What ``view`` declared with :func:`access`, or None."""
+    declared = getattr(view, _ACCESS, None)
+    return declared if isinstance(declared, Access) else None
 
 
 def authorize(

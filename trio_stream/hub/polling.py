@@ -14,7 +14,7 @@ import trio
 from quart import Blueprint, Response, request
 
 from .clients import Frame
-from .context import authorize, hub
+from .context import access, hub
 from .protocol import ProtocolError
 from .rest import body_response
 from .sse import parse_offset, query_filters
@@ -46,10 +46,10 @@ def _timeout(text: str | None, maximum: float) -> float:
 
 
 @blueprint.route("/api/streams/<stream_id>/poll")
+@access("read")
 async def poll(stream_id: str) -> Response:
     """``GET /api/streams/{id}/poll``: the events after a cursor, at once or after a wait."""
     h = hub()
-    authorize(h, request.headers, request.args, request.cookies, request.scope, "read")
     after = parse_offset(request.args.get("after", "-1"), "after")
     timeout = _timeout(request.args.get("timeout"), h.config.max_poll_timeout)
     limit = _limit(request.args.get("limit"))

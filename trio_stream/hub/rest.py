@@ -18,7 +18,7 @@ from quart import Blueprint, Response, request
 from ..events import EventType
 from ..store.base import HistoryQuery, SessionStatus
 from .clients import EndReason, Frame
-from .context import RateLimited, authorize, host_of, hub, json_response
+from .context import RateLimited, access, host_of, hub, json_response
 from .errors import HubError
 from .frames import frames_of
 from .ingest import parse_events
@@ -74,6 +74,7 @@ async def _json_body() -> Any:
 
 
 @blueprint.route("/healthz")
+@access("public")
 async def healthz() -> Response:
     """``GET /healthz``; ``epoch`` tells a publisher whether the hub records into its own
     store."""
@@ -89,33 +90,34 @@ async def healthz() -> Response:
 
 
 @blueprint.route(OPENAPI_PATH)
+@access("public")
 async def openapi() -> Response:
     """``GET /api/openapi.json``: this API as an OpenAPI 3.1 document (no token needed)."""
     return json_response(openapi_document(hub().config))
 
 
 @blueprint.route("/metrics")
+@access("read")
 async def metrics_text() -> Response:
     """``GET /metrics``: Prometheus text."""
     h = hub()
-    authorize(h, request.headers, request.args, request.cookies, request.scope, "read")
     return Response(prometheus(h), content_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 @blueprint.route("/api/streams/metrics")
+@access("read")
 async def metrics() -> Response:
     """``GET /api/streams/metrics``."""
     h = hub()
-    authorize(h, request.headers, request.args, request.cookies, request.scope, "read")
     return json_response(metrics_json(h))
 
 
 @blueprint.route("/api/streams", methods=["GET"])
+@access("read")
 async def list_streams() -> Response:
     """``GET /api/streams``: newest first, ``limit`` at a time from ``offset``; ``q``
     keeps those whose id or command contains it, ``status`` those in that state."""
     h = hub()
-    authorize(h, request.headers, request.args, request.cookies, request.scope, "read")
     limit = _int_arg("limit", 100, 1, MAX_LIST)
     status_text = request.args.get("status")
     status = None
@@ -171,10 +173,10 @@ async def list_streams() -> Response:
 
 
 @blueprint.route("/api/streams", methods=["POST"])
+@access("publish")
 async def create_stream() -> Response:
     """``POST /api/streams``."""
     h = hub()
-    authorize(h, request.headers, request.args, request.cookies, request.scope, "publish")
     body = await _json_body()
     if not isinstance(body, dict):
         raise HubError("body: expected an object")
@@ -198,28 +200,28 @@ async def create_stream() -> Response:
 
 
 @blueprint.route("/api/streams/<stream_id>", methods=["GET"])
+@access("read")
 async def get_stream(stream_id: str) -> Response:
     """``GET /api/streams/{id}``."""
     h = hub()
-    authorize(h, request.headers, request.args, request.cookies, request.scope, "read")
     stream = await h.broker.get_stream(stream_id, revive=False)
     return json_response(stream.describe())
 
 
 @blueprint.route("/api/streams/<stream_id>", methods=["DELETE"])
+@access("publish")
 async def delete_stream(stream_id: str) -> Response:
     """``DELETE /api/streams/{id}``: end it, then delete it."""
     h = hub()
-    authorize(h, request.headers, request.args, request.cookies, request.scope, "publish")
     await h.broker.delete_stream(stream_id)
     return json_response({"deleted": stream_id})
 
 
 @blueprint.route("/api/streams/<stream_id>/clients", methods=["GET"])
+@access("read")
 async def list_clients(stream_id: str) -> Response:
     """``GET /api/streams/{id}/clients``."""
     h = hub()
-    authorize(h, request.headers, request.args, request.cookies, request.scope, "read")
     stream = await h.broker.get_stream(stream_id, revive=False)
     return json_response(
         {"streamId": stream.id, "clients": [c.describe() for c in stream.clients.values()]}
@@ -227,10 +229,10 @@ async def list_clients(stream_id: str) -> Response:
 
 
 @blueprint.route("/api/streams/<stream_id>/clients/<client_id>", methods=["DELETE"])
+@access("publish")
 async def kick_client(stream_id: str, client_id: str) -> Response:
     """``DELETE /api/streams/{id}/clients/{client}``: close it with 4004."""
     h = hub()
-    authorize(h, request.headers, request.args, request.cookies, request.scope, "publish")
     stream = await h.broker.get_stream(stream_id, revive=False)
     client = h.broker.find_client(stream, client_id)
     client.end(EndReason.DISCONNECTED)
@@ -278,10 +280,10 @@ async def _history(
 
 
 @blueprint.route("/api/streams/<stream_id>/history")
+@access("read")
 async def history(stream_id: str) -> Response:
     """``GET /api/streams/{id}/history``: filtered, paged, gzipped when large."""
     h = hub()
-    authorize(h, request.headers, request.args, request.cookies, request.scope, "read")
     filters = query_filters(request.args)
     limit = _int_arg("limit", DEFAULT_HISTORY_LIMIT, 1, MAX_HISTORY_LIMIT)
     assert limit is not None
@@ -310,10 +312,10 @@ async def history(stream_id: str) -> Response:
 
 
 @blueprint.route("/api/streams/<stream_id>/replay/<client_id>", methods=["POST"])
+@access("publish")
 async def replay(stream_id: str, client_id: str) -> Response:
     """``POST /api/streams/{id}/replay/{client}``: send a client history."""
     h = hub()
-    authorize(h, request.headers, request.args, request.cookies, request.scope, "publish")
     body = await _json_body()
     if not isinstance(body, dict):
         raise HubError("body: expected an object")
@@ -335,10 +337,10 @@ async def replay(stream_id: str, client_id: str) -> Response:
 
 
 @blueprint.route("/api/streams/<stream_id>/events", methods=["POST"])
+@access("publish")
 async def publish(stream_id: str) -> Response:
     """``POST /api/streams/{id}/events``: one event or a list."""
     h = hub()
-    authorize(h, request.headers, request.args, request.cookies, request.scope, "publish")
     body = await _json_body()
     count = len(body) if isinstance(body, list) else 1
     if count > h.config.max_batch:
@@ -364,12 +366,12 @@ def _held_since(stream: Stream, now: float) -> int:
 
 
 @blueprint.route("/api/streams/<stream_id>/stats")
+@access("read")
 async def stats(stream_id: str) -> Response:
     """``GET /api/streams/{id}/stats``: event types and client activity, both over the
     ``startTime``/``endTime`` window (``clients`` is who is connected now), and the
     design's ``StreamStats``."""
     h = hub()
-    authorize(h, request.headers, request.args, request.cookies, request.scope, "read")
     filters = query_filters(request.args)
     stream = await h.broker.get_stream(stream_id, revive=False)
     await stream.wait_recorded(stream.last_offset)

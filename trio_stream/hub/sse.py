@@ -46,7 +46,7 @@ from .clients import (
     Item,
     Subscribed,
 )
-from .context import Hub, authorize, hub, remote_of
+from .context import Hub, access, hub, remote_of
 from .errors import Conflict
 from .protocol import (
     FILTER_KEYS,
@@ -346,12 +346,10 @@ def has_filters(args: Any) -> bool:
 
 
 @blueprint.route("/api/streams/<stream_id>/sse")
+@access("read", connection=True)
 async def sse(stream_id: str) -> Response:
     """``GET /api/streams/{id}/sse``."""
     h = hub()
-    authorize(
-        h, request.headers, request.args, request.cookies, request.scope, "read", connection=True
-    )
     filters = query_filters(request.args) if has_filters(request.args) else None
     options = _options(request.args, request.headers)
     shapes = wants_design(request.args)

@@ -24,7 +24,6 @@ import trio
 from quart import Blueprint, Response, websocket
 
 from . import design, patches
-from .auth import origin_allowed
 from .clients import (
     Client,
     ClientKind,
@@ -36,7 +35,7 @@ from .clients import (
     Item,
     Subscribed,
 )
-from .context import Hub, authorize, error_response, host_of, hub, remote_of
+from .context import Hub, access, host_of, hub, remote_of
 from .errors import HubError, NotFound
 from .ingest import parse_events
 from .protocol import (
@@ -171,26 +170,10 @@ class DesignEncoding:
 
 
 @blueprint.websocket("/api/streams/<stream_id>/ws")
+@access("read", connection=True)
 async def ws(stream_id: str) -> Response | None:
     """``/api/streams/{id}/ws``: a subscriber."""
     h = hub()
-    origin = websocket.headers.get("Origin")
-    if not origin_allowed(
-        origin, websocket.headers.get("Host"), h.config.cors_origins, websocket.scheme
-    ):
-        logger.warning(
-            "ws refused from %s: origin %s not allowed", host_of(websocket.scope), origin
-        )
-        return error_response(403, "forbidden_origin", f"origin {origin!r} is not allowed")
-    authorize(
-        h,
-        websocket.headers,
-        websocket.args,
-        websocket.cookies,
-        websocket.scope,
-        "read",
-        connection=True,
-    )
     options: ReplayOptions | None = None
     after = websocket.args.get("after")
     if after is not None:
@@ -303,6 +286,7 @@ async def _writer(
 
 
 @blueprint.websocket("/api/streams/<stream_id>/publish")
+@access("publish", connection=True)
 async def publish_ws(stream_id: str) -> Response | None:
     """Publishing over one WebSocket (``?create=1`` creates a missing stream).
 
@@ -315,20 +299,6 @@ async def publish_ws(stream_id: str) -> Response | None:
     after errors and is closed with 1000 once the stream ends.
     """
     h = hub()
-    origin = websocket.headers.get("Origin")
-    if not origin_allowed(
-        origin, websocket.headers.get("Host"), h.config.cors_origins, websocket.scheme
-    ):
-        return error_response(403, "forbidden_origin", f"origin {origin!r} is not allowed")
-    authorize(
-        h,
-        websocket.headers,
-        websocket.args,
-        websocket.cookies,
-        websocket.scope,
-        "publish",
-        connection=True,
-    )
     try:
         stream = await h.broker.get_stream(stream_id, reopen=True)
     except NotFound:
