@@ -251,3 +251,10 @@ async def test_slow_sse_client_is_cut_with_an_error_naming_its_last_offset(
     assert error["code"] == "slow_consumer"
     assert ids == list(range(len(ids))) and len(ids) < 2000
     assert error["lastOffset"] == ids[-1]
+
+
+async def test_last_n_has_the_websocket_bound(served: ServedHub, http: httpx.AsyncClient) -> None:
+    await create(http, "s", 1)
+    answer = await http.get("/api/streams/s/sse?lastN=100001")
+    assert answer.status_code == 400
+    assert answer.json()["error"] == {"code": "bad_replay", "message": "lastN: at most 100000"}

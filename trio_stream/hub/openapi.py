@@ -926,7 +926,9 @@ def _paths(config: HubConfig) -> dict[str, Any]:
                     },
                     _query("lastEventId", {"type": "string"}, "resume after this offset"),
                     _query(
-                        "lastN", {"type": "integer", "minimum": 1}, "start with the last N events"
+                        "lastN",
+                        {"type": "integer", "minimum": 1, "maximum": MAX_REPLAY},
+                        "start with the last N events",
                     ),
                     _query(
                         "fromTimestamp",

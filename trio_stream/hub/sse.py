@@ -50,6 +50,7 @@ from .context import Hub, access, hub, remote_of
 from .errors import Conflict
 from .protocol import (
     FILTER_KEYS,
+    MAX_REPLAY,
     EventFilter,
     ProtocolError,
     ReplayOptions,
@@ -298,6 +299,9 @@ def _options(args: Any, headers: Any) -> ReplayOptions | None:
 def _positive_int(text: str, where: str) -> int:
     if not text.isdigit() or int(text) < 1 or len(text) > 9:
         raise ProtocolError("bad_replay", f"{where}: expected a positive integer, got {text!r}")
+    if int(text) > MAX_REPLAY:
+        # The same bound as a WebSocket's replayOptions.lastN.
+        raise ProtocolError("bad_replay", f"{where}: at most {MAX_REPLAY}")
     return int(text)
 
 
