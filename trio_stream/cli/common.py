@@ -573,3 +573,16 @@ class EventPrinter:
             return
         self.writer.add_all(events)
         self.writer.flush()
+
+
+def valid_session_id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Check an ``--id`` (a click callback) before anything is opened: a bad one is a usage
+    error (status 2) in every command."""
+    if value is None:
+        return None
+    from ..store import InvalidSessionIdError, check_session_id
+
+    try:
+        return check_session_id(value)
+    except InvalidSessionIdError as exc:
+        raise click.BadParameter(str(exc)) from None

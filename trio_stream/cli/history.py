@@ -24,11 +24,9 @@ from ..durations import DURATION
 from ..events import Event, EventType, converter
 from ..store import (
     HistoryQuery,
-    InvalidSessionIdError,
     SessionInfo,
     SessionStatus,
     Store,
-    check_session_id,
 )
 from ..store.file import export_session, import_session
 from ..store.query import read_batches
@@ -47,6 +45,7 @@ from .common import (
     progress_option,
     run_with_store,
     store_option,
+    valid_session_id,
 )
 
 # -- formatting --------------------------------------------------------------------
@@ -332,17 +331,6 @@ def export(store_url: str | None, session: str, output: IO[bytes], progress: boo
     run_with_store(store_url, main)
 
 
-def _valid_id(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    """``--id``'s value, checked before the store is opened: a bad one is a usage error
-    (status 2), as with ``tstream run --id``."""
-    if value is None:
-        return None
-    try:
-        return check_session_id(value)
-    except InvalidSessionIdError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
 @click.command("import", short_help="Record a session from a file written by tstream export.")
 @store_option
 @click.argument("file", type=click.File("rb"))
@@ -350,7 +338,7 @@ def _valid_id(_ctx: click.Context, _param: click.Parameter, value: str | None) -
     "--id",
     "session_id",
     metavar="NAME",
-    callback=_valid_id,
+    callback=valid_session_id,
     help="Import under this session id.",
 )
 @progress_option

@@ -29,14 +29,12 @@ from ..session import (
 )
 from ..signals import FORWARDED, SignalQueue, forward_signals, handled_signals
 from ..store import (
-    InvalidSessionIdError,
     SessionExistsError,
     StoreError,
-    check_session_id,
     open_store,
 )
 from ..terminal import TerminalWriter
-from .common import color_option, echo_error, stderr_color
+from .common import color_option, echo_error, stderr_color, valid_session_id
 from .processing import build_pipeline, processor_options
 
 if TYPE_CHECKING:
@@ -67,15 +65,6 @@ class SignalName(click.ParamType):
             if found is not None:
                 return int(found)
         self.fail(f"unknown signal {value!r} (use a name such as TERM or INT, or a number)")
-
-
-def _check_id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        return check_session_id(value)
-    except InvalidSessionIdError as exc:
-        raise click.BadParameter(str(exc)) from None
 
 
 @click.command(
@@ -162,7 +151,7 @@ def _check_id(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     "--id",
     "session_id",
     metavar="NAME",
-    callback=_check_id,
+    callback=valid_session_id,
     help="Name the session: 1 to 64 of A-Z a-z 0-9 . _ - (default: generated from the "
     "time). An id already in use is refused with exit status 2.",
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from quart import Response, request, websocket
 from quart_trio import QuartTrio
@@ -73,26 +74,31 @@ def create_app(hub: Hub) -> QuartTrio:
             return response_for(ReadOnly())
         return None
 
-    @app.before_request
-    async def check_access() -> None:
-        """Check the token and the rate limits that the route declares (after the origin
-        and read-only checks above)."""
-        view = app.view_functions.get(request.endpoint or "")
-        if view is None or request.method == "OPTIONS":
-            return  # routing answers it (404, 405, the automatic OPTIONS)
-        declared = access_of(view)
+    def enforce_access(connection: Any) -> None:
+        """What the route of ``connection`` (Quart's ``request`` or ``websocket``)
+        declares: its token scope and rate limits, or a 403 when it declares nothing."""
+        view = app.view_functions.get(connection.endpoint or "")
+        declared = None if view is None else access_of(view)
         if declared is None:
             raise AuthError(403, "forbidden", "this route declares no access")
         if declared.needs != "public":
             authorize(
                 hub,
-                request.headers,
-                request.args,
-                request.cookies,
-                request.scope,
+                connection.headers,
+                connection.args,
+                connection.cookies,
+                connection.scope,
                 declared.needs,
                 connection=declared.connection,
             )
+
+    @app.before_request
+    async def check_access() -> None:
+        """Check the token and the rate limits that the route declares (after the origin
+        and read-only checks above)."""
+        if request.endpoint is None or request.method == "OPTIONS":
+            return  # routing answers it (404, 405, the automatic OPTIONS)
+        enforce_access(request)
 
     @app.before_websocket
     async def check_websocket() -> Response | None:
@@ -107,20 +113,7 @@ def create_app(hub: Hub) -> QuartTrio:
                 origin,
             )
             return error_response(403, "forbidden_origin", f"origin {origin!r} is not allowed")
-        view = app.view_functions.get(websocket.endpoint or "")
-        declared = None if view is None else access_of(view)
-        if declared is None:
-            raise AuthError(403, "forbidden", "this route declares no access")
-        if declared.needs != "public":
-            authorize(
-                hub,
-                websocket.headers,
-                websocket.args,
-                websocket.cookies,
-                websocket.scope,
-                declared.needs,
-                connection=declared.connection,
-            )
+        enforce_access(websocket)
         return None
 
     @app.after_request
