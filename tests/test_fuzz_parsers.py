@@ -11,7 +11,9 @@ from typing import Any
 
 import orjson
 import trio
-from hypothesis import HealthCheck, given, settings
+from fuzzing import FUZZ, FUZZ_OBJECTS
+from fuzzing import json_values as fuzzing_json_values
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trio_stream.events import (
@@ -29,25 +31,7 @@ from trio_stream.store.base import InvalidSessionIdError, SessionExistsError
 from trio_stream.store.file import SessionFileError, export_session, import_session
 from trio_stream.store.memory import MemoryStore
 
-FUZZ = settings(
-    max_examples=200,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-# Objects drawn from rich strategies cost more to make than to parse: fewer of them.
-FUZZ_OBJECTS = settings(FUZZ, max_examples=100)
-
-# What orjson decodes: integers within 64 bits (signed or not), finite floats.
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**63), 2**64 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
-    max_leaves=8,
-)
+json_values = fuzzing_json_values()
 event_names = st.sampled_from([t.value for t in EventType]) | st.text(max_size=12)
 field_names = st.sampled_from(
     ["source", "text", "eol", "line", "partial", "raw", "command", "exit_status", "name",

@@ -12,7 +12,9 @@ import itertools
 from typing import Any
 
 import orjson
-from hypothesis import HealthCheck, example, given, settings
+from fuzzing import FUZZ, FUZZ_OBJECTS
+from fuzzing import json_values as fuzzing_json_values
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from werkzeug.datastructures import MultiDict
 
@@ -32,26 +34,7 @@ from trio_stream.hub.protocol import (
 )
 from trio_stream.hub.sse import MAX_LINE, SSEParser, parse_offset, query_filters, sse_event
 
-FUZZ = settings(
-    max_examples=200,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-# Objects drawn from rich strategies cost more to make than to parse: fewer of them.
-FUZZ_OBJECTS = settings(FUZZ, max_examples=100)
-
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**63), 2**64 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=8,
-)
+json_values = fuzzing_json_values(st.text(max_size=20), st.text(max_size=8))
 event_types = st.sampled_from([t.value for t in EventType])
 # Filter values as clients get them wrong: the right kinds most of the time.
 filter_values = st.fixed_dictionaries(
