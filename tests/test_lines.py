@@ -1,5 +1,6 @@
 """The sans-IO line splitter."""
 
+import itertools
 import re
 
 from hypothesis import given, settings
@@ -83,17 +84,18 @@ def test_bytes_round_trip_exactly():
     assert b"".join(line.data for line in split_all([data])) == data
 
 
+def cut_at(data, cuts):
+    """``data`` cut at the sorted positions ``cuts`` (empty pieces included)."""
+    bounds = [0, *cuts, len(data)]
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]
+
+
 @st.composite
 def chunked(draw):
     alphabet = st.sampled_from([b"a", b"b", b"\n", b"\r", b"\xc3\xa9", b"\xff", b"\xe2\x82\xac"])
     data = b"".join(draw(st.lists(alphabet, max_size=200)))
     cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=20)))
-    chunks, prev = [], 0
-    for cut in cuts:
-        chunks.append(data[prev:cut])
-        prev = cut
-    chunks.append(data[prev:])
-    return data, chunks
+    return data, cut_at(data, cuts)
 
 
 @settings(max_examples=400, deadline=None)
@@ -163,12 +165,7 @@ def terminal_output(draw):
     pieces = [b"ab", b"\xc3\xa9", b"\r\n", b"\r\n", b"\r\n", b"\r", b"\n", b"\x0b", b"\xc2\x85"]
     data = b"".join(draw(st.lists(st.sampled_from([*pieces, b"\xff"]), max_size=60)))
     cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=8)))
-    chunks, prev = [], 0
-    for cut in cuts:
-        chunks.append(data[prev:cut])
-        prev = cut
-    chunks.append(data[prev:])
-    return data, chunks
+    return data, cut_at(data, cuts)
 
 
 @settings(max_examples=400, deadline=None)
