@@ -2,15 +2,15 @@
 
 :func:`serve_session` runs a hub (:func:`~trio_stream.hub.server.serve_hub`, the same
 protocol and transports as ``tstream serve``) in the caller's nursery, on a private Unix
-socket and on any ``listen`` addresses, with one stream: the session. A bridge task follows
-the session's log and publishes its events into the hub's stream at the offsets the
-session gave them, so that every client sees the session's own offsets. The session is
+socket and on any ``listen`` addresses, with one stream: the session, fed by the session's
+own log (:class:`RunFeed`, a fed stream of :mod:`trio_stream.hub.feeds`), so that every
+client sees the session's own offsets. The session is
 registered (:mod:`trio_stream.registry`) for ``tstream attach`` to find, and the socket
 and registration are removed when it ends.
 
 The hub reads history from the session's own store through :class:`SessionView`, which
-answers for that one session, leaves recording to the session (the hub's recorder only
-waits until the session has recorded what it holds) and never changes the store.
+answers for that one session and never changes the store; recording is the session's (the
+hub only waits until the session has recorded what its clients may ask the store for).
 
 Serving is the session's guest: it never slows the command (the bridge follows the log
 without flow control and, should it fall behind the log's memory, reads the rest from the
@@ -28,7 +28,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, Final, final
@@ -37,7 +37,7 @@ import attrs
 import trio
 
 from .batches import EventRuns
-from .events import Event, SessionEnded
+from .events import Event
 from .groups import single
 from .hub.config import HubConfig, HubConfigError, Listen, TokenSpec
 from .hub.errors import HubError
@@ -84,7 +84,6 @@ class SessionView:
         self._store = store
         self._id = session_id
         self._changes: dict[str, Any] = {}
-        self.session_done = False
 
     @property
     def epoch(self) -> str:
@@ -127,12 +126,7 @@ class SessionView:
         raise HubError(f"session {session_id} is running: it cannot be deleted here")
 
     async def append(self, session_id: str, events: Sequence[Event]) -> None:
-        self._check(session_id)
-        if not events:
-            return
-        target = events[-1].offset
-        while not self.session_done and await self._store.last_offset(session_id) < target:
-            await trio.sleep(RECORDED_POLL)
+        raise HubError(f"session {self._id} is recorded by its run only")
 
     async def read(self, session_id: str, query: HistoryQuery = HistoryQuery()) -> list[Event]:
         self._check(session_id)
@@ -218,6 +212,7 @@ async def serve_session(
         HubConfigError: an address cannot be bound, or is exposed without a token.
         RegistryError: the runtime directory is not private.
     """
+    from .hub.feeds import StreamPolicy
     from .hub.server import serve_hub
 
     addresses = list(listen)
@@ -247,14 +242,17 @@ async def serve_session(
     view = SessionView(own, session.session_id) if own is not None else None
     store: Any = view if view is not None else MemoryStore()
     async with trio.open_nursery() as nursery:
-        served = await nursery.start(serve_hub, config, store)
+        # With a store, the hub's stream is fed by the session (started when a client first
+        # follows it); without one, the hub records what a bridge publishes into it.
+        policy = StreamPolicy.fed_by(RunFeed(session.log, own)) if own is not None else None
+        served = await nursery.start(partial(serve_hub, config, store, policy=policy))
         broker = served.hub.broker
         try:
             if view is None:
                 await broker.create_stream(session.session_id)
                 bridge = partial(_bridge, session.log, broker)
             else:
-                bridge = partial(_bridge_on_demand, session.log, broker, view, own)
+                bridge = partial(_until_closed, session.log)
             if sock is None:
                 result = ServedSession(session.session_id, None, served.urls, None)
                 task_status.started(result)
@@ -391,41 +389,57 @@ async def _bridge(log: SessionLog, broker: Any) -> None:
         await broker.publish_runs(log.session_id, batch.events)
 
 
-async def _bridge_on_demand(log: SessionLog, broker: Any, view: SessionView, store: Store) -> None:
-    """Feed the hub's stream of the session only while it is live.
+@final
+class RunFeed:
+    """The source of the hub's stream of a running session (a fed stream, see
+    :mod:`trio_stream.hub.feeds`): the session's log, and its store for what the log no
+    longer holds. The session records; nobody publishes into it through the hub.
 
     The hub starts the stream when a client first follows the session, at the offset after
-    what the store holds (older events are history, read from the store), and keeps it
-    while it has clients. A session nobody follows costs nothing more than its recording.
+    what the store holds (older events are history, read from the store), so a session
+    nobody follows costs nothing more than its recording.
+
+    Args:
+        log: the session's log.
+        store: the session's store.
     """
-    sid = log.session_id
-    try:
+
+    def __init__(self, log: SessionLog, store: Store) -> None:
+        self.log = log
+        self.store = store
+
+    async def follow(self, stream_id: str, after: int) -> AsyncIterator[EventRuns]:
+        log = self.log
         while True:
-            stream = broker.streams.get(sid)
-            target = None if stream is None else stream.log
-            if target is not None and not target.closed and target.next_offset < log.next_offset:
-                after = target.next_offset - 1
+            if log.last_offset > after:
                 held = log.since(after)
                 events = held.events
                 if not held.complete:
                     # Fell behind the log's memory: the store has (or soon has) the rest.
-                    missing = await _from_store(store, sid, after, events.first_offset)
+                    missing = await _from_store(self.store, stream_id, after, events.first_offset)
                     events = EventRuns([missing, *events.runs])
-                await broker.publish_runs(sid, events)
-                continue
-            if log.closed and (target is None or target.closed):
+                yield events
+                after = events.last_offset
+            elif log.closed:
                 return
-            if log.closed and stream is not None:
-                # Started after the session ended, from a store that had it all.
-                ended = log.since(log.last_offset - 1).events[-1].data
-                await broker.end_stream(stream, ended if isinstance(ended, SessionEnded) else None)
-                continue
-            # Woken by the session's next events, or soon after, to see whether a client
-            # has made the hub start the stream.
-            with trio.move_on_after(RECORDED_POLL):
-                await log.wait_after(log.last_offset)
-    finally:
-        view.session_done = True
+            else:
+                await log.wait_after(after)
+
+    async def wait_stored(self, stream_id: str, offset: int) -> None:
+        # Once the session has ended, its recorder has written what it could.
+        while not self.log.closed and await self.store.last_offset(stream_id) < offset:
+            await trio.sleep(RECORDED_POLL)
+
+    async def place(self, log: SessionLog, events: Sequence[Event], given: Sequence[bool]) -> Any:
+        raise HubError(f"session {self.log.session_id} is published by its run only")
+
+    async def place_runs(self, log: SessionLog, events: EventRuns) -> Any:
+        raise HubError(f"session {self.log.session_id} is published by its run only")
+
+
+async def _until_closed(log: SessionLog) -> None:
+    while not log.closed:
+        await log.wait_after(log.last_offset)
 
 
 async def _from_store(store: Store, session_id: str, after: int, before: int) -> Sequence[Event]:

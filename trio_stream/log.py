@@ -1,9 +1,16 @@
 """The live, ordered event log of one session: the single place offsets are assigned.
 
-Everything that produces events for a session (the line readers, processors, the publisher
-API) calls :meth:`SessionLog.append`, which is synchronous: offsets are dense and their
-order is the order of the calls. Everything that consumes events (the recorder, the
-terminal printer, the hub's subscribers, ``tstream attach``) follows the log from an offset.
+Everything that produces events for a session goes through the log's placement: the line
+readers, processors and the publisher API call :meth:`SessionLog.append` (or
+:meth:`SessionLog.append_built` for a batch built at the offset the log gives it), and
+publishers from outside, which may give offsets of their own, call :meth:`SessionLog.place`
+or :meth:`SessionLog.place_runs`, where duplicates are skipped and gaps refused. Placement is
+synchronous in this log (offsets are dense and their order is the order of the calls); the
+``place`` operations are awaitable so that a log kept elsewhere (a shared store that assigns
+offsets itself, see :mod:`trio_stream.hub.feeds`) can serve in its place. Nobody outside the
+log reads :attr:`SessionLog.next_offset` to place events. Everything that consumes events
+(the recorder, the terminal printer, the hub's subscribers, ``tstream attach``) follows the
+log from an offset.
 
 The log keeps the last ``history`` events in memory for live subscribers. A subscriber that
 asks for an offset the log no longer holds is told so (:attr:`Since.complete` is False) and
@@ -21,14 +28,16 @@ of captured lines) whose events are built only when someone reads them one by on
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Final, final
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import Final, TypeVar, final
 
 import attrs
 import trio
 
 from .batches import EventBatch, EventRuns, RowEvents
-from .events import Event
+from .events import Event, EventType
+
+_B = TypeVar("_B", bound=Sequence[Event])
 
 DEFAULT_HISTORY: Final = 10_000
 DEFAULT_RECORD_BACKLOG: Final = 100_000
@@ -43,9 +52,45 @@ class Since:
     complete: bool
 
 
+class PlacementError(ValueError):
+    """Events that cannot be placed: an event after ``session_ended``, runs placed
+    elsewhere. The message names the event (``events[3]``) or offset."""
+
+
 @final
+class OffsetGapError(PlacementError):
+    """Given offsets would leave a gap after :attr:`last_offset`; the publisher resumes
+    after it."""
+
+    def __init__(self, message: str, last_offset: int) -> None:
+        super().__init__(message)
+        self.last_offset = last_offset
+
+
+@final
+@attrs.frozen
+class Placement:
+    """What a placement did.
+
+    Attributes:
+        events: the events placed (with session and offset set).
+        duplicates: given offsets the log already held, skipped.
+        first_offset: the offset of the first event placed (None when none was).
+        last_offset: the log's newest offset after the placement.
+        ended: the ``session_ended`` event placed, if one was.
+    """
+
+    events: Sequence[Event]
+    duplicates: int
+    first_offset: int | None
+    last_offset: int
+    ended: Event | None = None
+
+
 class SessionLog:
     """The ordered, in-memory event log of one session.
+
+    The hub's streams fed from elsewhere subclass it (:class:`trio_stream.hub.feeds.FedLog`).
 
     Args:
         session_id: the session the events belong to.
@@ -153,6 +198,63 @@ class SessionLog:
             else:
                 self.append(run)
 
+    def append_built(self, build: Callable[[str, int], _B]) -> _B:
+        """Append what ``build(session_id, first_offset)`` makes at the next offset (a
+        producer building its events, or a batch of columns, for the offset the log gives
+        them), and wake every follower.
+
+        Returns:
+            What ``build`` made.
+        """
+        built = build(self.session_id, self.next_offset)
+        if isinstance(built, EventBatch):
+            self.append_batch(built)
+        else:
+            self.append(built)
+        return built
+
+    async def place(self, events: Sequence[Event], given: Sequence[bool]) -> Placement:
+        """Place events from a publisher that may give their offsets.
+
+        An event whose offset is given (``given[i]``) and already in the log is a
+        duplicate and skipped; one beyond the next offset is a gap. Nothing may follow
+        ``session_ended``.
+
+        Raises:
+            OffsetGapError: for a gap (nothing is placed).
+            PlacementError: for an event after ``session_ended``.
+            trio.ClosedResourceError: when the log has closed.
+        """
+        if self._closed:
+            raise trio.ClosedResourceError(f"session {self.session_id} has ended")
+        keep, duplicates, ended = plan_placement(events, given, self.next_offset)
+        first = self.next_offset if keep else None
+        placed = self.append(keep) if keep else []
+        return Placement(placed, duplicates, first, self.last_offset, placed[-1] if ended else None)
+
+    async def place_runs(self, events: EventRuns) -> Placement:
+        """:meth:`place` for events all placed already (another log's, handed on):
+        batches of lines and stored rows are kept as they are, not built one by one.
+
+        Raises:
+            As :meth:`place`.
+        """
+        return self.place_runs_now(events)
+
+    def place_runs_now(self, events: EventRuns) -> Placement:
+        """:meth:`place_runs`, synchronously (for a follower that feeds this log)."""
+        if self._closed:
+            raise trio.ClosedResourceError(f"session {self.session_id} has ended")
+        fresh, duplicates, ended = plan_runs(events, self.next_offset)
+        if not len(fresh):
+            return Placement([], duplicates, None, self.last_offset)
+        first = self.next_offset
+        try:
+            self.append_runs(fresh)
+        except ValueError as exc:
+            raise PlacementError(str(exc)) from None
+        return Placement(fresh, duplicates, first, self.last_offset, ended)
+
     def _add(self, run: Sequence[Event]) -> None:
         count = len(run)
         runs = self._runs
@@ -253,6 +355,64 @@ class SessionLog:
     async def wait_recorded_room(self) -> None:
         """Producers call this after appending: flow control behind a slow recorder."""
         await self._recorded_room.wait()
+
+
+def plan_placement(
+    events: Sequence[Event], given: Sequence[bool], next_offset: int
+) -> tuple[list[Event], int, Event | None]:
+    """Which of a publisher's events a log whose next offset is ``next_offset`` takes.
+
+    Returns:
+        The events to place, the duplicates skipped, and the ``session_ended`` among them.
+
+    Raises:
+        OffsetGapError, PlacementError: as :meth:`SessionLog.place`.
+    """
+    keep: list[Event] = []
+    duplicates = 0
+    ended: Event | None = None
+    for index, (event, has_offset) in enumerate(zip(events, given, strict=True)):
+        if has_offset:
+            if event.offset < next_offset:
+                duplicates += 1
+                continue
+            if event.offset > next_offset:
+                raise OffsetGapError(
+                    f"events[{index}].offset: {event.offset} leaves a gap after "
+                    f"{next_offset - 1}; resume after lastOffset",
+                    next_offset - 1 - len(keep),
+                )
+        if ended is not None:
+            raise PlacementError(f"events[{index}]: no event may follow session_ended")
+        if event.type is EventType.SESSION_ENDED:
+            ended = event
+        keep.append(event)
+        next_offset += 1
+    return keep, duplicates, ended
+
+
+def plan_runs(events: EventRuns, next_offset: int) -> tuple[EventRuns, int, Event | None]:
+    """:func:`plan_placement` for runs all placed already.
+
+    Returns:
+        The runs to place, the duplicates skipped, and the ``session_ended`` among them.
+    """
+    last = next_offset - 1
+    if not len(events):
+        return events, 0, None
+    if events.first_offset > next_offset:
+        raise OffsetGapError(
+            f"offset {events.first_offset} leaves a gap after {last}; resume after lastOffset",
+            last,
+        )
+    fresh = events.after(last)
+    duplicates = len(events) - len(fresh)
+    if not len(fresh):
+        return fresh, duplicates, None
+    ended = next((e for e in fresh.others() if e.type is EventType.SESSION_ENDED), None)
+    if ended is not None and ended.offset != fresh.last_offset:
+        raise PlacementError(f"offset {ended.offset + 1}: no event may follow session_ended")
+    return fresh, duplicates, ended
 
 
 def _part(run: Sequence[Event], start: int) -> Sequence[Event]:

@@ -123,11 +123,10 @@ class Publisher:
                 return []
             types = [t for t, _ in kept]
             payloads = [p for _, p in kept]
-        log = self.log
-        events = placed_events(
-            types, payloads, log.session_id, log.next_offset, time.time() if ts is None else ts
+        stamp = time.time() if ts is None else ts
+        return self.log.append_built(
+            lambda sid, first: placed_events(types, payloads, sid, first, stamp)
         )
-        return log.append(events)
 
     def publish_documents(
         self,
@@ -156,23 +155,15 @@ class Publisher:
             raise ValueError(f"{len(line_numbers)} line numbers for {len(texts)} texts")
         if not texts:
             return []
-        log = self.log
-        batch = DocumentBatch(
-            log.session_id,
-            log.next_offset,
-            time.time() if ts is None else ts,
-            source,
-            texts,
-            line_numbers,
-            typed,
-        )
+        stamp = time.time() if ts is None else ts
         if self.drop_types:
-            events = list(batch)
+            events = list(DocumentBatch("", 0, stamp, source, texts, line_numbers, typed))
             return self.publish_payloads(
-                [e.type for e in events], [e.data for e in events], ts=batch.ts
+                [e.type for e in events], [e.data for e in events], ts=stamp
             )
-        log.append_batch(batch)
-        return batch
+        return self.log.append_built(
+            lambda sid, first: DocumentBatch(sid, first, stamp, source, texts, line_numbers, typed)
+        )
 
     def publish_status(
         self, status: str, *, kind: str = "status", message: str | None = None

@@ -522,13 +522,15 @@ class Session:
             if self._cursors:
                 await self._wait_followers()
             first_line = self._line_no
-            first_offset = log.next_offset
             self._line_no += len(part)
-            log.append_batch(
-                OutputBatch(log.session_id, first_offset, ts, source, first_line, part)
+            batch = log.append_built(
+                lambda sid, first, line=first_line, part=part: OutputBatch(
+                    sid, first, ts, source, line, part
+                )
             )
             await log.wait_recorded_room()
             if self._feeds:
+                first_offset = batch.first_offset
                 offsets = range(first_offset, first_offset + len(part))
                 batch = LineBatch(source, first_line, part, ts, offsets)
                 for feed in self._feeds:

@@ -85,6 +85,20 @@ def check_hub_url(url: str) -> str:
     return parse_hub_address(url).text
 
 
+def check_hub_urls(urls: str | Sequence[str]) -> tuple[str, ...]:
+    """Check one or more hub addresses (a sequence, or one string of addresses separated
+    by commas): the hubs a publisher tries in turn.
+
+    Raises:
+        ValueError: naming what is wrong, or when there is none.
+    """
+    given = [urls] if isinstance(urls, str) else list(urls)
+    hubs = tuple(check_hub_url(u.strip()) for text in given for u in text.split(",") if u.strip())
+    if not hubs:
+        raise ValueError("no hub address given")
+    return hubs
+
+
 @final
 @attrs.frozen
 class Backoff:
@@ -193,14 +207,14 @@ class UplinkOptions:
     """How ``tstream run --hub`` publishes its session.
 
     Attributes:
-        hub: the hub's address.
+        hub: the hubs' addresses, tried in turn (hubs sharing one store).
         token: a bearer token with the ``publish`` scope.
         flush_timeout: seconds the end of the run waits for the hub to have everything.
         notices: ``auto`` (problems always, link lost/back only when stderr is a
             terminal), ``always`` or ``never``.
     """
 
-    hub: str = attrs.field(converter=check_hub_url)
+    hub: tuple[str, ...] = attrs.field(converter=check_hub_urls)
     token: str | None = None
     flush_timeout: float = DEFAULT_FLUSH_TIMEOUT
     notices: str = attrs.field(
@@ -244,7 +258,9 @@ class Uplink:
     """Publishes one session to a hub; run :meth:`run` beside the session.
 
     Args:
-        hub: the hub's address (see :func:`check_hub_url`).
+        hub: the hub's address (see :func:`check_hub_url`), or several (hubs sharing one
+            store, see :func:`check_hub_urls`): a lost link is tried again with the next,
+            and the publisher resumes there from the offset that hub acknowledges.
         log: the session's log.
         store: the store the session is recorded in, read when the log no longer holds
             what the hub lacks (None: events the log dropped cannot be sent).
@@ -266,7 +282,7 @@ class Uplink:
 
     def __init__(
         self,
-        hub: str,
+        hub: str | Sequence[str],
         log: SessionLog,
         *,
         store: Store | None = None,
@@ -279,7 +295,8 @@ class Uplink:
         ack_timeout: float = ACK_TIMEOUT,
         rng: random.Random | None = None,
     ) -> None:
-        self.hub = check_hub_url(hub)
+        self.hubs = check_hub_urls(hub)
+        self._hub_index = 0
         self.log = log
         self.store = store
         self.token = token
@@ -296,7 +313,7 @@ class Uplink:
         self.connections = 0
         self._ever_connected = False
         self._sent_since_connect = False
-        self._store_checked = False
+        self._store_checked: set[str] = set()
         self._lost_noticed = False
         self._done = trio.Event()
         self._hurry = trio.Event()
@@ -304,6 +321,11 @@ class Uplink:
         self._scope = trio.CancelScope()
         self._flush_scope = trio.CancelScope()
         self._cut_short = False
+
+    @property
+    def hub(self) -> str:
+        """The address of the hub in use (or tried next)."""
+        return self.hubs[self._hub_index]
 
     @property
     def delivered(self) -> bool:
@@ -355,7 +377,13 @@ class Uplink:
                     failures = 0
                 failures += 1
                 self._lost(str(exc))
-            with trio.move_on_after(self.backoff.delay(failures, self.rng)):
+            if len(self.hubs) > 1:
+                # The next hub at once; a wait only once every hub has been tried.
+                self._hub_index = (self._hub_index + 1) % len(self.hubs)
+                if failures % len(self.hubs):
+                    continue
+            rounds = max(1, failures // len(self.hubs))
+            with trio.move_on_after(self.backoff.delay(rounds, self.rng)):
                 await self._hurry.wait()
 
     async def finish(self, timeout: float | None = None) -> bool:
@@ -409,7 +437,7 @@ class Uplink:
         """
         self._sent_since_connect = False
         with trio.CancelScope(deadline=trio.current_time() + self.connect_timeout) as scope:
-            if not self._store_checked:
+            if self.hub not in self._store_checked:
                 await self._check_store()
             try:
                 async with open_publisher(self.hub, self.log.session_id, token=self.token) as pub:
@@ -433,13 +461,13 @@ class Uplink:
         """Refuse a hub that records into this session's own store: the session is there
         already, and two recorders of one session in one store would collide."""
         if self.store is None:
-            self._store_checked = True
+            self._store_checked.add(self.hub)
             return
         try:
             epoch = await hub_epoch(self.hub)
         except (OSError, HubClientError) as exc:
             raise _LinkLost(_describe(exc)) from None
-        self._store_checked = True
+        self._store_checked.add(self.hub)
         if epoch == self.store.epoch:
             raise _Refused(
                 "refused (the hub records into this run's own store, where the session is "

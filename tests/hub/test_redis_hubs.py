@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -31,8 +33,11 @@ def redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
-async def start_serve(store_url: str, nursery: trio.Nursery) -> str:
-    """Start ``tstream serve`` on a free loopback port; return its base URL."""
+async def start_serve(
+    store_url: str, nursery: trio.Nursery, keep: list[trio.Process] | None = None
+) -> str:
+    """Start ``tstream serve`` on a free loopback port; return its base URL (and put the
+    process in ``keep``)."""
     process: trio.Process = await nursery.start(
         lambda task_status: trio.run_process(
             [*TSTREAM, "serve", "--listen", "127.0.0.1:0", "--store", store_url],
@@ -42,6 +47,8 @@ async def start_serve(store_url: str, nursery: trio.Nursery) -> str:
         )
     )
     assert process.stderr is not None
+    if keep is not None:
+        keep.append(process)
     seen = b""
     with trio.fail_after(15):
         while b"listening on http" not in seen:
@@ -120,7 +127,7 @@ async def test_a_redis_outage_is_a_503_and_the_hub_serves_again_after_it(
         nursery.cancel_scope.cancel()
 
 
-async def test_events_acknowledged_while_redis_restarts_are_recorded_when_it_is_back(
+async def test_a_publish_while_redis_restarts_is_a_503_and_nothing_acknowledged_is_lost(
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:
     redis = RedisServer(tmp_path / "redis", free_port())
@@ -134,14 +141,22 @@ async def test_events_acknowledged_while_redis_restarts_are_recorded_when_it_is_
                 sent = [output(f"line {i}") for i in range(5)]
                 assert (await http.post("/api/streams/s/events", json=sent[:3])).status_code == 200
                 redis.stop()
-                # The hub holds what it acknowledged and keeps trying to record it.
-                answer = await http.post("/api/streams/s/events", json=sent[3:])
-                assert answer.json()["lastOffset"] == 4
+                # Acknowledged means stored in Redis: while it is down, the publisher is
+                # told to try again, within the store's timeout.
+                with trio.fail_after(5):
+                    answer = await http.post("/api/streams/s/events", json=sent[3:])
+                assert answer.status_code == 503
+                assert answer.json()["error"]["code"] == "store_error"
                 redis.start(*durable)
+                with trio.fail_after(10):
+                    while True:
+                        answer = await http.post("/api/streams/s/events", json=sent[3:])
+                        if answer.status_code == 200:
+                            break
+                        assert answer.status_code == 503
+                        await trio.sleep(0.1)
+                assert answer.json()["lastOffset"] == 4
                 async with open_store(redis.url) as check:
-                    with trio.fail_after(10):
-                        while await check.last_offset("s") < 4:
-                            await trio.sleep(0.05)
                     texts = [e.data.text for e in await check.read("s")]
                 assert texts == [f"line {i}" for i in range(5)]
             nursery.cancel_scope.cancel()
@@ -149,7 +164,7 @@ async def test_events_acknowledged_while_redis_restarts_are_recorded_when_it_is_
         redis.stop()
 
 
-async def test_a_hub_whose_offsets_another_hub_took_reopens_the_stream_from_redis(
+async def test_two_hubs_publishing_into_one_session_take_turns_in_redis(
     redis: RedisServer, nursery: trio.Nursery
 ) -> None:
     async with open_store(redis.url) as store_a, open_store(redis.url) as store_b:
@@ -160,23 +175,170 @@ async def test_a_hub_whose_offsets_another_hub_took_reopens_the_stream_from_redi
             httpx.AsyncClient(base_url=hub_a.urls[0], timeout=10) as a,
             httpx.AsyncClient(base_url=hub_b.urls[0], timeout=10) as b,
         ):
-            # B holds the stream live; A reopens it from Redis and records offset 0 first.
             assert (await b.post("/api/streams", json={"id": "s"})).status_code == 201
-            await a.post("/api/streams/s/events", json=[output("from a")])
+
+            async def publish(client: httpx.AsyncClient, name: str) -> list[int]:
+                firsts = []
+                for i in range(20):
+                    batch = [output(f"{name} {i}.{j}") for j in range(5)]
+                    answer = await client.post("/api/streams/s/events", json=batch)
+                    assert answer.status_code == 200, answer.text
+                    firsts.append(answer.json()["firstOffset"])
+                return firsts
+
+            taken: dict[str, list[int]] = {}
+
+            async def run(client: httpx.AsyncClient, name: str) -> None:
+                taken[name] = await publish(client, name)
+
+            async with trio.open_nursery() as both:
+                both.start_soon(run, a, "a")
+                both.start_soon(run, b, "b")
+            # Every batch got its own five offsets: none reused, none skipped.
+            starts = sorted(taken["a"] + taken["b"])
+            assert starts == list(range(0, 200, 5))
+            events = await store_a.read("s")
+            assert [e.offset for e in events] == list(range(200))
+            for name in "ab":
+                mine = [e.data.text for e in events if e.data.text.startswith(name)]
+                assert mine == [f"{name} {i}.{j}" for i in range(20) for j in range(5)]
+            # Both hubs serve the same history.
+            for client in (a, b):
+                history = (await client.get("/api/streams/s/history", params={"limit": 500}))
+                assert [e["offset"] for e in history.json()["events"]] == list(range(200))
+        nursery.cancel_scope.cancel()
+
+
+async def test_what_one_hub_takes_live_reaches_the_clients_of_another(
+    redis: RedisServer, nursery: trio.Nursery
+) -> None:
+    async with open_store(redis.url) as store_a, open_store(redis.url) as store_b:
+        config = HubConfig(listen=(Listen(port=0),), tick=0.005)
+        hub_a = await nursery.start(serve_hub, config, store_a)
+        hub_b = await nursery.start(serve_hub, config, store_b)
+        async with (
+            httpx.AsyncClient(base_url=hub_a.urls[0], timeout=10) as a,
+            httpx.AsyncClient(base_url=hub_b.urls[0], timeout=10) as b,
+        ):
+            assert (await a.post("/api/streams", json={"id": "s"})).status_code == 201
+            await a.post("/api/streams/s/events", json=[output("before")])
+            ws_b = hub_b.urls[0].replace("http://", "ws://") + "/api/streams/s/ws"
+            sse_messages: list[str] = []
+            sse_open = trio.Event()
+
+            async def follow_sse() -> None:
+                parser = SSEParser()
+                async with b.stream("GET", "/api/streams/s/sse?lastN=1") as sse:
+                    sse_open.set()
+                    async for chunk in sse.aiter_bytes():
+                        for message in parser.feed(chunk):
+                            event = orjson.loads(message.data) if message.data else {}
+                            if message.event == "stream_event" and event["type"] == "output":
+                                sse_messages.append(event["data"]["text"])
+                            if message.event == "end":
+                                return
+
+            async with open_websocket_url(ws_b) as ws, trio.open_nursery() as clients:
+                await receive(ws)
+                await ws.send_message(
+                    orjson.dumps({"type": "subscribe", "replayOptions": {"lastN": 1}}).decode()
+                )
+                assert (await receive(ws))["type"] == "subscribed"
+                clients.start_soon(follow_sse)
+                await sse_open.wait()
+                # A long poll on B waits for what A takes next.
+                poll = clients.start_soon
+                polled: list[dict] = []
+
+                async def long_poll() -> None:
+                    answer = await b.get("/api/streams/s/poll", params={"after": 0, "timeout": 10})
+                    polled.extend(answer.json()["events"])
+
+                poll(long_poll)
+                for i in range(3):
+                    answer = await a.post("/api/streams/s/events", json=[output(f"live {i}")])
+                    assert answer.status_code == 200
+                await a.post(
+                    "/api/streams/s/events",
+                    json=[{"type": "session_ended", "data": {"exit_status": 0}}],
+                )
+                with trio.fail_after(10):
+                    texts = await texts_until_end(ws)
+            assert texts == ["before", "live 0", "live 1", "live 2", "session_ended"]
+            assert sse_messages == ["before", "live 0", "live 1", "live 2"]
+            assert polled and polled[0]["offset"] == 1
+            # B learns the end from the store: the stream is completed there too.
             with trio.fail_after(10):
-                while await store_a.last_offset("s") < 0:
+                while (await b.get("/api/streams/s")).json()["status"] != "completed":
                     await trio.sleep(0.05)
-            # B places its event at offset 0 too: Redis refuses it, and B lets the stream go
-            # instead of retrying for ever.
-            await b.post("/api/streams/s/events", json=[output("from b")])
-            with trio.fail_after(10):
-                while (await b.get("/api/streams/s")).json()["live"]:
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_run_publishing_to_a_hub_killed_mid_stream_resumes_on_the_next(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    """``run --hub A,B``: A is killed (-9) mid-stream, the run goes on into B, and a client
+    of B that followed from the start sees every line once, in order."""
+    lines = 3000
+    script = f"for i in $(seq 1 {lines}); do echo line $i; [ $i = 1000 ] && sleep 1; done; true"
+    async with trio.open_nursery() as nursery:
+        process_a: list[trio.Process] = []
+
+        async def serve_a(task_status: trio.TaskStatus[str]) -> None:
+            url = await start_serve(redis.url, nursery, keep=process_a)
+            task_status.started(url)
+
+        hub_a = await nursery.start(serve_a)
+        hub_b = await start_serve(redis.url, nursery)
+        run = await trio.lowlevel.open_process(
+            [
+                *TSTREAM,
+                "run",
+                "--no-serve",
+                "--quiet",
+                "--id",
+                "moving",
+                "--hub",
+                f"{hub_a},{hub_b}",
+                "--hub-flush-timeout",
+                "30",
+                "--",
+                "sh",
+                "-c",
+                script,
+            ],
+            env={**os.environ, "TSTREAM_STORE": f"sqlite://{tmp_path / 'run.db'}"},
+        )
+        async with httpx.AsyncClient(base_url=hub_b, timeout=10) as b:
+            with trio.fail_after(20):
+                while (await b.get("/api/streams/moving")).status_code != 200:
                     await trio.sleep(0.05)
-            answer = await b.post("/api/streams/s/events", json=[output("from b again")])
-            assert answer.json()["firstOffset"] == 1
-            with trio.fail_after(10):
-                while await store_b.last_offset("s") < 1:
-                    await trio.sleep(0.05)
-            texts = [e.data.text for e in await store_b.read("s")]
-            assert texts == ["from a", "from b again"]
+            ws_b = hub_b.replace("http://", "ws://") + "/api/streams/moving/ws"
+            async with open_websocket_url(ws_b) as ws:
+                await receive(ws)
+                subscribe = {"type": "subscribe", "replayOptions": {"fromOffset": -1}}
+                await ws.send_message(orjson.dumps(subscribe).decode())
+                assert (await receive(ws))["type"] == "subscribed"
+                offsets: list[int] = []
+                texts: list[str] = []
+                killed = False
+                with trio.fail_after(60):
+                    while True:
+                        message = await receive(ws)
+                        if message["type"] == "end":
+                            break
+                        if message["type"] != "event":
+                            continue
+                        for event in message["events"]:
+                            offsets.append(event["offset"])
+                            if event["type"] == "output":
+                                texts.append(event["data"]["text"])
+                        if not killed and len(texts) >= 500:
+                            process_a[0].send_signal(signal.SIGKILL)
+                            killed = True
+        with trio.fail_after(30):
+            await run.wait()
+        assert killed and run.returncode == 0
+        assert offsets == list(range(len(offsets)))
+        assert texts == [f"line {i}" for i in range(1, lines + 1)]
         nursery.cancel_scope.cancel()

@@ -183,7 +183,8 @@ class SignalName(click.ParamType):
     show_envvar=True,
     help="Also publish the session to the tstream serve at URL (http://HOST:PORT or "
     "unix:PATH). A hub that is down or drops never stops the run: events are sent when "
-    "it is back.",
+    "it is back. Several URLs separated by commas (hubs sharing one Redis store) are "
+    "tried in turn, and publishing resumes on the next one.",
 )
 @click.option(
     "--hub-flush-timeout",

@@ -21,7 +21,8 @@ import os
 import secrets
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from functools import partial
 from typing import Any, Final, final
 
 import attrs
@@ -30,7 +31,7 @@ import trio
 from ..batches import EventRuns
 from ..events import Event, EventType, SessionEnded, SessionStarted
 from ..ids import new_session_id
-from ..log import SessionLog
+from ..log import OffsetGapError, Placement, PlacementError, SessionLog
 from ..store.base import (
     HistoryQuery,
     SessionExistsError,
@@ -56,6 +57,7 @@ from .errors import (
     StreamRestarting,
     TooManyClients,
 )
+from .feeds import FedLog, StreamPolicy
 from .streams import Stream
 
 logger = logging.getLogger("trio_stream.hub")
@@ -88,12 +90,23 @@ class Broker:
         store: where sessions are recorded.
         config: limits and defaults.
         nursery: owns every stream's tasks.
+        policy: how streams are opened and recorded (default: owned streams, or streams
+            fed by the store when it is shared by several hubs; see
+            :meth:`~trio_stream.hub.feeds.StreamPolicy.for_store`).
     """
 
-    def __init__(self, store: Store, config: HubConfig, nursery: trio.Nursery) -> None:
+    def __init__(
+        self,
+        store: Store,
+        config: HubConfig,
+        nursery: trio.Nursery,
+        *,
+        policy: StreamPolicy | None = None,
+    ) -> None:
         self.store = store
         self.config = config
         self.nursery = nursery
+        self.policy = StreamPolicy.for_store(store, nursery) if policy is None else policy
         self.streams: dict[str, Stream] = {}
         self.connections = 0
         self.clients_by_kind: Counter[str] = Counter()
@@ -230,13 +243,36 @@ class Broker:
             return self._start(info)
 
     def _start(self, info: SessionInfo) -> Stream:
-        history = self.settings_of(info).history
-        log = SessionLog(info.id, first_offset=info.last_offset + 1, history=history)
+        log = self.policy.logs(info, self.settings_of(info).history)
         stream = Stream(self, info, log)
         self.streams[info.id] = stream
         self.nursery.start_soon(self._guarded, stream, stream.record, "recorder")
         self.nursery.start_soon(self._guarded, stream, stream.pump, "fan-out")
+        if isinstance(log, FedLog):
+            self.nursery.start_soon(self._guarded, stream, partial(self._feed, stream, log), "feed")
         return stream
+
+    async def _feed(self, stream: Stream, log: FedLog) -> None:
+        """Fill a fed stream from its source; once the session ended there, take the
+        store's view of it (whoever ended it noted the end in the store)."""
+        await log.feed()
+        if self.shutting_down or stream.failed:
+            return
+        with trio.CancelScope(shield=True):
+            await stream.recorder_done.wait()
+            try:
+                info = await self.store.get_session(stream.id)
+            except (StoreError, LookupError):
+                info = stream.info
+            ended = log.ended
+            if info.status is SessionStatus.RUNNING:
+                status = SessionStatus.INTERRUPTED
+                if ended is not None and isinstance(ended.data, SessionEnded):
+                    status = status_for_end(ended.data)
+                info = attrs.evolve(info, status=status, ended=time.time())
+            stream.info = info
+            stream.end_stored = True
+            self.forget_if_idle(stream)
 
     async def _guarded(self, stream: Stream, task: Any, name: str) -> None:
         """Run one of ``stream``'s tasks so that its failure stops that stream only:
@@ -301,7 +337,7 @@ class Broker:
                 raise NotFound(f"unknown stream: {stream_id}") from None
             if self.shutting_down:
                 return Stream(self, info, None)
-            if info.status is SessionStatus.RUNNING and revive:
+            if info.status is SessionStatus.RUNNING and revive and self.policy.revive:
                 return self._start(info)
             if info.status is SessionStatus.INTERRUPTED and reopen:
                 last = await self.store.read(stream_id, HistoryQuery(last=1))
@@ -333,7 +369,8 @@ class Broker:
     async def publish(
         self, stream_id: str, events: Sequence[Event], placed: Sequence[bool]
     ) -> PublishResult:
-        """Append events to a live stream.
+        """Append events to a live stream; its log places them
+        (:meth:`~trio_stream.log.SessionLog.place`).
 
         Args:
             stream_id: the stream.
@@ -348,45 +385,8 @@ class Broker:
             ShuttingDown, rather than StreamEndedError, for a stream the hub's shutdown
             closed (its publisher resumes on the next hub).
         """
-        self._check_open()
-        stream = await self.get_stream(stream_id, reopen=True)
-        log = stream.log
-        self._check_not_failed(stream)
-        if log is None or log.closed:
-            raise StreamEndedError(f"stream {stream_id} has ended", lastOffset=stream.last_offset)
-        keep: list[Event] = []
-        next_offset = log.next_offset
-        duplicates = 0
-        ended: Event | None = None
-        for index, (event, has_offset) in enumerate(zip(events, placed, strict=True)):
-            if has_offset:
-                if event.offset < next_offset:
-                    duplicates += 1
-                    continue
-                if event.offset > next_offset:
-                    raise OffsetGap(
-                        f"events[{index}].offset: {event.offset} leaves a gap after "
-                        f"{next_offset - 1}; resume after lastOffset",
-                        lastOffset=log.last_offset,
-                    )
-            if ended is not None:
-                raise HubError(f"events[{index}]: no event may follow session_ended")
-            if event.type is EventType.SESSION_ENDED:
-                ended = event
-            keep.append(event)
-            next_offset += 1
-        first = log.next_offset if keep else None
-        placed_events = log.append(keep) if keep else []
-        stream.events_published += len(placed_events)
-        stream.duplicates += duplicates
-        if placed_events:
-            await self._note_session(stream, placed_events)
-        if ended is not None:
-            assert isinstance(ended.data, SessionEnded)
-            await self.end_stream(stream, ended.data, at=ended.ts)
-        elif placed_events:
-            await log.wait_recorded_room()
-        return PublishResult(len(placed_events), duplicates, log.last_offset, first)
+        stream, log = await self._publishing(stream_id)
+        return await self._placed(stream, log, log.place(events, placed))
 
     async def publish_runs(self, stream_id: str, events: EventRuns) -> PublishResult:
         """:meth:`publish` for events all placed already, as a session's log placed them:
@@ -395,44 +395,51 @@ class Broker:
         Raises:
             As :meth:`publish`.
         """
+        stream, log = await self._publishing(stream_id)
+        return await self._placed(stream, log, log.place_runs(events))
+
+    async def _publishing(self, stream_id: str) -> tuple[Stream, SessionLog]:
+        """The live stream ``stream_id`` and its log, for a publisher."""
         self._check_open()
         stream = await self.get_stream(stream_id, reopen=True)
         log = stream.log
         self._check_not_failed(stream)
         if log is None or log.closed:
             raise StreamEndedError(f"stream {stream_id} has ended", lastOffset=stream.last_offset)
-        if not len(events):
-            return PublishResult(0, 0, log.last_offset, None)
-        if events.first_offset > log.next_offset:
-            raise OffsetGap(
-                f"offset {events.first_offset} leaves a gap after {log.last_offset}; "
-                "resume after lastOffset",
-                lastOffset=log.last_offset,
-            )
-        fresh = events.after(log.last_offset)
-        duplicates = len(events) - len(fresh)
-        if not len(fresh):
-            return PublishResult(0, duplicates, log.last_offset, None)
-        others = fresh.others()
-        ended = next((e for e in others if e.type is EventType.SESSION_ENDED), None)
-        if ended is not None and ended.offset != fresh.last_offset:
-            raise HubError(f"offset {ended.offset + 1}: no event may follow session_ended")
-        first = log.next_offset
+        return stream, log
+
+    async def _placed(
+        self, stream: Stream, log: SessionLog, placing: Awaitable[Placement]
+    ) -> PublishResult:
+        """Await a placement into ``stream``'s log; note and end the session as it says."""
         try:
-            log.append_runs(fresh)
-        except ValueError as exc:
+            placement = await placing
+        except OffsetGapError as exc:
+            raise OffsetGap(str(exc), lastOffset=exc.last_offset) from None
+        except PlacementError as exc:
             raise HubError(str(exc)) from None
-        stream.events_published += len(fresh)
-        stream.duplicates += duplicates
-        await self._note_session(stream, others)
+        except trio.ClosedResourceError:
+            raise StreamEndedError(
+                f"stream {stream.id} has ended", lastOffset=stream.last_offset
+            ) from None
+        placed = placement.events
+        stream.events_published += len(placed)
+        stream.duplicates += placement.duplicates
+        if placed:
+            await self._note_session(
+                stream, placed.others() if isinstance(placed, EventRuns) else placed
+            )
+        ended = placement.ended
         if ended is not None:
             assert isinstance(ended.data, SessionEnded)
             await self.end_stream(stream, ended.data, at=ended.ts)
-        else:
+        elif placed:
             await log.wait_recorded_room()
-        return PublishResult(len(fresh), duplicates, log.last_offset, first)
+        return PublishResult(
+            len(placed), placement.duplicates, placement.last_offset, placement.first_offset
+        )
 
-    async def _note_session(self, stream: Stream, events: list[Event]) -> None:
+    async def _note_session(self, stream: Stream, events: Sequence[Event]) -> None:
         for event in events:
             data = event.data
             if isinstance(data, SessionStarted):
@@ -463,11 +470,17 @@ class Broker:
             at: when the session ended (default: now).
         """
         log = stream.log
-        if log is None or log.closed:
+        if log is None or stream.end_noted:
             return
         if ended is None:
+            if log.closed:
+                return
             ended = SessionEnded(exit_status=None, interrupted=True)
-            log.append([Event(EventType.SESSION_ENDED, ended)])
+            try:
+                await log.place([Event(EventType.SESSION_ENDED, ended)], [False])
+            except trio.ClosedResourceError:
+                return
+        stream.end_noted = True
         log.close()
         with trio.CancelScope(shield=True):
             await stream.recorder_done.wait()

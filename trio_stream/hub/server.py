@@ -40,6 +40,7 @@ from .app import create_app
 from .broker import Broker
 from .config import HubConfig, HubConfigError, Listen
 from .context import Hub
+from .feeds import StreamPolicy
 from .proxy import TrustedProxies
 
 logger = logging.getLogger("trio_stream.hub")
@@ -180,6 +181,7 @@ async def serve_hub(
     config: HubConfig,
     store: Store,
     *,
+    policy: StreamPolicy | None = None,
     task_status: trio.TaskStatus[ServedHub] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the hub until cancelled or shut down; meant for ``nursery.start``.
@@ -187,6 +189,8 @@ async def serve_hub(
     Args:
         config: the hub's settings (``config.store`` is not used: ``store`` is).
         store: where streams are recorded; the caller opens and closes it.
+        policy: how streams are opened and recorded (see :class:`~.feeds.StreamPolicy`;
+            default: owned streams, or streams fed by a store several hubs share).
         task_status: receives a :class:`ServedHub` once every address accepts.
 
     Raises:
@@ -206,7 +210,7 @@ async def serve_hub(
             # The hub runs shielded so that a cancelled caller still gets a graceful,
             # bounded shutdown: close frames out, recorders flushed.
             with trio.CancelScope(shield=True) as serving:
-                await _serve(config, store, sockets, bound, stop, serving, task_status)
+                await _serve(config, store, policy, sockets, bound, stop, serving, task_status)
             guard.cancel_scope.cancel()
     finally:
         _unlink(bound)
@@ -223,6 +227,7 @@ async def _stop_on_cancel(stop: trio.Event) -> None:
 async def _serve(
     config: HubConfig,
     store: Store,
+    policy: StreamPolicy | None,
     sockets: list[socket.socket],
     bound: tuple[Listen, ...],
     stop: trio.Event,
@@ -242,7 +247,7 @@ async def _serve(
                     max_events=config.max_events or None,
                 )
             )
-        broker = Broker(store, config, nursery)
+        broker = Broker(store, config, nursery, policy=policy)
         hub = Hub(config, broker)
         app = create_app(hub)
         asgi = (

@@ -29,6 +29,7 @@ from ..store.base import (
 )
 from ..store.chunks import StoredEvents
 from .clients import Batch, Client, EndReason
+from .feeds import FedLog
 from .frames import Frame, frames_of
 from .protocol import EventFilter, ReplayOptions
 
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("trio_stream.hub")
 
-RECORD_RETRY: Final = 1.0
 RECORD_TICK: Final = 0.02
 # A pattern is matched by the hub, not the store; at most this many events are scanned.
 MAX_PATTERN_SCAN: Final = 1_000_000
@@ -78,6 +78,8 @@ class Stream:
         self.failed = False
         # True once the store knows the stream ended: only then may it leave memory.
         self.end_stored = log is None
+        # True once the broker took the stream's end (Broker.end_stream).
+        self.end_noted = False
         if log is None:
             self.recorder_done.set()
         self._advanced = trio.Event()
@@ -140,7 +142,8 @@ class Stream:
 
     async def record(self) -> None:
         """Write the log into the store in batches until it closes; retry store errors."""
-        assert self.log is not None
+        log = self.log
+        assert log is not None
         store = self.broker.store
         # Kept as the log's runs: batches of lines are stored from their columns.
         held: list[Sequence[Event]] = []
@@ -162,14 +165,18 @@ class Stream:
                     self._stored = trio.Event()
                     continue
                 try:
-                    await store.append(self.id, events)
+                    if isinstance(log, FedLog):
+                        # Its source records it: wait until the store holds it.
+                        await log.wait_stored(events.last_offset)
+                    else:
+                        await store.append(self.id, events)
                 except OffsetConflictError:
                     # Another hub on a shared store recorded these offsets: retrying can
                     # never succeed. The stream fails here and reopens from the store.
                     raise
                 except StoreError as exc:
                     logger.error("stream %s: recording failed, retrying: %s", self.id, exc)
-                    await trio.sleep(RECORD_RETRY)
+                    await trio.sleep(self.broker.policy.record_retry)
                     continue
                 self.recorded = events.last_offset
                 held = []
@@ -340,7 +347,7 @@ class Stream:
             new_cursor = max(new_cursor, min(first_held - 1, recorded))
         if new_cursor == cursor and cursor + 1 < self.first_held():
             # The recorder has not yet stored what memory dropped: wait for it.
-            with trio.move_on_after(RECORD_RETRY):
+            with trio.move_on_after(self.broker.policy.record_retry):
                 await self.wait_advanced()
         return frames, new_cursor
 

@@ -33,11 +33,12 @@ Redis being down never hangs a caller.
 
 from __future__ import annotations
 
+import logging
 import math
 import socket
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, contextmanager
 from typing import Any, Final, final
 
@@ -64,7 +65,11 @@ from .redis_lua import SCRIPTS
 from .redis_url import RedisTarget, parse_redis_url
 from .sessions import apply_changes, check_batch, new_session, process_alive, process_start_time
 
+logger = logging.getLogger("trio_stream.store")
+
 EPOCH_CHECK_INTERVAL: Final = 1.0
+# The longest wait before the notifications of appends are subscribed again.
+APPENDS_BACKOFF: Final = 2.0
 # Chunks read per XRANGE: a first page of two (a reader near the end wants a few
 # events), each next page twice the last, up to PAGE_CHUNKS.
 FIRST_PAGE: Final = 2
@@ -226,6 +231,10 @@ class RedisStore:
 
     def _events(self, session_id: str) -> str:
         return f"{self.target.prefix}:{{{session_id}}}:e"
+
+    def _appended(self, session_id: str) -> str:
+        """The channel that hears of each append to the session."""
+        return f"{self.target.prefix}:appended:{session_id}"
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
@@ -428,7 +437,12 @@ class RedisStore:
             return
         first = events[0].offset
         last = check_batch(session_id, events, first - 1)
-        args: list[Any] = [first, last, repr(max(events[-1].ts, time.time()))]
+        args: list[Any] = [
+            first,
+            last,
+            repr(max(events[-1].ts, time.time())),
+            self._appended(session_id),
+        ]
         for piece in chunks.split(events):
             oldest, newest = chunks.stamps(piece)
             piece_last = piece[-1].offset
@@ -448,6 +462,43 @@ class RedisStore:
             raise UnknownSessionError(session_id)
         if result[0] == -2:
             raise OffsetConflictError(session_id, first, int(result[1]))
+
+    async def appends(self) -> AsyncIterator[tuple[str, int]]:
+        """``(session id, newest offset)`` after each append to any session, from any
+        writer, as Redis publishes them; ``("", -1)`` after the subscription was lost and
+        is back (appends may have been missed meanwhile). Reconnects with a backoff up to
+        :data:`APPENDS_BACKOFF` seconds; runs until cancelled."""
+        pattern = f"{self.target.prefix}:appended:*"
+        prefix = len(pattern) - 1
+        backoff = 0.05
+        lost = False
+        while not self._closed:
+            try:
+                async with self._client.pubsub(patterns=[pattern]) as pubsub:
+                    async for message in pubsub:
+                        if message["type"] == "psubscribe":
+                            backoff = 0.05
+                            if lost:
+                                lost = False
+                                yield "", -1
+                            continue
+                        if message["type"] != "pmessage":
+                            continue
+                        channel = message["channel"]
+                        if isinstance(channel, bytes):
+                            channel = channel.decode("utf-8", "replace")
+                        try:
+                            last = int(message["data"])
+                        except (TypeError, ValueError):
+                            continue
+                        yield channel[prefix:], last
+            except (coredis.exceptions.RedisError, OSError) as exc:
+                logger.warning(
+                    "Redis store %s: notifications lost, reconnecting: %s", self.target.shown, exc
+                )
+            lost = True
+            await trio.sleep(backoff)
+            backoff = min(APPENDS_BACKOFF, backoff * 2)
 
     async def _bounds(self, session_id: str) -> tuple[int, int]:
         """The session's floor and newest offset."""

@@ -6,11 +6,13 @@ epoch's key alone, so that it runs on one master of a Redis Cluster.
 
 from typing import Final
 
-# KEYS: meta, stream. ARGV: first offset, last offset, activity, then per chunk its id, f,
-# n, lo, hi and body. Returns {0, last}, {1, last} (this very batch is stored already: a
-# retry after a reply lost to a timeout), {-1} (unknown session) or {-2, last} (the batch
-# does not follow). A gap is accepted only by a session holding no events (an import of
-# a trimmed session): its floor moves up to it, so offsets stay dense above the floor.
+# KEYS: meta, stream. ARGV: first offset, last offset, activity, the channel that hears
+# of appends, then per chunk its id, f, n, lo, hi and body. Publishes the last offset on
+# the channel once the batch is stored (hubs following the session wake up). Returns
+# {0, last}, {1, last} (this very batch is stored already: a retry after a reply lost to a
+# timeout), {-1} (unknown session) or {-2, last} (the batch does not follow). A gap is
+# accepted only by a session holding no events (an import of a trimmed session): its
+# floor moves up to it, so offsets stay dense above the floor.
 APPEND: Final = """
 local cur = redis.call('HMGET', KEYS[1], 'last', 'floor', 'last_activity')
 if not cur[1] then return {-1} end
@@ -31,7 +33,7 @@ if first ~= last + 1 then
   redis.call('HSET', KEYS[1], 'floor', first - 1)
   redis.call('DEL', KEYS[2])
 end
-for i = 4, #ARGV, 6 do
+for i = 5, #ARGV, 6 do
   redis.call('XADD', KEYS[2], ARGV[i], 'f', ARGV[i + 1], 'n', ARGV[i + 2],
              'lo', ARGV[i + 3], 'hi', ARGV[i + 4], 'b', ARGV[i + 5])
 end
@@ -39,6 +41,7 @@ redis.call('HSET', KEYS[1], 'last', ARGV[2])
 if tonumber(ARGV[3]) > tonumber(cur[3]) then
   redis.call('HSET', KEYS[1], 'last_activity', ARGV[3])
 end
+redis.call('PUBLISH', ARGV[4], ARGV[2])
 return {0, tonumber(ARGV[2])}
 """
 
