@@ -204,7 +204,7 @@ async def test_two_hubs_publishing_into_one_session_take_turns_in_redis(
                 assert mine == [f"{name} {i}.{j}" for i in range(20) for j in range(5)]
             # Both hubs serve the same history.
             for client in (a, b):
-                history = (await client.get("/api/streams/s/history", params={"limit": 500}))
+                history = await client.get("/api/streams/s/history", params={"limit": 500})
                 assert [e["offset"] for e in history.json()["events"]] == list(range(200))
         nursery.cancel_scope.cancel()
 
