@@ -153,3 +153,60 @@ async def test_the_recorder_is_woken_by_a_full_backlog_not_by_each_append():
         assert woken == [3]
         log.close()
     assert woken == [3, 3]
+
+
+def placed_at(offset: int, text: str):
+    from trio_stream.events import Event
+
+    return Event(EventType.OUTPUT, Output("stdout", text), "s", offset)
+
+
+async def test_place_skips_given_offsets_the_log_holds_and_refuses_a_gap():
+    from trio_stream.events import Event, SessionEnded
+    from trio_stream.log import OffsetGapError, PlacementError
+
+    log = SessionLog("s", record_backlog=None)
+    first = await log.place([placed_at(0, "a"), placed_at(1, "b")], [True, True])
+    assert (first.first_offset, first.last_offset, first.duplicates) == (0, 1, 0)
+    # A retry of offset 1 with a new event: the duplicate is skipped, the new one placed.
+    again = await log.place([placed_at(1, "b"), placed_at(0, "new")], [True, False])
+    assert again.duplicates == 1 and [e.offset for e in again.events] == [2]
+    with pytest.raises(OffsetGapError) as gap:
+        await log.place([placed_at(5, "x")], [True])
+    assert gap.value.last_offset == 2 and "leaves a gap after 2" in str(gap.value)
+    ended = Event(EventType.SESSION_ENDED, SessionEnded(0))
+    with pytest.raises(PlacementError, match=r"events\[1\]: no event may follow"):
+        await log.place([ended, placed_at(0, "late")], [False, False])
+    assert log.last_offset == 2
+    done = await log.place([ended], [False])
+    assert done.ended is not None and done.ended.offset == 3
+
+
+async def test_place_runs_keeps_what_follows_and_builds_no_event_for_it():
+    from trio_stream.log import OffsetGapError
+
+    source = SessionLog("s", record_backlog=None)
+    source.append_built(lambda sid, first: OutputBatch(sid, first, 1.0, "stdout", 0, Lines("abcd")))
+    log = SessionLog("s", record_backlog=None)
+    runs = source.since(-1).events
+    placed = await log.place_runs(runs)
+    assert (placed.first_offset, placed.last_offset, placed.duplicates) == (0, 3, 0)
+    assert isinstance(log.since(-1).events.runs[0], OutputBatch)
+    again = await log.place_runs(runs)
+    assert again.first_offset is None and again.duplicates == 4
+    source.append_built(lambda sid, first: OutputBatch(sid, first, 1.0, "stdout", 4, Lines("ef")))
+    with pytest.raises(OffsetGapError):
+        await log.place_runs(source.since(4).events)
+
+
+def test_append_built_gives_the_builder_the_next_offset():
+    log = SessionLog("s", record_backlog=None)
+    Publisher(log).publish_status("first")
+    seen = []
+
+    def build(sid, first):
+        seen.append((sid, first))
+        return OutputBatch(sid, first, 1.0, "stdout", 0, Lines(["x"]))
+
+    batch = log.append_built(build)
+    assert seen == [("s", 1)] and batch.first_offset == 1 and log.last_offset == 1

@@ -191,6 +191,15 @@ class Broker:
                 await self._expiry.wait()
             self._expiry = trio.Event()
 
+    def in_memory(self, stream_id: str) -> Stream | None:
+        """The stream ``stream_id`` if the hub holds it in memory (live, or ended with
+        clients still reading), without asking the store."""
+        return self.streams.get(stream_id)
+
+    def streams_in_memory(self) -> list[Stream]:
+        """Every stream the hub holds in memory."""
+        return list(self.streams.values())
+
     def forget_if_idle(self, stream: Stream) -> None:
         """Drop an ended stream without clients from memory (the store serves it)."""
         if (

@@ -31,7 +31,8 @@ def metrics_json(h: Hub) -> dict[str, Any]:
     ``sse``, ``poll``).
     """
     broker = h.broker
-    live = [s for s in broker.streams.values() if not s.finished]
+    held = broker.streams_in_memory()
+    live = [s for s in held if not s.finished]
     by_kind = {kind: n for kind, n in sorted(broker.clients_by_kind.items()) if n}
     by_kind["poll"] = h.polls
     by_type = dict.fromkeys(CLIENT_TYPES.values(), 0)
@@ -42,7 +43,7 @@ def metrics_json(h: Hub) -> dict[str, Any]:
     rate = broker.events_per_second()
     average = broker.bytes_total / broker.events_total if broker.events_total else 0
     return {
-        "totalStreams": len(broker.streams),
+        "totalStreams": len(held),
         "activeStreams": len(live),
         "totalClients": broker.connections + h.polls,
         "eventsPerSecond": rate,
@@ -51,7 +52,7 @@ def metrics_json(h: Hub) -> dict[str, Any]:
         "errorRate": h.error_rate,
         "uptime": uptime,
         "clientsByType": by_type,
-        "streams": len(broker.streams),
+        "streams": len(held),
         "clients": broker.connections,
         "clientsByTransport": by_kind,
         "eventsTotal": broker.events_total,

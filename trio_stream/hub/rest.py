@@ -146,7 +146,7 @@ async def list_streams() -> Response:
         infos = infos[skip : skip + limit]
     out = []
     for info in infos:
-        live = h.broker.streams.get(info.id)
+        live = h.broker.in_memory(info.id)
         if live is not None:
             out.append({**live.describe(), "events": info.events})
         else:

@@ -91,6 +91,11 @@ class Stream:
         return self.log.last_offset if self.log is not None else self.pumped
 
     @property
+    def accepting(self) -> bool:
+        """Whether publishers may still append to it (it is live and its log open)."""
+        return self.log is not None and not self.log.closed
+
+    @property
     def status(self) -> str:
         """The stream's status (``running`` while live)."""
         return SessionStatus.RUNNING.value if not self.finished else self.info.status.value
@@ -149,8 +154,9 @@ class Stream:
         held: list[Sequence[Event]] = []
         try:
             while True:
-                await self.log.wait_unrecorded()
-                held += self.log.take_unrecorded().runs
+                if not held:
+                    await log.wait_unrecorded()
+                held += log.take_unrecorded().runs
                 if not held:
                     if self.log.closed:
                         return

@@ -340,7 +340,7 @@ async def publish_ws(stream_id: str) -> Response | None:
                 await raw(ws_frame(answer))
             else:
                 await websocket.send(answer.decode())
-            if stream.log is None or stream.log.closed:
+            if not stream.accepting:
                 break
         if h.broker.shutting_down:
             reason = "hub shutting down"
