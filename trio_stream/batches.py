@@ -147,8 +147,18 @@ class EventBatch(EventSequence):
         """Event ``index`` (not negative, in range)."""
         raise NotImplementedError
 
-    def part(self, start: int, stop: int) -> EventBatch:
-        """Events ``start`` to ``stop`` (not negative) as a batch of their own."""
+    def part(self, start: int, stop: int) -> typing.Self:
+        """Events ``start`` to ``stop`` (not negative) as a batch of their own, with the
+        ids they have here (this batch itself when that is all of it)."""
+        stop = min(stop, len(self))
+        if start == 0 and stop == len(self):
+            return self
+        out = self._part(start, stop)
+        out._share_ids(self, start)
+        return out
+
+    def _part(self, start: int, stop: int) -> typing.Self:
+        """Events ``start`` to ``stop`` (in range) as a new batch."""
         raise NotImplementedError
 
     def __len__(self) -> int:
@@ -219,11 +229,8 @@ class OutputBatch(EventBatch):
             self.ts,
         )
 
-    def part(self, start: int, stop: int) -> OutputBatch:
-        stop = min(stop, len(self.lines.texts))
-        if start == 0 and stop == len(self.lines.texts):
-            return self
-        out = OutputBatch(
+    def _part(self, start: int, stop: int) -> OutputBatch:
+        return OutputBatch(
             self.session,
             self.first_offset + start,
             self.ts,
@@ -231,8 +238,6 @@ class OutputBatch(EventBatch):
             self.first_line + start,
             self.lines.part(start, stop),
         )
-        out._share_ids(self, start)
-        return out
 
     def __len__(self) -> int:
         return len(self.lines.texts)
@@ -283,11 +288,8 @@ class DocumentBatch(EventBatch):
             etype, data, self.session, self.first_offset + index, self.event_id(index), self.ts
         )
 
-    def part(self, start: int, stop: int) -> DocumentBatch:
-        stop = min(stop, len(self.texts))
-        if start == 0 and stop == len(self.texts):
-            return self
-        out = DocumentBatch(
+    def _part(self, start: int, stop: int) -> DocumentBatch:
+        return DocumentBatch(
             self.session,
             self.first_offset + start,
             self.ts,
@@ -296,8 +298,6 @@ class DocumentBatch(EventBatch):
             self.line_numbers[start:stop],
             {i - start: t for i, t in self.typed.items() if start <= i < stop},
         )
-        out._share_ids(self, start)
-        return out
 
     def __len__(self) -> int:
         return len(self.texts)

@@ -159,37 +159,38 @@ class PolicyChannel(Generic[T]):
         self._closed = True
         self._has_items.set()
 
-    async def receive_batch(self) -> list[T]:
-        """Every item held (at least one), waiting for one if needed."""
+    async def _wait_for_items(self) -> None:
+        """Return once an item is held (at once, without a checkpoint, when one is).
+
+        Raises:
+            ChannelOverflowError: once a ``fail`` channel overflowed.
+            trio.EndOfChannel: when the channel is closed and empty.
+        """
         while True:
             if self._buffer.failed:
                 raise ChannelOverflowError(
                     f"channel full ({self._buffer.capacity} items) under the fail policy"
                 )
             if len(self._buffer):
-                items = self._buffer.pop_all()
-                self._has_room.set()
-                return items
+                return
             if self._closed:
                 raise trio.EndOfChannel
             self._has_items = trio.Event()
             await self._has_items.wait()
 
+    async def receive_batch(self) -> list[T]:
+        """Every item held (at least one), waiting for one if needed."""
+        await self._wait_for_items()
+        items = self._buffer.pop_all()
+        self._has_room.set()
+        return items
+
     async def receive(self) -> T:
         """The oldest item, waiting for one if needed."""
-        while True:
-            if self._buffer.failed:
-                raise ChannelOverflowError(
-                    f"channel full ({self._buffer.capacity} items) under the fail policy"
-                )
-            if len(self._buffer):
-                item = self._buffer.pop()
-                self._has_room.set()
-                return item
-            if self._closed:
-                raise trio.EndOfChannel
-            self._has_items = trio.Event()
-            await self._has_items.wait()
+        await self._wait_for_items()
+        item = self._buffer.pop()
+        self._has_room.set()
+        return item
 
     def __aiter__(self) -> PolicyChannel[T]:
         return self

@@ -54,6 +54,7 @@ from .store.base import (
 )
 from .store.chunks import StoredEvents, decode_rows, encode
 from .store.memory import MemoryStore
+from .store.retention import SessionPruning
 from .store.sessions import apply_changes
 
 logger = logging.getLogger("trio_stream.local")
@@ -68,7 +69,7 @@ FAREWELL: Final = 1.0
 
 
 @final
-class SessionView:
+class SessionView(SessionPruning):
     """The store as the hub serving one session sees it.
 
     Reads go to the session's store; recording is the session's: :meth:`append` only
@@ -156,12 +157,8 @@ class SessionView:
         self._check(session_id)
         return 0
 
-    async def prune(
-        self,
-        *,
-        older_than: float | None = None,
-        max_events: int | None = None,
-        dry_run: bool = False,
+    async def _prune(
+        self, older_than: float | None, max_events: int | None, dry_run: bool
     ) -> list[str]:
         return []
 

@@ -190,5 +190,13 @@ async def test_prune_destroys_old_finished_sessions_and_compacts_the_rest(store)
     assert (await store.get_session("old-running")).status is SessionStatus.RUNNING
 
 
+async def test_prune_refuses_a_negative_max_events_and_changes_nothing(store):
+    await store.create_session(SessionInfo("done", created=time.time() - 9 * 86400))
+    await store.update_session("done", status=SessionStatus.COMPLETED)
+    with pytest.raises(ValueError, match="max_events must be 0 or more, not -1"):
+        await store.prune(older_than=time.time(), max_events=-1)
+    assert (await store.get_session("done")).id == "done"
+
+
 async def test_epoch_is_a_stable_string(store):
     assert store.epoch and store.epoch == store.epoch

@@ -23,6 +23,7 @@ from ..process import EXIT_FAILURE
 from ..registry import RegistryError
 from ..store import (
     AmbiguousSessionError,
+    HistoryQuery,
     Store,
     StoreError,
     UnknownSessionError,
@@ -88,12 +89,7 @@ def attach(
     token: str | None,
     as_json: bool,
     no_follow: bool,
-    types: tuple[str, ...],
-    sources: tuple[str, ...],
-    since: float | None,
-    until: float | None,
-    grep: str | None,
-    last: int | None,
+    query: HistoryQuery,
     color: str,
 ) -> None:
     """Follow a session: its history, then its output live, until it ends.
@@ -104,15 +100,8 @@ def attach(
     not answer, is looked for on this machine. Exits with the session's exit status;
     Ctrl-C detaches and leaves the session running.
     """
-    from ..events import EventType
-
-    filters = EventFilter(
-        types=frozenset(EventType(t) for t in types) or None,
-        sources=frozenset(sources) or None,
-        start_time=since,
-        end_time=until,
-        search_text=grep.casefold() if grep else None,
-    )
+    grep = query.search_text.casefold() if query.search_text else None
+    filters = EventFilter(query.types, query.sources, query.start_time, query.end_time, grep)
     printer = EventPrinter(as_json, color)
 
     hub_from_env = (
@@ -127,7 +116,7 @@ def attach(
             target,
             send,
             filters=filters,
-            last=last,
+            last=query.last,
             follow=not no_follow,
             store=store,
         )

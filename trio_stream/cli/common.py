@@ -5,6 +5,7 @@ and running against a store, event filters, writing events as the terminal showe
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import shlex
 import stat
@@ -25,6 +26,7 @@ from ..groups import single
 from ..render import COLOR_WHEN, color_wanted, compact_line, paint
 from ..store import (
     AmbiguousSessionError,
+    HistoryQuery,
     SessionExistsError,
     Store,
     StoreError,
@@ -463,7 +465,31 @@ TIME = TimeParam()
 
 
 def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """The event filters ``show`` offers (the same as the store's queries)."""
+    """The event filters ``show`` and ``attach`` offer, given to the command as one
+    ``query`` (a :class:`~trio_stream.store.HistoryQuery`: the store's queries filter the
+    same way)."""
+
+    @functools.wraps(command)
+    def with_query(
+        *args: Any,
+        types: tuple[str, ...],
+        sources: tuple[str, ...],
+        since: float | None,
+        until: float | None,
+        grep: str | None,
+        last: int | None,
+        **kwargs: Any,
+    ) -> Any:
+        query = HistoryQuery(
+            types=frozenset(EventType(t) for t in types) or None,
+            sources=frozenset(sources) or None,
+            start_time=since,
+            end_time=until,
+            search_text=grep,
+            last=last,
+        )
+        return command(*args, query=query, **kwargs)
+
     options = [
         click.option(
             "--type",
@@ -486,8 +512,8 @@ def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--last", type=click.IntRange(min=0), help="Only the last N events."),
     ]
     for option in reversed(options):
-        command = option(command)
-    return command
+        with_query = option(with_query)
+    return with_query
 
 
 # -- writing output as the terminal saw it -----------------------------------------

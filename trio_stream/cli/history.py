@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from typing import IO, Any
 
+import attrs
 import click
 import orjson
 import trio
@@ -215,24 +216,6 @@ def _hub_sessions(
         fail(str(exc), EXIT_STORE)
 
 
-def history_query(
-    types: tuple[str, ...],
-    sources: tuple[str, ...],
-    since: float | None,
-    until: float | None,
-    grep: str | None,
-    last: int | None,
-) -> HistoryQuery:
-    return HistoryQuery(
-        types=frozenset(EventType(t) for t in types) or None,
-        sources=frozenset(sources) or None,
-        start_time=since,
-        end_time=until,
-        search_text=grep,
-        last=last,
-    )
-
-
 @click.command(short_help="Show a session's history as the terminal saw it, or as JSON.")
 @store_option
 @click.argument("session", shell_complete=complete_sessions)
@@ -243,12 +226,7 @@ def show(
     store_url: str | None,
     session: str,
     as_json: bool,
-    types: tuple[str, ...],
-    sources: tuple[str, ...],
-    since: float | None,
-    until: float | None,
-    grep: str | None,
-    last: int | None,
+    query: HistoryQuery,
     color: str,
 ) -> None:
     """Show a session's history as the terminal saw it, or as JSON events.
@@ -256,10 +234,9 @@ def show(
     SESSION is a session id, a unique prefix of one, or latest.
     """
     printer = EventPrinter(as_json, color)
-    if last is not None and not (as_json or types):
+    if query.last is not None and not (as_json or query.types):
         # The last lines: not the end of the session, which shows as nothing or one line.
-        types = (EventType.OUTPUT.value,)
-    query = history_query(types, sources, since, until, grep, last)
+        query = attrs.evolve(query, types=frozenset({EventType.OUTPUT}))
 
     async def main(store: Store) -> None:
         info = await store.resolve(session)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import resource
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from .design import CLIENT_TYPES
@@ -80,75 +81,62 @@ def prometheus(h: Hub) -> str:
     data = metrics_json(h)
     out: list[str] = []
 
-    def metric(name: str, kind: str, help_text: str, samples: list[str]) -> None:
+    def metric(
+        name: str,
+        kind: str,
+        help_text: str,
+        value: float | None = None,
+        *,
+        label: str = "",
+        values: Iterable[tuple[Any, float]] = (),
+    ) -> None:
+        """One metric: its single ``value``, or one sample per ``label`` value."""
         out.append(f"# HELP {name} {help_text}")
         out.append(f"# TYPE {name} {kind}")
-        out.extend(samples)
+        if value is not None:
+            out.append(_line(name, value))
+        out.extend(_line(name, n, {label: str(key)}) for key, n in values)
 
-    metric(
-        "tstream_hub_streams",
-        "gauge",
-        "Streams the hub holds.",
-        [_line("tstream_hub_streams", data["streams"])],
-    )
-    metric(
-        "tstream_hub_active_streams",
-        "gauge",
-        "Live streams.",
-        [_line("tstream_hub_active_streams", data["activeStreams"])],
-    )
+    metric("tstream_hub_streams", "gauge", "Streams the hub holds.", data["streams"])
+    metric("tstream_hub_active_streams", "gauge", "Live streams.", data["activeStreams"])
     metric(
         "tstream_hub_clients",
         "gauge",
         "Connected clients by transport.",
-        [
-            _line("tstream_hub_clients", n, {"type": t})
-            for t, n in data["clientsByTransport"].items()
-        ],
+        label="type",
+        values=data["clientsByTransport"].items(),
     )
-    metric(
-        "tstream_hub_events_total",
-        "counter",
-        "Events fanned out.",
-        [_line("tstream_hub_events_total", data["eventsTotal"])],
-    )
+    metric("tstream_hub_events_total", "counter", "Events fanned out.", data["eventsTotal"])
     metric(
         "tstream_hub_event_bytes_total",
         "counter",
         "Bytes of events fanned out.",
-        [_line("tstream_hub_event_bytes_total", h.broker.bytes_total)],
+        h.broker.bytes_total,
     )
     metric(
         "tstream_hub_slow_consumers_total",
         "counter",
         "Clients cut as slow consumers.",
-        [_line("tstream_hub_slow_consumers_total", data["slowConsumers"])],
+        data["slowConsumers"],
     )
     metric(
         "tstream_hub_responses_total",
         "counter",
         "HTTP answers by status.",
-        [
-            _line("tstream_hub_responses_total", n, {"status": str(s)})
-            for s, n in sorted(h.statuses.items())
-        ],
+        label="status",
+        values=sorted(h.statuses.items()),
     )
     metric(
         "tstream_hub_rate_limited_total",
         "counter",
         "Requests refused by rate limits.",
-        [_line("tstream_hub_rate_limited_total", data["rateLimited"])],
+        data["rateLimited"],
     )
     metric(
         "tstream_hub_memory_bytes",
         "gauge",
         "Resident memory of the hub process.",
-        [_line("tstream_hub_memory_bytes", data["memoryBytes"])],
+        data["memoryBytes"],
     )
-    metric(
-        "tstream_hub_uptime_seconds",
-        "gauge",
-        "Seconds since the hub started.",
-        [_line("tstream_hub_uptime_seconds", data["uptime"])],
-    )
+    metric("tstream_hub_uptime_seconds", "gauge", "Seconds since the hub started.", data["uptime"])
     return "\n".join(out) + "\n"

@@ -27,7 +27,7 @@ A tool's duration is the time between reading its ``tool_use`` line and its
 from __future__ import annotations
 
 import time
-from typing import Any, Final, final
+from typing import Any, Final, TypeAlias, final
 
 import attrs
 import orjson
@@ -56,6 +56,9 @@ _ACTION_KEYS: Final[dict[str, str]] = {
 }
 _MAX_ACTION: Final = 200
 
+# The events a message gives, in order.
+_Events: TypeAlias = list[tuple[EventType, Payload]]
+
 
 def tool_action(name: str, parameters: dict[str, Any]) -> str | None:
     """A one-line summary of a tool call (the command it runs, the file it reads…)."""
@@ -82,6 +85,20 @@ def result_text(content: Any) -> Any:
                 parts.append(f"[{block.get('type', 'block')}]")
         return "\n".join(parts)
     return content
+
+
+@final
+@attrs.frozen
+class _Line:
+    """Where a message was read: its source, line number and time."""
+
+    source: Source
+    number: int
+    ts: float
+
+    def json(self, value: Any) -> tuple[EventType, Payload]:
+        """``value`` as a ``JSON`` event of this line."""
+        return EventType.JSON, Json(value, "json", self.source, self.number)
 
 
 @final
@@ -131,17 +148,10 @@ class ClaudeProfile:
                 error = ErrorData(**limit_error(batch.first_line + index, problem))
                 out.append((EventType.ERROR, error))
                 continue
-            self._message(message, batch.source, batch.first_line + index, batch.ts, out)
+            self._message(message, _Line(batch.source, batch.first_line + index, batch.ts), out)
         return out
 
-    def _message(
-        self,
-        message: dict[str, Any],
-        source: Source,
-        line: int,
-        ts: float,
-        out: list[tuple[EventType, Payload]],
-    ) -> None:
+    def _message(self, message: dict[str, Any], line: _Line, out: _Events) -> None:
         kind = message.get("type")
         body = message.get("message")
         if kind == "system":
@@ -149,20 +159,20 @@ class ClaudeProfile:
         elif (
             kind == "assistant" and isinstance(body, dict) and isinstance(body.get("content"), list)
         ):
-            self._assistant(message, body, source, line, ts, out)
+            self._assistant(message, body, line, out)
         elif (
             kind == "user"
             and isinstance(body, dict)
             and isinstance(body.get("content"), list)
             and any(_is_block(b, "tool_result") for b in body["content"])
         ):
-            self._user(message, body, source, line, ts, out)
+            self._user(message, body, line, out)
         elif kind == "result":
             self._result(message, out)
         else:
-            out.append((EventType.JSON, Json(message, "json", source, line)))
+            out.append(line.json(message))
 
-    def _system(self, message: dict[str, Any], out: list[tuple[EventType, Payload]]) -> None:
+    def _system(self, message: dict[str, Any], out: _Events) -> None:
         subtype = str(message.get("subtype") or "system")
         text: str | None = None
         if subtype == "init":
@@ -188,13 +198,7 @@ class ClaudeProfile:
         out.append((EventType.STATUS, Status(subtype, "system", text)))
 
     def _assistant(
-        self,
-        message: dict[str, Any],
-        body: dict[str, Any],
-        source: Source,
-        line: int,
-        ts: float,
-        out: list[tuple[EventType, Payload]],
+        self, message: dict[str, Any], body: dict[str, Any], line: _Line, out: _Events
     ) -> None:
         context: dict[str, Any] = {}
         if body.get("id"):
@@ -219,7 +223,7 @@ class ClaudeProfile:
                     parameters = {"input": parameters}
                 action = tool_action(name, parameters)
                 call_id = block["id"]
-                self._open[call_id] = _OpenCall(name, action, parameters, ts)
+                self._open[call_id] = _OpenCall(name, action, parameters, line.ts)
                 out.append(
                     (
                         EventType.COMMAND_STARTED,
@@ -227,20 +231,14 @@ class ClaudeProfile:
                     )
                 )
             else:
-                out.append((EventType.JSON, Json(block, "json", source, line)))
+                out.append(line.json(block))
 
     def _user(
-        self,
-        message: dict[str, Any],
-        body: dict[str, Any],
-        source: Source,
-        line: int,
-        ts: float,
-        out: list[tuple[EventType, Payload]],
+        self, message: dict[str, Any], body: dict[str, Any], line: _Line, out: _Events
     ) -> None:
         for block in body["content"]:
             if not _is_block(block, "tool_result"):
-                out.append((EventType.JSON, Json(block, "json", source, line)))
+                out.append(line.json(block))
                 continue
             call_id = block.get("tool_use_id")
             call = self._open.pop(call_id, None) if isinstance(call_id, str) else None
@@ -249,42 +247,26 @@ class ClaudeProfile:
                 context["parent_tool_use_id"] = message["parent_tool_use_id"]
             if call is None:
                 context["unmatched"] = True
-                call = _OpenCall("tool", None, {}, ts)
+                call = _OpenCall("tool", None, {}, line.ts)
             text = result_text(block.get("content"))
-            duration = max(0.0, ts - call.started)
-            ident = call_id if isinstance(call_id, str) else None
-            if block.get("is_error"):
-                out.append(
-                    (
-                        EventType.COMMAND_FAILED,
-                        Command(
-                            call.name,
-                            call.action,
-                            call.parameters,
-                            ident,
-                            error=text,
-                            context=context,
-                            duration=duration,
-                        ),
-                    )
+            failed = bool(block.get("is_error"))
+            out.append(
+                (
+                    EventType.COMMAND_FAILED if failed else EventType.COMMAND_COMPLETED,
+                    Command(
+                        call.name,
+                        call.action,
+                        call.parameters,
+                        call_id if isinstance(call_id, str) else None,
+                        result=None if failed else text,
+                        error=text if failed else None,
+                        context=context,
+                        duration=max(0.0, line.ts - call.started),
+                    ),
                 )
-            else:
-                out.append(
-                    (
-                        EventType.COMMAND_COMPLETED,
-                        Command(
-                            call.name,
-                            call.action,
-                            call.parameters,
-                            ident,
-                            result=text,
-                            context=context,
-                            duration=duration,
-                        ),
-                    )
-                )
+            )
 
-    def _result(self, message: dict[str, Any], out: list[tuple[EventType, Payload]]) -> None:
+    def _result(self, message: dict[str, Any], out: _Events) -> None:
         subtype = str(message.get("subtype") or "result")
         failed = bool(message.get("is_error")) or subtype.startswith("error")
         for key, field in (

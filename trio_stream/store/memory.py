@@ -21,6 +21,7 @@ from .base import (
     StoreError,
     UnknownSessionError,
 )
+from .retention import SessionPruning
 from .sessions import apply_changes, check_batch, new_session
 
 DEFAULT_MAX_HISTORY: Final = 10_000
@@ -33,7 +34,7 @@ class _Held:
 
 
 @final
-class MemoryStore:
+class MemoryStore(SessionPruning):
     """Sessions and their newest events, in this process only.
 
     Each session keeps its last ``max_history`` events; older ones fall off the ring (the
@@ -156,30 +157,6 @@ class MemoryStore:
         for _ in range(removed):
             events.popleft()
         return removed
-
-    async def prune(
-        self,
-        *,
-        older_than: float | None = None,
-        max_events: int | None = None,
-        dry_run: bool = False,
-    ) -> list[str]:
-        if self._closed:
-            raise StoreError("the memory store is closed")
-        doomed = sorted(
-            sid
-            for sid, held in self._sessions.items()
-            if older_than is not None
-            and held.info.status != SessionStatus.RUNNING
-            and held.info.last_activity < older_than
-        )
-        if not dry_run:
-            for sid in doomed:
-                del self._sessions[sid]
-            if max_events is not None:
-                for sid in list(self._sessions):
-                    await self.compact(sid, max_events)
-        return doomed
 
     async def aclose(self) -> None:
         self._closed = True

@@ -63,6 +63,7 @@ from .base import (
 )
 from .redis_lua import SCRIPTS
 from .redis_url import RedisTarget, parse_redis_url
+from .retention import SessionPruning
 from .sessions import apply_changes, check_batch, new_session, process_alive, process_start_time
 
 logger = logging.getLogger("trio_stream.store")
@@ -150,7 +151,7 @@ def _entry(entry: Any) -> _Entry:
 
 
 @final
-class RedisStore:
+class RedisStore(SessionPruning):
     """Sessions and events in Redis (one server or a cluster).
 
     Open it with :meth:`open` (or :func:`trio_stream.store.open_store`) in the task that
@@ -638,39 +639,6 @@ class RedisStore:
         if keep_last < 0:
             raise ValueError(f"keep_last must be 0 or more, not {keep_last}")
         return await self._trim(session_id, keep_last)
-
-    async def prune(
-        self,
-        *,
-        older_than: float | None = None,
-        max_events: int | None = None,
-        dry_run: bool = False,
-    ) -> list[str]:
-        if max_events is not None and max_events < 0:
-            raise ValueError(f"max_events must be 0 or more, not {max_events}")
-        sessions = await self.list_sessions()
-        doomed = sorted(
-            s.id
-            for s in sessions
-            if older_than is not None
-            and s.status != SessionStatus.RUNNING
-            and s.last_activity < older_than
-        )
-        if dry_run:
-            return doomed
-        for sid in doomed:
-            try:
-                await self.destroy_session(sid)
-            except UnknownSessionError:
-                pass  # another hub pruned it meanwhile
-        if max_events is not None:
-            for info in sessions:
-                if info.id not in doomed and info.events > max_events:
-                    try:
-                        await self.compact(info.id, max_events)
-                    except UnknownSessionError:
-                        pass
-        return doomed
 
     async def memory_usage(self) -> int:
         """Bytes Redis uses in all (``used_memory`` of every master)."""

@@ -1,7 +1,8 @@
 """Retention: forgetting old sessions and trimming long ones.
 
 ``tstream prune`` calls :func:`prune_once`; long-running processes (the hub) start
-:func:`retention_task` in their nursery to do the same periodically.
+:func:`retention_task` in their nursery to do the same periodically. The back-ends'
+``prune`` is :class:`SessionPruning`'s.
 """
 
 from __future__ import annotations
@@ -12,13 +13,66 @@ from typing import Final, NoReturn
 
 import trio
 
-from .base import Store, StoreError
+from .base import SessionStatus, Store, StoreError, UnknownSessionError
 
 DEFAULT_RETENTION: Final = 7 * 86400.0
 DEFAULT_MAX_EVENTS: Final = 1_000_000
 DEFAULT_PRUNE_EVERY: Final = 3600.0
 
 logger = logging.getLogger(__name__)
+
+
+class SessionPruning:
+    """The store's ``prune``, made of its own session methods.
+
+    The finished sessions last active before ``older_than`` are destroyed one by one, then
+    every other session holding more than ``max_events`` events is compacted; a session
+    another writer removed meanwhile is passed over. A back-end that prunes in one step of
+    its own (a transaction) overrides :meth:`_prune`.
+    """
+
+    async def prune(
+        self,
+        *,
+        older_than: float | None = None,
+        max_events: int | None = None,
+        dry_run: bool = False,
+    ) -> list[str]:
+        """See :meth:`Store.prune`.
+
+        Raises:
+            ValueError: for a negative ``max_events``.
+        """
+        if max_events is not None and max_events < 0:
+            raise ValueError(f"max_events must be 0 or more, not {max_events}")
+        return await self._prune(older_than, max_events, dry_run)
+
+    async def _prune(
+        self: Store, older_than: float | None, max_events: int | None, dry_run: bool
+    ) -> list[str]:
+        sessions = await self.list_sessions()
+        doomed = sorted(
+            s.id
+            for s in sessions
+            if older_than is not None
+            and s.status != SessionStatus.RUNNING
+            and s.last_activity < older_than
+        )
+        if dry_run:
+            return doomed
+        for sid in doomed:
+            try:
+                await self.destroy_session(sid)
+            except UnknownSessionError:
+                pass  # another hub pruned it meanwhile
+        if max_events is not None:
+            for info in sessions:
+                if info.id not in doomed and info.events > max_events:
+                    try:
+                        await self.compact(info.id, max_events)
+                    except UnknownSessionError:
+                        pass
+        return doomed
 
 
 async def prune_once(

@@ -46,6 +46,7 @@ from .base import (
     StoreError,
     UnknownSessionError,
 )
+from .retention import SessionPruning
 from .sessions import apply_changes, check_batch, new_session, process_alive, process_start_time
 
 SCHEMA_VERSION: Final = 2
@@ -156,7 +157,7 @@ def _session_values(info: SessionInfo) -> tuple[Any, ...]:
 
 
 @final
-class SQLiteStore:
+class SQLiteStore(SessionPruning):
     """Sessions and events in one SQLite database file.
 
     Open it with :meth:`open` (or :func:`trio_stream.store.open_store`), close it with
@@ -464,13 +465,14 @@ class SQLiteStore:
 
         return await self._write(update)
 
-    async def destroy_session(self, session_id: str) -> None:
-        def destroy(conn: sqlite3.Connection) -> None:
-            sid = self._sid(conn, session_id)
-            conn.execute("DELETE FROM chunks WHERE sid = ?", (sid,))
-            conn.execute("DELETE FROM sessions WHERE sid = ?", (sid,))
+    @staticmethod
+    def _destroy(conn: sqlite3.Connection, sids: list[int]) -> None:
+        """Delete the sessions ``sids`` and their events."""
+        conn.executemany("DELETE FROM chunks WHERE sid = ?", [(sid,) for sid in sids])
+        conn.executemany("DELETE FROM sessions WHERE sid = ?", [(sid,) for sid in sids])
 
-        await self._write(destroy)
+    async def destroy_session(self, session_id: str) -> None:
+        await self._write(lambda conn: self._destroy(conn, [self._sid(conn, session_id)]))
 
     async def recover_interrupted(self) -> list[str]:
         """Mark ``interrupted`` the running sessions of this host whose recorder is gone.
@@ -695,16 +697,10 @@ class SQLiteStore:
             lambda conn: self._compact(conn, self._sid(conn, session_id), keep_last)
         )
 
-    async def prune(
-        self,
-        *,
-        older_than: float | None = None,
-        max_events: int | None = None,
-        dry_run: bool = False,
+    async def _prune(
+        self, older_than: float | None, max_events: int | None, dry_run: bool
     ) -> list[str]:
-        if max_events is not None and max_events < 0:
-            raise ValueError(f"max_events must be 0 or more, not {max_events}")
-
+        # In one transaction: the doomed sessions go, then the others are compacted.
         def doomed(conn: sqlite3.Connection) -> list[tuple[int, str]]:
             if older_than is None:
                 return []
@@ -719,8 +715,7 @@ class SQLiteStore:
 
         def prune(conn: sqlite3.Connection) -> list[str]:
             rows = doomed(conn)
-            conn.executemany("DELETE FROM chunks WHERE sid = ?", [(sid,) for sid, _ in rows])
-            conn.executemany("DELETE FROM sessions WHERE sid = ?", [(sid,) for sid, _ in rows])
+            self._destroy(conn, [sid for sid, _ in rows])
             if max_events is not None:
                 over = conn.execute(
                     "SELECT sid FROM sessions WHERE events > ?", (max_events,)
