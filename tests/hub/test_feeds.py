@@ -103,7 +103,7 @@ async def test_a_fed_stream_serves_what_its_source_places_and_records_nothing_it
 async def test_the_end_another_hub_placed_ends_the_fed_stream_here(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    broker, source, store = await fed_broker(nursery)
+    broker, source, _store = await fed_broker(nursery)
     stream = await broker.create_stream("s")
     source.log("s").append([line("a"), Event(EventType.SESSION_ENDED, SessionEnded(3))])
     source.log("s").close()
