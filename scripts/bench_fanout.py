@@ -30,11 +30,14 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import math
 import os
 import secrets
 import signal
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -399,12 +402,12 @@ def percentile(latency: Counter[int], fraction: float) -> float:
 
 
 async def start_hub(
-    nursery: trio.Nursery, workdir: Path, token: str, clients: int
+    nursery: trio.Nursery, workdir: Path, token: str, clients: int, store: str | None = None
 ) -> tuple[trio.Process, str]:
     return await benchhub.start_hub(
         nursery,
         "--store",
-        f"sqlite:{workdir / 'hub.db'}",
+        store or f"sqlite:{workdir / 'hub.db'}",
         "--token",
         token,
         "--max-clients-per-stream",
@@ -416,6 +419,30 @@ async def start_hub(
     )
 
 
+async def start_redis(nursery: trio.Nursery, workdir: Path) -> tuple[trio.Process, str]:
+    """A redis-server of its own (no persistence) on a free port: its CPU time is measured."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    command += ["--appendonly", "no", "--dir", str(workdir)]
+    process: trio.Process = await nursery.start(
+        lambda task_status: trio.run_process(
+            command, stdout=subprocess.DEVNULL, check=False, task_status=task_status
+        )
+    )
+    with trio.fail_after(10):
+        while True:
+            try:
+                stream = await trio.open_tcp_stream("127.0.0.1", port)
+            except OSError:
+                await trio.sleep(0.05)
+                continue
+            await stream.aclose()
+            break
+    return process, f"redis://127.0.0.1:{port}/0"
+
+
 async def _collect(command: list[str], out: list[str]) -> None:
     result = await trio.run_process(command, capture_stdout=True, check=False)
     if result.returncode:
@@ -423,12 +450,15 @@ async def _collect(command: list[str], out: list[str]) -> None:
     out.append(result.stdout.decode())
 
 
-async def wait_subscribed(http: httpx.AsyncClient, clients: int, timeout: float) -> None:
+async def wait_subscribed(https: list[httpx.AsyncClient], clients: int, timeout: float) -> None:
     with trio.fail_after(timeout):
         while True:
-            listing = (await http.get(f"/api/streams/{STREAM}/clients")).json()
-            rows = listing.get("clients", listing) if isinstance(listing, dict) else listing
-            if sum(1 for row in rows if row.get("subscribed")) >= clients:
+            subscribed = 0
+            for http in https:
+                listing = (await http.get(f"/api/streams/{STREAM}/clients")).json()
+                rows = listing.get("clients", listing) if isinstance(listing, dict) else listing
+                subscribed += sum(1 for row in rows if row.get("subscribed"))
+            if subscribed >= clients:
                 return
             await trio.sleep(0.2)
 
@@ -441,29 +471,47 @@ async def run_once(
     rss_every: float | None,
     profile: str | None = None,
     protocol: str = "tstream",
+    store: str | None = None,
+    hubs: int = 1,
 ) -> dict[str, Any]:
     token = secrets.token_urlsafe(24)
     workdir = Path(tempfile.mkdtemp(prefix="bench-fanout-"))
     script = str(Path(__file__).resolve())
     results: dict[str, Any] = {"rss_samples": []}
     async with trio.open_nursery() as nursery:
-        hub, url = await start_hub(nursery, workdir, token, clients)
-        host, port = url.removeprefix("http://").rsplit(":", 1)
+        redis = None
+        if store == "redis":
+            redis, store = await start_redis(nursery, workdir)
+        started_hubs = [
+            await start_hub(nursery, workdir, token, clients, store) for _ in range(hubs)
+        ]
+        hub, url = started_hubs[0]
         auth = {"Authorization": f"Bearer {token}"}
-        async with httpx.AsyncClient(base_url=url, headers=auth, timeout=60) as http:
-            (await http.post("/api/streams", json={"id": STREAM})).raise_for_status()
+        async with contextlib.AsyncExitStack() as stack:
+            https = [
+                await stack.enter_async_context(
+                    httpx.AsyncClient(base_url=u, headers=auth, timeout=60)
+                )
+                for _, u in started_hubs
+            ]
+            (await https[0].post("/api/streams", json={"id": STREAM})).raise_for_status()
             outputs: list[str] = []
             async with trio.open_nursery() as runs:
                 share = [clients // processes + (i < clients % processes) for i in range(processes)]
                 ws_left = clients // 2
-                for count in share:
+                for index, count in enumerate(share):
                     ws = min(ws_left, (count + 1) // 2)
                     ws_left -= ws
+                    # Subscriber processes are spread over the hubs; the publisher uses the first.
+                    sub_url = started_hubs[index % hubs][1]
+                    host, port = sub_url.removeprefix("http://").rsplit(":", 1)
                     command = [sys.executable, script, "--role", "subscribers"]
                     command += [host, port, token, str(ws), str(count - ws), protocol]
                     runs.start_soon(_collect, command, outputs)
-                await wait_subscribed(http, clients, 60 + clients / 10)
-                cpu_before = benchhub.cpu_seconds(hub.pid)
+                await wait_subscribed(https, clients, 60 + clients / 10)
+                pids = [h.pid for h, _ in started_hubs]
+                cpu_before = sum(benchhub.cpu_seconds(pid) for pid in pids)
+                redis_before = benchhub.cpu_seconds(redis.pid) if redis else 0.0
                 rss_before = benchhub.rss_mib(hub.pid)
                 started = time.perf_counter()
                 command = [sys.executable, script, "--role", "publisher", url, token]
@@ -474,10 +522,15 @@ async def run_once(
                 if rss_every:
                     runs.start_soon(_sample_rss, hub.pid, rss_every, duration, results)
             elapsed = time.perf_counter() - started
-            cpu = benchhub.cpu_seconds(hub.pid) - cpu_before
+            cpu = sum(benchhub.cpu_seconds(pid) for pid in pids) - cpu_before
+            redis_cpu = benchhub.cpu_seconds(redis.pid) - redis_before if redis else None
             rss_after = benchhub.rss_mib(hub.pid)
-        hub.send_signal(signal.SIGINT)
-        await hub.wait()
+        for process, _ in started_hubs:
+            process.send_signal(signal.SIGINT)
+        for process, _ in started_hubs:
+            await process.wait()
+        if redis is not None:
+            redis.terminate()
     reports = [json.loads(line) for text in outputs for line in text.splitlines() if line]
     published = next(r["published"] for r in reports if "published" in r)
     subscribers = [r for r in reports if "events" in r]
@@ -507,6 +560,9 @@ async def run_once(
         publish_took=next(r["took"] for r in reports if "published" in r),
         rss_before=rss_before,
         rss_after=rss_after,
+        hubs=hubs,
+        store="SQLite store" if store is None else f"store {store}",
+        redis_cpu=redis_cpu,
     )
     return results
 
@@ -537,7 +593,8 @@ def show(result: dict[str, Any], bar: float | None = None) -> bool:
     ok = lost == 0 and not result["broken"]
     print(
         f"N={result['clients']} R={result['rate']:,.0f}/s for {result['duration']:g} s "
-        f"(hub on 2 cores, SQLite store, auth and filters on, {result['protocol']} protocol)"
+        f"({result['hubs']} hub(s) on 2 cores, {result['store']}, auth and filters on, "
+        f"{result['protocol']} protocol)"
     )
     print(
         f"  delivered   {result['delivered']:,} of {result['expected']:,} "
@@ -566,6 +623,8 @@ def show(result: dict[str, Any], bar: float | None = None) -> bool:
         f"subscriber processes {result['client_cpu']:.1f} s, "
         f"publisher {result['publisher_cpu']:.1f} s"
     )
+    if result["redis_cpu"] is not None:
+        print(f"  Redis CPU   {result['redis_cpu']:.1f} s")
     print(f"  hub RSS     {result['rss_before']:.1f} MiB before, {result['rss_after']:.1f} after")
     print(
         f"  publisher   {result['published'] / result['publish_took']:,.0f} events/s achieved, "
@@ -594,6 +653,19 @@ def main() -> None:
         "--profile", metavar="FILE", help="record the hub with py-spy (collapsed stacks)"
     )
     parser.add_argument("--targets", action="store_true", help="run the three targets in turn")
+    parser.add_argument(
+        "--store",
+        metavar="URL",
+        help="the hubs' store (default: SQLite in a temporary directory); 'redis' starts a "
+        "redis-server of its own and measures its CPU too",
+    )
+    parser.add_argument(
+        "--hubs",
+        type=int,
+        default=1,
+        help="hub processes sharing the store (needs a Redis store when more than one); "
+        "the publisher uses the first, subscriber processes are spread over them",
+    )
     parser.add_argument("--soak", action="store_true", help="R=1000 for --soak-minutes")
     parser.add_argument("--soak-minutes", type=float, default=10)
     parser.add_argument(
@@ -604,18 +676,39 @@ def main() -> None:
     )
     args = parser.parse_args()
     processes = max(1, min(args.processes, args.clients))
+    if args.hubs > 1 and (args.store is None or not args.store.startswith("redis")):
+        parser.error("--hubs above 1 needs --store redis (or a redis:// URL)")
+    processes = max(processes, args.hubs)
     ok = True
     if args.targets:
         for clients, rate, bar in TARGETS:
             result = trio.run(
-                run_once, clients, rate, args.duration, processes, None, None, args.protocol
+                run_once,
+                clients,
+                rate,
+                args.duration,
+                processes,
+                None,
+                None,
+                args.protocol,
+                args.store,
+                args.hubs,
             )
             ok = show(result, bar) and ok
     elif args.soak:
         duration = args.soak_minutes * 60
         print(f"soak: N={args.clients} R=1,000/s for {args.soak_minutes:g} min; hub RSS:")
         result = trio.run(
-            run_once, args.clients, 1000.0, duration, processes, 60.0, None, args.protocol
+            run_once,
+            args.clients,
+            1000.0,
+            duration,
+            processes,
+            60.0,
+            None,
+            args.protocol,
+            args.store,
+            args.hubs,
         )
         ok = show(result)
         samples = result["rss_samples"]
@@ -631,6 +724,8 @@ def main() -> None:
             None,
             args.profile,
             args.protocol,
+            args.store,
+            args.hubs,
         )
         ok = show(result)
     sys.exit(0 if ok else 1)

@@ -405,18 +405,19 @@ class RunFeed:
         self.log = log
         self.store = store
 
-    async def follow(self, stream_id: str, after: int) -> AsyncIterator[EventRuns]:
+    async def follow(self, target: SessionLog) -> AsyncIterator[EventRuns]:
         log = self.log
         while True:
+            after = target.last_offset
             if log.last_offset > after:
                 held = log.since(after)
                 events = held.events
                 if not held.complete:
                     # Fell behind the log's memory: the store has (or soon has) the rest.
-                    missing = await _from_store(self.store, stream_id, after, events.first_offset)
+                    sid = log.session_id
+                    missing = await _from_store(self.store, sid, after, events.first_offset)
                     events = EventRuns([missing, *events.runs])
                 yield events
-                after = events.last_offset
             elif log.closed:
                 return
             else:

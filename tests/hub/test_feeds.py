@@ -40,11 +40,17 @@ class LogSource:
     def log(self, sid: str) -> SessionLog:
         return self.origin.setdefault(sid, SessionLog(sid, record_backlog=None))
 
-    async def follow(self, stream_id: str, after: int) -> AsyncIterator[EventRuns]:
-        log = self.log(stream_id)
-        async for batch in log.follow(after):
-            await self.store.append(stream_id, list(batch.events))
-            yield batch.events
+    async def follow(self, target: SessionLog) -> AsyncIterator[EventRuns]:
+        sid = target.session_id
+        log = self.log(sid)
+        while not log.closed or log.last_offset > target.last_offset:
+            await log.wait_after(target.last_offset)
+            batch = log.since(target.last_offset)
+            if batch.events:
+                fresh = batch.events.after(await self.store.last_offset(sid))
+                if len(fresh):
+                    await self.store.append(sid, list(fresh))
+                yield batch.events
 
     async def wait_stored(self, stream_id: str, offset: int) -> None:
         while await self.store.last_offset(stream_id) < offset:

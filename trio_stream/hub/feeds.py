@@ -61,9 +61,10 @@ MAX_PLACE_ATTEMPTS: Final = 100
 class FeedSource(Protocol):
     """Where a fed stream's events come from (see the module's description)."""
 
-    def follow(self, stream_id: str, after: int) -> AsyncIterator[EventRuns]:
-        """The stream's events after ``after``, in order and placed, as they come; it
-        ends after ``session_ended`` or when the source has nothing more to give."""
+    def follow(self, log: SessionLog) -> AsyncIterator[EventRuns]:
+        """The events of ``log``'s session after ``log.last_offset`` (looked up before
+        each read: events placed through the hub may be there already), in order and
+        placed, as they come; it ends when the source has nothing more to give."""
         ...
 
     async def wait_stored(self, stream_id: str, offset: int) -> None:
@@ -121,19 +122,29 @@ class FedLog(SessionLog):
         return placement
 
     async def _arrived(self, placement: Placement) -> None:
-        """Wait until the follower has brought what was placed (read your own writes)."""
-        if placement.first_offset is not None:
-            await self.wait_after(placement.last_offset - 1)
+        """Hold what was placed here at once when it follows what the log holds (the
+        follower then skips it), else wait until the follower has brought it: either way
+        a publisher reads its own writes, and this hub's clients need not wait for the
+        source's round trip."""
+        if placement.first_offset is None:
+            return
+        if placement.first_offset == self.next_offset and not self.closed:
+            placed = placement.events
+            self.place_runs_now(placed if isinstance(placed, EventRuns) else EventRuns([placed]))
+            if placement.ended is not None:
+                self.ended = placement.ended
+        await self.wait_after(placement.last_offset - 1)
 
     async def feed(self) -> None:
         """Follow the source until the session ends, then close the log."""
         try:
-            async for runs in self.source.follow(self.session_id, self.last_offset):
+            async for runs in self.source.follow(self):
                 if self.closed:
                     return
                 placement = self.place_runs_now(runs)
                 if placement.ended is not None:
                     self.ended = placement.ended
+                if self.ended is not None:
                     return
         finally:
             self.close()
@@ -225,11 +236,13 @@ class StoreFeed:
                 if event is not None:
                     event.set()
 
-    async def follow(self, stream_id: str, after: int) -> AsyncIterator[EventRuns]:
+    async def follow(self, log: SessionLog) -> AsyncIterator[EventRuns]:
+        stream_id = log.session_id
         backoff = 0.05
-        while True:
+        while not log.closed and log.ended is None:
             # Registered before reading: an append noted meanwhile is not missed.
             wake = self._wake.setdefault(stream_id, trio.Event())
+            after = log.last_offset
             try:
                 rows = await self.store.read_rows(stream_id, after, FEED_PAGE)
             except UnknownSessionError:
@@ -241,7 +254,6 @@ class StoreFeed:
                 continue
             backoff = 0.05
             if len(rows):
-                after = rows.last_offset
                 yield EventRuns([rows])
                 continue
             with trio.move_on_after(FEED_POLL):
