@@ -30,7 +30,7 @@ import trio
 from .batches import RowEvents
 from .client import HubClientError, filter_query, follow_stream, get_json
 from .events import Event, EventType, SessionEnded, event_from_dict
-from .hub.protocol import EventFilter
+from .filters import EventFilter
 from .registry import LiveSession, find_live, forget, match_ref, pid_alive
 from .store import HistoryQuery, SessionInfo, SessionStatus, Store, UnknownSessionError
 from .store.base import RowStore

@@ -42,8 +42,9 @@ Executor Streamer design does, ``COMMAND_STARTED``, in any case), ``sources``
 (``stdout``/``stderr``; non-output events always pass), ``startTime``/``endTime`` (epoch
 seconds or ISO 8601, inclusive), ``timeRange`` (``{"start", "end"}``, the same),
 ``sessionIds`` (the sessions whose events pass), ``searchText`` (case-insensitive
-substring of the line, or of the event's JSON for other events) and ``pattern`` (a
-regular expression searched the same way, at most 256 characters, no nested repetition).
+substring of the line, or of the event's JSON for other events, in its first 64 KiB, for
+live events and history alike) and ``pattern`` (a regular expression searched the same
+way, at most 256 characters, no nested repetition).
 ``filters`` may also be a list of such objects (the design's ``StreamFilter[]``): an event
 passes when any of them passes it.
 
@@ -101,13 +102,12 @@ from typing import Any, Final, TypeAlias, final
 import attrs
 import orjson
 
-from ..events import SOURCES, Event, EventType, Output, converter
+from ..events import SOURCES, EventType
+from ..filters import EventFilter
 from ..limits import over_limits
-from ..store.base import HistoryQuery
 
 MAX_PATTERN_LENGTH: Final = 256
 MAX_SEARCH_LENGTH: Final = 1024
-MAX_SEARCHED_TEXT: Final = 64 * 1024
 MAX_REPLAY: Final = 100_000
 
 
@@ -251,127 +251,6 @@ def _string_list(value: Any, where: str) -> list[str]:
     return value
 
 
-@final
-@attrs.frozen
-class EventFilter:
-    """Which events a client wants; the empty filter passes everything."""
-
-    types: frozenset[EventType] | None = None
-    sources: frozenset[str] | None = None
-    start_time: float | None = None
-    end_time: float | None = None
-    search_text: str | None = None
-    pattern: re.Pattern[str] | None = None
-    sessions: frozenset[str] | None = None
-    # Several filters (the design's StreamFilter[]): an event passes if any passes it.
-    alternatives: tuple[EventFilter, ...] | None = None
-
-    @property
-    def empty(self) -> bool:
-        """Whether this filter passes everything."""
-        return self == _EMPTY
-
-    @property
-    def exact(self) -> bool:
-        """Whether the store's query (:meth:`to_query`) finds exactly the events this
-        filter passes; if not, the caller matches what the query finds."""
-        return self.pattern is None and self.sessions is None and self.alternatives is None
-
-    def matches(self, event: Event, raw: bytes | None = None) -> bool:
-        """Whether ``event`` (serialized as ``raw``, when at hand) passes."""
-        if self.alternatives is not None:
-            return any(f.matches(event, raw) for f in self.alternatives)
-        if self.types is not None and event.type not in self.types:
-            return False
-        if self.sessions is not None and event.session not in self.sessions:
-            return False
-        data = event.data
-        if self.sources is not None and type(data) is Output and data.source not in self.sources:
-            return False
-        if self.start_time is not None and event.ts < self.start_time:
-            return False
-        if self.end_time is not None and event.ts > self.end_time:
-            return False
-        if self.search_text is None and self.pattern is None:
-            return True
-        if type(data) is Output:
-            text = data.text
-        elif raw is not None:
-            # The serialized data, as the store searches it: ``data`` is the event's last
-            # key, and no field before it can contain the marker.
-            text = raw[raw.index(b',"data":') + 8 : -1].decode()
-        else:
-            text = orjson.dumps(_data_of(event)).decode()
-        text = text[:MAX_SEARCHED_TEXT]
-        if self.search_text is not None and self.search_text not in text.casefold():
-            return False
-        return self.pattern is None or self.pattern.search(text) is not None
-
-    def to_query(
-        self,
-        *,
-        after: int = -1,
-        limit: int | None = None,
-        skip: int = 0,
-        last: int | None = None,
-    ) -> HistoryQuery:
-        """The store query for this filter: exact unless :attr:`exact` is False (then
-        the caller matches what it finds)."""
-        if self.alternatives is not None:
-            return _loosest(self.alternatives).to_query(
-                after=after, limit=limit, skip=skip, last=last
-            )
-        return HistoryQuery(
-            after=after,
-            types=self.types,
-            sources=self.sources,
-            start_time=self.start_time,
-            end_time=self.end_time,
-            search_text=self.search_text,
-            limit=limit,
-            skip=skip,
-            last=last,
-        )
-
-    def to_json(self) -> Any:
-        """The wire form (what :func:`parse_filters` reads back): an object, or a list
-        of them for several filters."""
-        if self.alternatives is not None:
-            return [f.to_json() for f in self.alternatives]
-        out: dict[str, Any] = {}
-        if self.types is not None:
-            out["eventTypes"] = sorted(t.value for t in self.types)
-        if self.sources is not None:
-            out["sources"] = sorted(self.sources)
-        if self.start_time is not None:
-            out["startTime"] = self.start_time
-        if self.end_time is not None:
-            out["endTime"] = self.end_time
-        if self.search_text is not None:
-            out["searchText"] = self.search_text
-        if self.pattern is not None:
-            out["pattern"] = self.pattern.pattern
-        if self.sessions is not None:
-            out["sessionIds"] = sorted(self.sessions)
-        return out
-
-
-def _loosest(filters: tuple[EventFilter, ...]) -> EventFilter:
-    """A filter passing whatever any of ``filters`` passes, as far as the store can ask."""
-
-    def union(values: list[Any]) -> Any:
-        return None if any(v is None for v in values) else frozenset().union(*values)
-
-    starts = [f.start_time for f in filters]
-    ends = [f.end_time for f in filters]
-    return EventFilter(
-        union([f.types for f in filters]),
-        union([f.sources for f in filters]),
-        None if None in starts else min(starts),  # type: ignore[type-var]
-        None if None in ends else max(ends),  # type: ignore[type-var]
-    )
-
-
 _EMPTY: Final = EventFilter()
 FILTER_KEYS: Final = (
     "eventTypes",
@@ -384,10 +263,6 @@ FILTER_KEYS: Final = (
     "timeRange",
 )
 MAX_FILTERS: Final = 16
-
-
-def _data_of(event: Event) -> Any:
-    return converter.unstructure(event.data)
 
 
 def parse_filters(obj: Any) -> EventFilter:
