@@ -425,7 +425,7 @@ async def subscribe(
         UnknownSessionError, AmbiguousSessionError: no such session, or several.
         HubClientError: the hub refused the subscription or stopped answering.
     """
-    from .hub.protocol import parse_filters
+    from .hub.params import parse_filters
 
     flt = filters if isinstance(filters, EventFilter) else parse_filters(filters)
     target = await locate(session, hub=hub, token=token, store=store)

@@ -27,8 +27,8 @@ from ..events import (
     new_event_ids,
     plain_fields,
 )
-from .errors import HubError
-from .protocol import ProtocolError, event_type, parse_time
+from .errors import HubError, ProtocolError
+from .params import event_type, parse_time
 
 _EVENT_KEYS: Final = frozenset({"type", "data", "id", "session", "offset", "ts"})
 _OUTPUT_KEYS: Final = frozenset({"source", "text", "eol", "line", "partial"})
