@@ -13,17 +13,16 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 import orjson
-import trio
 from quart import Blueprint, Response, request
 
 from ..events import EventType
 from ..filters import EventFilter
 from ..store.base import HistoryQuery, SessionStatus
+from . import ingest
 from .clients import EndReason, Frame
-from .context import RateLimited, access, host_of, hub, json_response
+from .context import access, host_of, hub, json_response
 from .errors import HubError, ProtocolError
 from .frames import frames_of
-from .ingest import parse_events
 from .metrics import metrics_json, prometheus
 from .openapi import OPENAPI_PATH, openapi_document
 from .params import LIMITS, parse_json, query_after, query_filters, query_int, query_last_n
@@ -336,24 +335,8 @@ async def replay(stream_id: str, client_id: str) -> Response:
 @access("publish")
 async def publish(stream_id: str) -> Response:
     """``POST /api/streams/{id}/events``: one event or a list."""
-    h = hub()
-    body = await _json_body()
-    count = len(body) if isinstance(body, list) else 1
-    if count > h.config.max_batch:
-        raise HubError(f"body: at most {h.config.max_batch} events per request")
-    wait = h.publishers.take(host_of(request.scope), trio.current_time(), count)
-    if wait:
-        raise RateLimited(f"publishing faster than {h.config.publish_per_second:g} events/s", wait)
-    events, placed = parse_events(body, stream_id)
-    result = await h.broker.publish(stream_id, events, placed)
-    return json_response(
-        {
-            "accepted": result.accepted,
-            "duplicates": result.duplicates,
-            "firstOffset": result.first_offset,
-            "lastOffset": result.last_offset,
-        }
-    )
+    result = await ingest.publish(hub(), stream_id, host_of(request.scope), await _body_bytes())
+    return json_response(ingest.published(result))
 
 
 def _held_since(stream: Stream, now: float) -> int:
