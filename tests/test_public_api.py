@@ -16,8 +16,8 @@ def test_every_exported_name_resolves() -> None:
 
 def test_the_types_readers_use_come_from_the_package() -> None:
     from trio_stream.events import Event, EventType
+    from trio_stream.filters import EventFilter
     from trio_stream.hub.config import HubConfig
-    from trio_stream.hub.protocol import EventFilter
     from trio_stream.store import Store, open_store
 
     assert trio_stream.Event is Event and trio_stream.EventType is EventType

@@ -13,6 +13,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .events import Event, EventType, EventValidationError
+from .filters import EventFilter
 from .process import (
     CommandNotExecutableError,
     CommandNotFoundError,
@@ -32,7 +33,6 @@ from .store import Store, open_store
 if TYPE_CHECKING:
     from .attach import subscribe
     from .hub.config import HubConfig
-    from .hub.protocol import EventFilter
     from .hub.server import serve_hub
     from .local import serve_session
 
@@ -45,7 +45,6 @@ _LAZY = {
     "subscribe": "attach",
     "serve_hub": "hub.server",
     "HubConfig": "hub.config",
-    "EventFilter": "hub.protocol",
 }
 
 

@@ -30,7 +30,7 @@ import trio
 from .batches import RowEvents
 from .client import HubClientError, filter_query, follow_stream, get_json
 from .events import Event, EventType, SessionEnded, event_from_dict
-from .hub.protocol import EventFilter
+from .filters import EventFilter
 from .registry import LiveSession, find_live, forget, match_ref, pid_alive
 from .store import HistoryQuery, SessionInfo, SessionStatus, Store, UnknownSessionError
 from .store.base import RowStore
@@ -425,7 +425,7 @@ async def subscribe(
         UnknownSessionError, AmbiguousSessionError: no such session, or several.
         HubClientError: the hub refused the subscription or stopped answering.
     """
-    from .hub.protocol import parse_filters
+    from .hub.params import parse_filters
 
     flt = filters if isinstance(filters, EventFilter) else parse_filters(filters)
     target = await locate(session, hub=hub, token=token, store=store)

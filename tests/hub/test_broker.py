@@ -13,7 +13,8 @@ from trio_stream.hub.broker import Broker
 from trio_stream.hub.clients import ClientKind, Closing, Deliver, EndReason, Heartbeat
 from trio_stream.hub.config import HubConfig
 from trio_stream.hub.errors import OffsetGap
-from trio_stream.hub.protocol import Ping, ReplayOptions, parse_filters
+from trio_stream.hub.params import ReplayOptions, parse_filters
+from trio_stream.hub.protocol import Ping
 from trio_stream.lines import Lines
 from trio_stream.log import SessionLog
 from trio_stream.publisher import Publisher

@@ -17,7 +17,7 @@ from trio_stream.events import Event, EventType, Output, Status
 from trio_stream.hub.broker import Broker
 from trio_stream.hub.clients import Batch, ClientKind, Deliver, Frame
 from trio_stream.hub.config import HubConfig
-from trio_stream.hub.protocol import parse_filters
+from trio_stream.hub.params import parse_filters
 from trio_stream.hub.server import ServedHub
 from trio_stream.hub.sse import SSEParser, frame_items, sse_event
 from trio_stream.hub.wire import http_chunk, ws_frame

@@ -19,20 +19,23 @@ from hypothesis import strategies as st
 from werkzeug.datastructures import MultiDict
 
 from trio_stream.events import PAYLOADS, Event, EventType
-from trio_stream.hub.errors import HubError
+from trio_stream.filters import EventFilter
+from trio_stream.hub.errors import HubError, ProtocolError
 from trio_stream.hub.ingest import parse_events
-from trio_stream.hub.polling import _limit, _timeout
-from trio_stream.hub.protocol import (
+from trio_stream.hub.params import (
     FILTER_KEYS,
+    LIMITS,
     REPLAY_KEYS,
-    ClientMessage,
-    EventFilter,
-    ProtocolError,
-    parse_client_message,
     parse_filters,
+    parse_offset,
     parse_replay_options,
+    query_filters,
+    query_int,
+    query_last_n,
+    query_seconds,
 )
-from trio_stream.hub.sse import MAX_LINE, SSEParser, parse_offset, query_filters, sse_event
+from trio_stream.hub.protocol import ClientMessage, parse_client_message
+from trio_stream.hub.sse import MAX_LINE, SSEParser, sse_event
 
 json_values = fuzzing_json_values(st.text(max_size=20), st.text(max_size=8))
 event_types = st.sampled_from([t.value for t in EventType])
@@ -184,13 +187,29 @@ def test_any_cursor_text_is_an_offset_or_a_bad_offset(text: str) -> None:
 @FUZZ
 @given(st.text(max_size=12), st.floats(0.1, 120))
 def test_any_poll_limit_and_timeout_are_bounded_or_a_bad_request(text: str, most: float) -> None:
-    for parse in (lambda: _limit(text), lambda: _timeout(text, most)):
+    limit = MultiDict({"limit": text})
+    timeout = MultiDict({"timeout": text})
+    for parse in (
+        lambda: query_int(limit, "limit", LIMITS.default_page, 1, LIMITS.page),
+        lambda: query_seconds(timeout, "timeout", LIMITS.default_poll_wait, most),
+    ):
         try:
             value = parse()
         except ProtocolError as exc:
-            assert exc.code == "bad_request"
+            assert exc.code == "bad_request" and exc.message.startswith(("limit: ", "timeout: "))
         else:
-            assert 0 <= value <= max(10_000, most)
+            assert 0 <= value <= max(LIMITS.page, most)
+
+
+@FUZZ
+@given(st.text(max_size=12) | st.integers(-5, 2 * LIMITS.replay).map(str))
+def test_any_last_n_text_is_a_bounded_count_or_a_bad_replay(text: str) -> None:
+    try:
+        last_n = query_last_n(MultiDict({"lastN": text}))
+    except ProtocolError as exc:
+        assert exc.code == "bad_replay" and exc.message.startswith("lastN: ")
+    else:
+        assert last_n is None if text == "" else 1 <= last_n <= LIMITS.replay
 
 
 # -- published events ---------------------------------------------------------------------

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 import httpx
+import pytest
 import trio
 
 from trio_stream.hub.app import create_app
@@ -139,8 +140,91 @@ def test_payload_schemas_follow_the_event_model() -> None:
     assert ended["additionalProperties"] is False
 
 
-def test_the_documented_limits_are_the_routes_limits() -> None:
-    from trio_stream.hub import openapi, polling, rest
+def _query_schema(document: dict[str, Any], path: str, name: str) -> dict[str, Any]:
+    parameters = document["components"]["parameters"]
+    for parameter in document["paths"][path]["get"]["parameters"]:
+        if "$ref" in parameter:
+            parameter = parameters[parameter["$ref"].rsplit("/", 1)[1]]
+        if parameter["name"] == name:
+            return parameter["schema"]  # type: ignore[no-any-return]
+    raise AssertionError(f"{path} documents no {name}")
 
-    assert openapi.MAX_LIST == rest.MAX_LIST
-    assert openapi.MAX_HISTORY_LIMIT == rest.MAX_HISTORY_LIMIT == polling.MAX_LIMIT
+
+# Query parameters with a documented bound, and the code of a value past it.
+BOUNDED_QUERIES = [
+    ("/api/streams", "limit", "bad_request"),
+    ("/api/streams", "offset", "bad_request"),
+    ("/api/streams/{stream_id}/history", "limit", "bad_request"),
+    ("/api/streams/{stream_id}/history", "offset", "bad_request"),
+    ("/api/streams/{stream_id}/history", "lastN", "bad_replay"),
+    ("/api/streams/{stream_id}/poll", "limit", "bad_request"),
+    ("/api/streams/{stream_id}/poll", "timeout", "bad_request"),
+    ("/api/streams/{stream_id}/poll", "epoch", "bad_replay"),
+    ("/api/streams/{stream_id}/sse", "lastN", "bad_replay"),
+    ("/api/streams/{stream_id}/sse", "epoch", "bad_replay"),
+    ("/api/streams/{stream_id}/history", "searchText", "bad_filter"),
+    ("/api/streams/{stream_id}/poll", "pattern", "bad_filter"),
+]
+
+
+@pytest.mark.parametrize(("path", "name", "code"), BOUNDED_QUERIES)
+async def test_the_documented_bounds_are_the_routes_bounds(
+    start_hub: StartHub, path: str, name: str, code: str
+) -> None:
+    served: ServedHub = await start_hub(max_poll_timeout=2.0)
+    schema = _query_schema(openapi_document(served.hub.config), path, name)
+    if "maximum" in schema:
+        most, over = schema["maximum"], schema["maximum"] + 1
+    else:
+        most, over = "e" * schema["maxLength"], "e" * (schema["maxLength"] + 1)
+    async with httpx.AsyncClient(base_url=base_url(served), timeout=10) as http:
+        await http.post("/api/streams", json={"id": "s"})
+        ended = {"type": "session_ended", "data": {"exit_status": 0}}
+        await http.post("/api/streams/s/events", json=ended)
+        url = path.format(stream_id="s")
+        taken = await http.get(url, params={name: most})
+        assert taken.status_code in (200, 204), taken.text
+        refused = await http.get(url, params={name: over})
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == code and f"{name}: " in error["message"], error
+
+
+def test_the_documented_bodies_are_bounded_by_the_same_limits() -> None:
+    from trio_stream.client import http
+    from trio_stream.hub.params import LIMITS
+
+    schemas = openapi_document(HubConfig())["components"]["schemas"]
+    options = schemas["ReplayOptions"]["properties"]
+    assert options["lastN"]["maximum"] == options["limit"]["maximum"] == LIMITS.replay
+    assert schemas["ReplayRequest"]["properties"]["limit"]["maximum"] == LIMITS.replay
+    assert options["epoch"]["maxLength"] == LIMITS.epoch
+    one_filter = schemas["Filters"]["oneOf"][0]["properties"]
+    assert one_filter["searchText"]["maxLength"] == LIMITS.search
+    assert one_filter["pattern"]["maxLength"] == LIMITS.pattern
+    assert one_filter["eventTypes"]["maxItems"] == LIMITS.values
+    assert schemas["Filters"]["oneOf"][1]["maxItems"] == LIMITS.filters
+    # The client asks for pages of streams as large as the hub gives.
+    assert http.MAX_LIST == LIMITS.list_page
+
+
+@pytest.mark.parametrize(
+    "name", ["maxHistorySize", "bufferSize", "heartbeatInterval", "maxClients", "retentionPeriod"]
+)
+async def test_the_documented_stream_config_bounds_are_the_hubs(
+    http: httpx.AsyncClient, name: str
+) -> None:
+    config = openapi_document(HubConfig())["components"]["schemas"]["StreamConfig"]["properties"]
+    schema = (
+        config["persistence"]["properties"][name] if name == "retentionPeriod" else config[name]
+    )
+
+    def body(value: int) -> dict[str, Any]:
+        given = {"persistence": {name: value}} if name == "retentionPeriod" else {name: value}
+        return {"config": given}
+
+    for value in (schema["minimum"], schema["maximum"]):
+        assert (await http.post("/api/streams", json=body(value))).status_code == 201
+    for value in (schema["minimum"] - 1, schema["maximum"] + 1):
+        refused = await http.post("/api/streams", json=body(value))
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "bad_config"

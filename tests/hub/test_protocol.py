@@ -6,24 +6,26 @@ import orjson
 import pytest
 
 from trio_stream.events import Event, EventType, Output, Status, event_to_json
+from trio_stream.filters import EventFilter
+from trio_stream.hub.errors import ProtocolError
+from trio_stream.hub.params import (
+    ReplayOptions,
+    event_type,
+    parse_filters,
+    parse_replay_options,
+    parse_time,
+)
 from trio_stream.hub.protocol import (
-    EventFilter,
     Ping,
     Pong,
-    ProtocolError,
     Replay,
-    ReplayOptions,
     SetFilter,
     Subscribe,
     Unsubscribe,
     connection_ack_frame,
     error_frame,
-    event_type,
     events_frame,
     parse_client_message,
-    parse_filters,
-    parse_replay_options,
-    parse_time,
 )
 
 

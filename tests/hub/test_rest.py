@@ -214,6 +214,31 @@ async def test_history_pattern_pages_through_the_store(http: httpx.AsyncClient) 
     assert [e["data"]["text"] for e in paged.json()["events"]] == ["boom 1000"]
 
 
+async def test_history_and_a_live_subscriber_search_the_same_first_64_kib(
+    served: ServedHub, http: httpx.AsyncClient
+) -> None:
+    await create(http, "s")
+    long = "x" * (64 * 1024)
+    url = ws_url(served, "/api/streams/s/ws?after=-1&searchText=needle")
+    async with open_websocket_url(url, max_message_size=1 << 20) as ws:
+        await receive_until(ws, "subscribed")
+        published = [
+            output(long + "needle"),
+            output("needle" + long),
+            {"type": "status", "data": {"status": long + "needle"}},
+            {"type": "status", "data": {"status": "needle " + long}},
+            output("done"),
+        ]
+        answer = await http.post("/api/streams/s/events", json=published)
+        assert answer.status_code == 200, answer.text
+        live = [e["offset"] for e in (await receive_until(ws, "event"))[-1]["events"]]
+    stream = served.hub.broker.streams["s"]
+    await stream.wait_recorded(stream.last_offset)
+    # Read back from the store: the store's matcher decides, not the fan-out's.
+    history = (await http.get("/api/streams/s/history?searchText=NEEDLE")).json()
+    assert [e["offset"] for e in history["events"]] == live == [1, 3]
+
+
 @pytest.mark.parametrize(
     ("query", "offsets"),
     [

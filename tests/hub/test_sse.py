@@ -11,9 +11,10 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trio_stream.hub.protocol import ProtocolError
+from trio_stream.hub.errors import ProtocolError
+from trio_stream.hub.params import parse_offset
 from trio_stream.hub.server import ServedHub
-from trio_stream.hub.sse import SSEParser, parse_offset, sse_comment, sse_event, sse_retry
+from trio_stream.hub.sse import SSEParser, sse_comment, sse_event, sse_retry
 
 from .conftest import StartHub, create, create_mixed, output
 

@@ -480,6 +480,63 @@ async def test_publishers_closing_as_their_streams_end_leave_no_error_in_the_log
     assert errors == []
 
 
+PUBLISHED_BODIES = [
+    b"{oops",
+    b"[]",
+    b"3",
+    orjson.dumps({"type": "output", "data": {}}),
+    orjson.dumps({"type": "nope", "data": {"x": 1}}),
+    orjson.dumps([output(str(i)) for i in range(4)]),
+    orjson.dumps(output("placed", offset=9)),
+    orjson.dumps({"type": "STATUS", "timestamp": "nan", "data": {"status": "x"}}),
+    orjson.dumps([output("a"), output("b")]),
+    orjson.dumps(output("b", offset=1)),
+]
+
+
+async def test_publishing_over_rest_and_a_websocket_answers_alike(start_hub: StartHub) -> None:
+    served = await start_hub(max_batch=3)
+    async with httpx.AsyncClient(base_url=served.urls[0], timeout=10) as http:
+        await create(http, "r")
+        await create(http, "w")
+        async with open_websocket_url(ws_url(served, "/api/streams/w/publish")) as pub:
+            await receive(pub)
+            for body in PUBLISHED_BODIES:
+                answer = await http.post(
+                    "/api/streams/r/events",
+                    content=body,
+                    headers={"Content-Type": "application/json"},
+                )
+                await pub.send_message(body.decode())
+                message = await receive(pub)
+                kind = message.pop("type")
+                if answer.status_code == 200:
+                    assert (kind, message) == ("ack", answer.json()), body
+                else:
+                    assert (kind, message) == ("error", answer.json()["error"]), body
+                    assert answer.status_code in (400, 409), body
+
+
+async def test_publishing_too_fast_is_refused_alike_over_rest_and_a_websocket(
+    start_hub: StartHub,
+) -> None:
+    served = await start_hub(publish_per_second=2)
+    async with httpx.AsyncClient(base_url=served.urls[0], timeout=10) as http:
+        await create(http, "s")
+        answer = await http.post("/api/streams/s/events", json=[output("a"), output("b")])
+        assert answer.status_code == 200
+        refused = await http.post("/api/streams/s/events", json=output("c"))
+        assert refused.status_code == 429 and "Retry-After" in refused.headers
+        async with open_websocket_url(ws_url(served, "/api/streams/s/publish")) as pub:
+            await receive(pub)
+            await pub.send_message(orjson.dumps(output("c")).decode())
+            error = await receive(pub)
+    too_fast = "publishing faster than 2 events/s; retry in "
+    assert refused.json()["error"]["code"] == error["code"] == "rate_limited"
+    assert refused.json()["error"]["message"].startswith(too_fast)
+    assert error["message"].startswith(too_fast)
+
+
 async def test_one_client_sending_garbage_does_not_disturb_another(
     served: ServedHub, http: httpx.AsyncClient
 ) -> None:

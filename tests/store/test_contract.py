@@ -5,6 +5,7 @@ import time
 import pytest
 
 from trio_stream.events import EventType
+from trio_stream.filters import MAX_SEARCHED_TEXT, EventFilter
 from trio_stream.store import (
     AmbiguousSessionError,
     HistoryQuery,
@@ -106,6 +107,20 @@ async def test_filters_by_type_source_time_and_text(store, info):
     assert await offsets(types=frozenset({EventType.STATUS}), last=5) == [3]
     assert await offsets(search_text="COMPILING", last=3) == [0, 3]
     assert await store.count("build-1", HistoryQuery(search_text="error")) == 1
+
+
+async def test_search_looks_in_the_first_64_kib_as_a_live_filter_does(store, info):
+    await store.create_session(info)
+    long = "x" * MAX_SEARCHED_TEXT
+    sent = [
+        *lines("build-1", 0, [long + "needle", "needle" + long, "a Needle"]),
+        status("build-1", 3, long + "needle"),
+        status("build-1", 4, "needle " + long),
+    ]
+    await store.append("build-1", sent)
+    found = await store.read("build-1", HistoryQuery(search_text="NEEDLE"))
+    live = EventFilter(search_text="needle")
+    assert [e.offset for e in found] == [e.offset for e in sent if live.matches(e)] == [1, 2, 4]
 
 
 async def test_negative_paging_is_refused(store, info):

@@ -17,8 +17,8 @@ import trio
 from ..attach import Feed, Target, locate
 from ..client import HubClientError
 from ..events import Event
+from ..filters import EventFilter
 from ..groups import single
-from ..hub.protocol import EventFilter
 from ..process import EXIT_FAILURE
 from ..registry import RegistryError
 from ..store import (

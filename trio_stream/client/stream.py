@@ -416,7 +416,7 @@ async def follow_stream(
         buffer: events held for a slow reader of the channel.
         filters: only the events these filters pass, in their wire form
             (``{"eventTypes": ["output"], "sources": ["stderr"]}``, see
-            :meth:`~trio_stream.hub.protocol.EventFilter.to_json`).
+            :meth:`~trio_stream.filters.EventFilter.to_json`).
         batched: give lists of events (each what one message of the hub brought) rather
             than one event at a time, for readers that keep up with fast streams.
 

@@ -12,8 +12,7 @@ from werkzeug.exceptions import HTTPException
 from ..store.base import StoreError, UnknownSessionError
 from .auth import AuthError, cors_headers, origin_allowed, preflight_headers
 from .context import Hub, access_of, authorize, error_response, host_of, response_for
-from .errors import HubError, ReadOnly
-from .protocol import ProtocolError
+from .errors import HubError, ProtocolError, ReadOnly
 
 logger = logging.getLogger("trio_stream.hub")
 

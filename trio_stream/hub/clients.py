@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias, final
 import attrs
 import trio
 
+from ..filters import EventFilter
 from . import design
 from .frames import Frame
+from .params import ReplayOptions
 from .protocol import (
-    EventFilter,
     Ping,
     Pong,
     Replay,
-    ReplayOptions,
     SetFilter,
     Subscribe,
     Unsubscribe,

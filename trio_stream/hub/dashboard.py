@@ -28,7 +28,7 @@ from quart import Blueprint, Response, request
 from .auth import COOKIE, AuthError
 from .context import RateLimited, access, host_of, hub
 from .errors import HubError, NotFound
-from .sse import query_filters
+from .params import query_filters
 
 blueprint = Blueprint("dashboard", __name__)
 

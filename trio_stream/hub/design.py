@@ -31,9 +31,10 @@ from typing import Any, Final, final
 import attrs
 import orjson
 
+from ..filters import EventFilter
 from .config import HubConfig
-from .errors import HubError
-from .protocol import EventFilter, ProtocolError, parse_filters
+from .errors import HubError, ProtocolError
+from .params import LIMITS, parse_filters
 from .wire import ws_frame
 
 PROTOCOL: Final = "executor-streamer"
@@ -51,15 +52,6 @@ CONFIG_KEYS: Final = (
 )
 PERSISTENCE_KEYS: Final = ("enabled", "storageType", "retentionPeriod")
 STORAGE_TYPES: Final = ("memory", "file", "database")
-# Bounds of the numbers, so that one stream cannot take the hub's memory or wake it
-# constantly: (lowest, highest).
-_BOUNDS: Final = {
-    "maxHistorySize": (1, 1_000_000),
-    "bufferSize": (1, 1_000_000),
-    "heartbeatInterval": (100, 86_400_000),
-    "maxClients": (1, 100_000),
-    "retentionPeriod": (1, 100 * 365 * 86_400_000),
-}
 CLIENT_TYPES: Final = {
     "websocket": "WEBSOCKET",
     "sse": "SERVER_SENT_EVENTS",
@@ -75,8 +67,8 @@ class ConfigError(HubError):
 
 
 def _number(value: Any, where: str, integer: bool) -> float:
-    name = where.rsplit(".", 1)[-1]
-    low, high = _BOUNDS[name]
+    # Bounded, so that one stream cannot take the hub's memory or wake it constantly.
+    low, high = LIMITS.stream_config[where.rsplit(".", 1)[-1]]
     kinds = int if integer else int | float
     if isinstance(value, bool) or not isinstance(value, kinds):
         what = "an integer" if integer else "a number"

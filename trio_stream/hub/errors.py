@@ -5,6 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 
+class ProtocolError(ValueError):
+    """A client message or parameter the hub refuses: 400 over HTTP; on a WebSocket an
+    ``error`` frame, and the connection stays up.
+
+    Attributes:
+        code: machine-readable (``bad_filter``), sent as the error's ``code``.
+        message: for people, naming the parameter or field.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"{code}: {message}")
+
+
 class HubError(Exception):
     """An error the REST layer turns into ``{"error": {"code", "message"}}``.
 

@@ -1,5 +1,6 @@
-"""Checking published events: what ``POST /api/streams/{id}/events`` and the publishing
-WebSocket take, turned into events for the broker.
+"""Publishing: what ``POST /api/streams/{id}/events`` and the publishing WebSocket take,
+checked and turned into events for the broker by one handler, :func:`publish`, so that
+both answer the same body alike.
 
 Events may also come in the Executor Streamer design's form: a ``type`` such as
 ``COMMAND_STARTED`` (any case), a ``timestamp`` (ISO 8601 or epoch seconds) for ``ts``,
@@ -17,6 +18,8 @@ from __future__ import annotations
 import time
 from typing import Any, Final
 
+import trio
+
 from ..events import (
     PAYLOADS,
     Event,
@@ -27,8 +30,10 @@ from ..events import (
     new_event_ids,
     plain_fields,
 )
-from .errors import HubError
-from .protocol import ProtocolError, event_type, parse_time
+from .broker import PublishResult
+from .context import Hub, RateLimited
+from .errors import HubError, ProtocolError
+from .params import event_type, parse_json, parse_time
 
 _EVENT_KEYS: Final = frozenset({"type", "data", "id", "session", "offset", "ts"})
 _OUTPUT_KEYS: Final = frozenset({"source", "text", "eol", "line", "partial"})
@@ -177,3 +182,40 @@ def parse_events(body: Any, stream_id: str) -> tuple[list[Event], list[bool]]:
     if errors:
         raise EventsInvalid("; ".join(errors[:20]), errors=errors[:100])
     return events, placed
+
+
+async def publish(h: Hub, stream_id: str, host: str, data: str | bytes) -> PublishResult:
+    """Publish what a client sent to stream ``stream_id``: the JSON of one event or of a
+    list of at most ``max_batch`` (a request's body, or one message of the publishing
+    WebSocket), within the rate its address ``host`` may publish at.
+
+    Raises:
+        ProtocolError: ``malformed_json``.
+        HubError: ``bad_request`` for too many events, :class:`RateLimited`,
+            :class:`EventsInvalid` naming every bad field, and what
+            :meth:`~trio_stream.hub.broker.Broker.publish` refuses (``offset_gap``,
+            ``stream_ended``, ``not_found``…).
+    """
+    body = parse_json(data, "body")
+    count = len(body) if isinstance(body, list) else 1
+    if count > h.config.max_batch:
+        raise HubError(f"body: at most {h.config.max_batch} events at once")
+    wait = h.publishers.take(host, trio.current_time(), count)
+    if wait:
+        raise RateLimited(
+            f"publishing faster than {h.config.publish_per_second:g} events/s; "
+            f"retry in {wait:.1f}s",
+            wait,
+        )
+    events, placed = parse_events(body, stream_id)
+    return await h.broker.publish(stream_id, events, placed)
+
+
+def published(result: PublishResult) -> dict[str, Any]:
+    """The answer to a publish (the WebSocket's ``ack`` adds its ``type``)."""
+    return {
+        "accepted": result.accepted,
+        "duplicates": result.duplicates,
+        "firstOffset": result.first_offset,
+        "lastOffset": result.last_offset,
+    }

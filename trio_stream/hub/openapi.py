@@ -4,8 +4,9 @@ The document is data built here, not guessed from the routes: every path and met
 app registers is in it (a test compares it with the app's URL map both ways), with its
 parameters, request body, answers and error shape. The event payload schemas are made
 from the attrs classes of :mod:`trio_stream.events`, so the document cannot drift from
-the event model, and the limits (largest batch, longest poll) come from the hub's
-configuration.
+the event model. The bounds of what clients send come from
+:data:`~trio_stream.hub.params.LIMITS`, the ones the routes apply, and the hub's own
+limits (largest batch, longest poll) from its configuration.
 
 WebSocket routes are described as the ``GET`` that opens them (``101`` on success); their
 messages are described in :mod:`trio_stream.hub.protocol`. ``HEAD`` is answered wherever
@@ -25,12 +26,12 @@ from ..events import PAYLOADS, EventType
 from ..store.base import SessionStatus
 from .config import HubConfig
 from .design import CLIENT_TYPES, PROTOCOL, STORAGE_TYPES
-from .protocol import MAX_PATTERN_LENGTH, MAX_REPLAY, MAX_SEARCH_LENGTH
+from .params import LIMITS
 
 OPENAPI_PATH: Final = "/api/openapi.json"
 STREAM_ID_PATTERN: Final = "^[A-Za-z0-9._-]{1,64}$"
-MAX_LIST: Final = 1000
-MAX_HISTORY_LIMIT: Final = 10_000
+# lastN on every transport, and the limit of a replay.
+_LAST_N: Final = {"type": "integer", "minimum": 1, "maximum": LIMITS.replay}
 
 _REF: Final = "#/components/schemas/"
 SSE_EVENTS: Final = (
@@ -42,6 +43,15 @@ SSE_EVENTS: Final = (
     "end",
     "error",
 )
+
+
+def _bounded(kind: str, name: str, description: str | None = None) -> dict[str, Any]:
+    """The schema of the ``StreamConfig`` number ``name``, with its bounds."""
+    low, high = LIMITS.stream_config[name]
+    schema: dict[str, Any] = {"type": kind, "minimum": low, "maximum": high}
+    if description is not None:
+        schema["description"] = description
+    return schema
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -223,12 +233,12 @@ def _answer_schemas(config: HubConfig) -> dict[str, Any]:
                     "type": "string",
                     "description": f"of {', '.join(t.value for t in EventType)}, in any case",
                 },
-                "maxItems": 64,
+                "maxItems": LIMITS.values,
             },
             "sources": {
                 "type": "array",
                 "items": {"type": "string", "enum": ["stdout", "stderr"]},
-                "maxItems": 64,
+                "maxItems": LIMITS.values,
             },
             "startTime": time,
             "endTime": time,
@@ -237,44 +247,39 @@ def _answer_schemas(config: HubConfig) -> dict[str, Any]:
                 "properties": {"start": time, "end": time},
                 "additionalProperties": False,
             },
-            "sessionIds": {"type": "array", "items": {"type": "string"}, "maxItems": 64},
-            "searchText": {"type": "string", "minLength": 1, "maxLength": MAX_SEARCH_LENGTH},
-            "pattern": {"type": "string", "minLength": 1, "maxLength": MAX_PATTERN_LENGTH},
+            "sessionIds": {
+                "type": "array",
+                "items": {"type": "string"},
+                "maxItems": LIMITS.values,
+            },
+            "searchText": {"type": "string", "minLength": 1, "maxLength": LIMITS.search},
+            "pattern": {"type": "string", "minLength": 1, "maxLength": LIMITS.pattern},
         },
         "additionalProperties": False,
     }
     filters = {
         "description": "One filter, or several (the design's StreamFilter[]): an event passes "
         "when any of them passes it.",
-        "oneOf": [one_filter, {"type": "array", "items": one_filter, "maxItems": 16}],
+        "oneOf": [one_filter, {"type": "array", "items": one_filter, "maxItems": LIMITS.filters}],
     }
     stream_config = {
         "type": "object",
         "description": "The Executor Streamer design's StreamConfig (any of its fields; the "
         "hub's settings for the rest).",
         "properties": {
-            "maxHistorySize": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
-            "bufferSize": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+            "maxHistorySize": _bounded("integer", "maxHistorySize"),
+            "bufferSize": _bounded("integer", "bufferSize"),
             "enableReplay": {"type": "boolean"},
             "compressionEnabled": {"type": "boolean"},
-            "heartbeatInterval": {
-                "type": "number",
-                "minimum": 100,
-                "maximum": 86_400_000,
-                "description": "milliseconds",
-            },
-            "maxClients": {"type": "integer", "minimum": 1, "maximum": 100_000},
+            "heartbeatInterval": _bounded("number", "heartbeatInterval", "milliseconds"),
+            "maxClients": _bounded("integer", "maxClients"),
             "eventFilters": filters,
             "persistence": {
                 "type": "object",
                 "properties": {
                     "enabled": {"type": "boolean"},
                     "storageType": {"type": "string", "enum": list(STORAGE_TYPES)},
-                    "retentionPeriod": {
-                        "type": "number",
-                        "exclusiveMinimum": 0,
-                        "description": "milliseconds",
-                    },
+                    "retentionPeriod": _bounded("number", "retentionPeriod", "milliseconds"),
                 },
                 "additionalProperties": False,
             },
@@ -398,7 +403,7 @@ def _answer_schemas(config: HubConfig) -> dict[str, Any]:
                     "pattern": STREAM_ID_PATTERN,
                     "description": "a new id is made when left out ('metrics' is reserved)",
                 },
-                "workflowSessionId": {"type": "string", "maxLength": 256},
+                "workflowSessionId": {"type": "string", "maxLength": LIMITS.workflow_id},
                 "config": stream_config,
             },
             "additionalProperties": False,
@@ -436,10 +441,10 @@ def _answer_schemas(config: HubConfig) -> dict[str, Any]:
             "properties": {
                 "fromOffset": {"type": "integer", "minimum": -1},
                 "fromTimestamp": time,
-                "lastN": {"type": "integer", "minimum": 1, "maximum": MAX_REPLAY},
-                "epoch": {"type": "string", "maxLength": 128},
+                "lastN": _LAST_N,
+                "epoch": {"type": "string", "maxLength": LIMITS.epoch},
                 "eventTypes": one_filter["properties"]["eventTypes"],
-                "limit": {"type": "integer", "minimum": 1, "maximum": MAX_REPLAY},
+                "limit": _LAST_N,
                 "offset": {"type": "integer", "minimum": 0},
                 "startTime": time,
                 "endTime": time,
@@ -452,7 +457,7 @@ def _answer_schemas(config: HubConfig) -> dict[str, Any]:
             "properties": {
                 "replayOptions": _ref("ReplayOptions"),
                 "filters": _ref("Filters"),
-                "limit": {"type": "integer", "minimum": 1},
+                "limit": _LAST_N,
             },
             "additionalProperties": False,
         },
@@ -570,12 +575,12 @@ def _parameters(config: HubConfig) -> dict[str, Any]:
         ),
         "searchText": _query(
             "searchText",
-            {"type": "string", "minLength": 1, "maxLength": MAX_SEARCH_LENGTH},
+            {"type": "string", "minLength": 1, "maxLength": LIMITS.search},
             "case-insensitive substring of the line (of the JSON data for other events)",
         ),
         "pattern": _query(
             "pattern",
-            {"type": "string", "minLength": 1, "maxLength": MAX_PATTERN_LENGTH},
+            {"type": "string", "minLength": 1, "maxLength": LIMITS.pattern},
             "a regular expression searched like searchText (no nested repetition)",
         ),
         "after": _query(
@@ -583,7 +588,7 @@ def _parameters(config: HubConfig) -> dict[str, Any]:
         ),
         "epoch": _query(
             "epoch",
-            {"type": "string"},
+            {"type": "string", "maxLength": LIMITS.epoch},
             "the store epoch the client saw; another epoch means its offsets are stale",
         ),
     }
@@ -679,7 +684,7 @@ def _stream_op(*args: Any, parameters: tuple[str, ...] = (), **kwargs: Any) -> d
 
 
 def _paths(config: HubConfig) -> dict[str, Any]:
-    limit = MAX_HISTORY_LIMIT
+    limit = LIMITS.page
     html = {"text/html": {"schema": {"type": "string"}}}
     return {
         "/": {
@@ -794,7 +799,9 @@ def _paths(config: HubConfig) -> dict[str, Any]:
                 {"200": _json(_ref("StreamList"), "the streams")},
                 extra=(
                     _query(
-                        "limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIST}, "at most"
+                        "limit",
+                        {"type": "integer", "minimum": 1, "maximum": LIMITS.list_page},
+                        "at most",
                     ),
                     _query(
                         "status",
@@ -803,7 +810,7 @@ def _paths(config: HubConfig) -> dict[str, Any]:
                     ),
                     _query(
                         "offset",
-                        {"type": "integer", "minimum": 0, "maximum": 1 << 31},
+                        {"type": "integer", "minimum": 0, "maximum": LIMITS.list_skip},
                         "streams to skip",
                     ),
                     _query("q", {"type": "string"}, "only streams whose id or command has it"),
@@ -861,14 +868,10 @@ def _paths(config: HubConfig) -> dict[str, Any]:
                     _query("limit", {"type": "integer", "minimum": 1, "maximum": limit}, "at most"),
                     _query(
                         "offset",
-                        {"type": "integer", "minimum": 0, "maximum": 1 << 62},
+                        {"type": "integer", "minimum": 0, "maximum": LIMITS.history_skip},
                         "matching events to skip",
                     ),
-                    _query(
-                        "lastN",
-                        {"type": "integer", "minimum": 1, "maximum": limit},
-                        "the last N matching events",
-                    ),
+                    _query("lastN", _LAST_N, "the last N matching events"),
                 ),
             )
         },
@@ -925,11 +928,7 @@ def _paths(config: HubConfig) -> dict[str, Any]:
                         "description": "resume after this offset (wins over lastEventId)",
                     },
                     _query("lastEventId", {"type": "string"}, "resume after this offset"),
-                    _query(
-                        "lastN",
-                        {"type": "integer", "minimum": 1, "maximum": MAX_REPLAY},
-                        "start with the last N events",
-                    ),
+                    _query("lastN", _LAST_N, "start with the last N events"),
                     _query(
                         "fromTimestamp",
                         {"type": "string"},

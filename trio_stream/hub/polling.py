@@ -9,40 +9,15 @@ poll does not scan them again. ``recovered: false`` says events after ``N`` are 
 
 from __future__ import annotations
 
-import orjson
 import trio
 from quart import Blueprint, Response, request
 
 from .clients import Frame
 from .context import access, hub
-from .protocol import ProtocolError
-from .rest import body_response
-from .sse import parse_offset, query_filters
+from .params import LIMITS, query_after, query_epoch, query_filters, query_int, query_seconds
+from .rest import events_page
 
 blueprint = Blueprint("polling", __name__)
-
-DEFAULT_LIMIT = 1000
-MAX_LIMIT = 10_000
-
-
-def _limit(text: str | None) -> int:
-    if text is None:
-        return DEFAULT_LIMIT
-    if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
-        raise ProtocolError("bad_request", f"limit: expected 1 to {MAX_LIMIT}, got {text!r}")
-    return int(text)
-
-
-def _timeout(text: str | None, maximum: float) -> float:
-    if text is None:
-        return min(25.0, maximum)
-    try:
-        value = float(text)
-    except ValueError:
-        raise ProtocolError("bad_request", f"timeout: expected seconds, got {text!r}") from None
-    if not 0 <= value <= maximum:
-        raise ProtocolError("bad_request", f"timeout: must be 0 to {maximum:g} seconds")
-    return value
 
 
 @blueprint.route("/api/streams/<stream_id>/poll")
@@ -50,11 +25,12 @@ def _timeout(text: str | None, maximum: float) -> float:
 async def poll(stream_id: str) -> Response:
     """``GET /api/streams/{id}/poll``: the events after a cursor, at once or after a wait."""
     h = hub()
-    after = parse_offset(request.args.get("after", "-1"), "after")
-    timeout = _timeout(request.args.get("timeout"), h.config.max_poll_timeout)
-    limit = _limit(request.args.get("limit"))
-    filters = query_filters(request.args)
-    epoch = request.args.get("epoch")
+    args = request.args
+    after = query_after(args)
+    timeout = query_seconds(args, "timeout", LIMITS.default_poll_wait, h.config.max_poll_timeout)
+    limit = query_int(args, "limit", LIMITS.default_page, 1, LIMITS.page)
+    filters = query_filters(args)
+    epoch = query_epoch(args)
     stream = await h.broker.get_stream(stream_id)
     await stream.settle()
     recovered = True
@@ -77,23 +53,14 @@ async def poll(stream_id: str) -> Response:
     finally:
         h.polls -= 1
     ended = stream.finished and cursor >= stream.last_offset
-    tail = orjson.dumps(
+    return events_page(
+        stream,
+        frames,
         {
             "cursor": cursor,
             "lastOffset": stream.last_offset,
             "ended": ended,
             "recovered": recovered,
             "epoch": h.broker.store.epoch,
-        }
+        },
     )
-    body = b"".join(
-        (
-            b'{"streamId":',
-            orjson.dumps(stream.id),
-            b',"events":[',
-            b",".join(f.raw for f in frames),
-            b"],",
-            tail[1:],
-        )
-    )
-    return body_response(body, compress=stream.settings.compression)

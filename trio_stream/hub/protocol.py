@@ -21,7 +21,8 @@ Client to server:
     Without ``replayOptions`` the subscription starts at the live end; with
     ``{"fromOffset": N}`` it resumes after offset N (no gap, no duplicate),
     ``{"fromTimestamp": T}`` starts at the first event at or after T (epoch seconds),
-    ``{"lastN": N}`` starts with the last N events the filters pass. ``"epoch"`` may
+    ``{"lastN": N}`` starts with the last N events the filters pass (at most 100,000, as
+    on every transport: :mod:`trio_stream.hub.params`). ``"epoch"`` may
     carry the store epoch the client saw: if it differs, the offsets are from a history
     that is gone and the client gets everything that remains, with ``recovered: false``.
 ``{"type": "unsubscribe"}``
@@ -42,8 +43,9 @@ Executor Streamer design does, ``COMMAND_STARTED``, in any case), ``sources``
 (``stdout``/``stderr``; non-output events always pass), ``startTime``/``endTime`` (epoch
 seconds or ISO 8601, inclusive), ``timeRange`` (``{"start", "end"}``, the same),
 ``sessionIds`` (the sessions whose events pass), ``searchText`` (case-insensitive
-substring of the line, or of the event's JSON for other events) and ``pattern`` (a
-regular expression searched the same way, at most 256 characters, no nested repetition).
+substring of the line, or of the event's JSON for other events, in its first 64 KiB, for
+live events and history alike) and ``pattern`` (a regular expression searched the same
+way, at most 256 characters, no nested repetition).
 ``filters`` may also be a list of such objects (the design's ``StreamFilter[]``): an event
 passes when any of them passes it.
 
@@ -88,27 +90,24 @@ too big, 4004 disconnected by an operator, 4008 slow consumer, 4009 idle timeout
 from __future__ import annotations
 
 import enum
-import math
-import re
 import time
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
-
-# The parsed form of a pattern, to look for nested repetition; public in all but name.
-from re import _parser as _sre_parser  # type: ignore[attr-defined]
 from typing import Any, Final, TypeAlias, final
 
 import attrs
 import orjson
 
-from ..events import SOURCES, Event, EventType, Output, converter
+from ..filters import EventFilter
 from ..limits import over_limits
-from ..store.base import HistoryQuery
-
-MAX_PATTERN_LENGTH: Final = 256
-MAX_SEARCH_LENGTH: Final = 1024
-MAX_SEARCHED_TEXT: Final = 64 * 1024
-MAX_REPLAY: Final = 100_000
+from .errors import ProtocolError
+from .params import (
+    ReplayOptions,
+    kind_of,
+    parse_filters,
+    parse_json,
+    parse_replay_limit,
+    parse_replay_options,
+)
 
 
 class CloseCode(enum.IntEnum):
@@ -122,440 +121,6 @@ class CloseCode(enum.IntEnum):
     DISCONNECTED = 4004
     SLOW_CONSUMER = 4008
     IDLE_TIMEOUT = 4009
-
-
-class ProtocolError(ValueError):
-    """A client message or parameter the hub refuses; the connection stays up.
-
-    Attributes:
-        code: machine-readable (``bad_filter``), sent as the error frame's ``code``.
-        message: for people, naming the field.
-    """
-
-    def __init__(self, code: str, message: str) -> None:
-        self.code = code
-        self.message = message
-        super().__init__(f"{code}: {message}")
-
-
-# -- filters ---------------------------------------------------------------------------
-
-
-def _check_pattern(text: str) -> re.Pattern[str]:
-    """Compile a client's regular expression, refusing what could run for ages.
-
-    Python's ``re`` has no timeout, so the pattern is bounded in length, searched over a
-    bounded text, and refused when a repetition contains another repetition (``(a+)+``),
-    the shape behind catastrophic backtracking.
-    """
-    if len(text) > MAX_PATTERN_LENGTH:
-        raise ProtocolError(
-            "bad_filter", f"filters.pattern: longer than {MAX_PATTERN_LENGTH} characters"
-        )
-    try:
-        compiled = re.compile(text)
-    except re.error as exc:
-        raise ProtocolError("bad_filter", f"filters.pattern: {exc}") from None
-
-    def walk(items: Any, inside_repeat: bool) -> None:
-        for op, arg in items:
-            name = str(op)
-            if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
-                low, high, sub = arg
-                if inside_repeat and high != low:
-                    raise ProtocolError(
-                        "bad_filter", "filters.pattern: nested repetition is not allowed"
-                    )
-                walk(sub, inside_repeat or high != low)
-            elif name == "SUBPATTERN":
-                walk(arg[-1], inside_repeat)
-            elif name == "BRANCH":
-                for branch in arg[1]:
-                    walk(branch, inside_repeat)
-            elif name in ("ASSERT", "ASSERT_NOT"):
-                walk(arg[1], inside_repeat)
-
-    walk(_sre_parser.parse(text), False)
-    return compiled
-
-
-_TYPE_NAMES: Final = {etype.value: etype for etype in EventType}
-# The times an ISO 8601 date can name (years 1 to 9999), in epoch seconds.
-_EARLIEST: Final = -62_135_596_800.0
-_LATEST: Final = 253_402_300_799.0
-
-
-def event_type(name: str) -> EventType | None:
-    """The event type named ``name`` as tstream does (``command_started``) or as the
-    Executor Streamer design does (``COMMAND_STARTED``), in any case; None if unknown."""
-    return _TYPE_NAMES.get(name) or _TYPE_NAMES.get(name.lower())
-
-
-def parse_time(value: Any, where: str, code: str = "bad_filter") -> float:
-    """A time from outside: epoch seconds, or an ISO 8601 date and time (UTC unless it
-    says otherwise), as epoch seconds.
-
-    Raises:
-        ProtocolError: ``code``, naming ``where``, for anything else (NaN and infinities
-            among them).
-    """
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        number = float(value)
-    elif isinstance(value, str) and 0 < len(value) <= 64:
-        try:
-            number = float(value)
-        except ValueError:
-            try:
-                moment = datetime.fromisoformat(value)
-            except ValueError:
-                raise ProtocolError(
-                    code, f"{where}: expected epoch seconds or an ISO 8601 time, got {value!r}"
-                ) from None
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=UTC)
-            number = moment.timestamp()
-    else:
-        raise ProtocolError(
-            code, f"{where}: expected epoch seconds or an ISO 8601 time, got {_kind(value)}"
-        )
-    if not math.isfinite(number) or not _EARLIEST <= number <= _LATEST:
-        raise ProtocolError(code, f"{where}: expected a time from year 1 to 9999, got {value!r}")
-    return number
-
-
-def _number(obj: Mapping[str, Any], key: str, where: str, code: str) -> float | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    return parse_time(value, f"{where}.{key}", code)
-
-
-def _int(obj: Mapping[str, Any], key: str, where: str, code: str, minimum: int) -> int | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ProtocolError(code, f"{where}.{key}: expected an integer, got {value!r}")
-    if value < minimum:
-        raise ProtocolError(code, f"{where}.{key}: must be at least {minimum}, not {value}")
-    return value
-
-
-def _string_list(value: Any, where: str) -> list[str]:
-    if isinstance(value, str):
-        value = [v for v in value.split(",") if v]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ProtocolError("bad_filter", f"{where}: expected a list of strings")
-    if len(value) > 64:
-        raise ProtocolError("bad_filter", f"{where}: at most 64 values")
-    return value
-
-
-@final
-@attrs.frozen
-class EventFilter:
-    """Which events a client wants; the empty filter passes everything."""
-
-    types: frozenset[EventType] | None = None
-    sources: frozenset[str] | None = None
-    start_time: float | None = None
-    end_time: float | None = None
-    search_text: str | None = None
-    pattern: re.Pattern[str] | None = None
-    sessions: frozenset[str] | None = None
-    # Several filters (the design's StreamFilter[]): an event passes if any passes it.
-    alternatives: tuple[EventFilter, ...] | None = None
-
-    @property
-    def empty(self) -> bool:
-        """Whether this filter passes everything."""
-        return self == _EMPTY
-
-    @property
-    def exact(self) -> bool:
-        """Whether the store's query (:meth:`to_query`) finds exactly the events this
-        filter passes; if not, the caller matches what the query finds."""
-        return self.pattern is None and self.sessions is None and self.alternatives is None
-
-    def matches(self, event: Event, raw: bytes | None = None) -> bool:
-        """Whether ``event`` (serialized as ``raw``, when at hand) passes."""
-        if self.alternatives is not None:
-            return any(f.matches(event, raw) for f in self.alternatives)
-        if self.types is not None and event.type not in self.types:
-            return False
-        if self.sessions is not None and event.session not in self.sessions:
-            return False
-        data = event.data
-        if self.sources is not None and type(data) is Output and data.source not in self.sources:
-            return False
-        if self.start_time is not None and event.ts < self.start_time:
-            return False
-        if self.end_time is not None and event.ts > self.end_time:
-            return False
-        if self.search_text is None and self.pattern is None:
-            return True
-        if type(data) is Output:
-            text = data.text
-        elif raw is not None:
-            # The serialized data, as the store searches it: ``data`` is the event's last
-            # key, and no field before it can contain the marker.
-            text = raw[raw.index(b',"data":') + 8 : -1].decode()
-        else:
-            text = orjson.dumps(_data_of(event)).decode()
-        text = text[:MAX_SEARCHED_TEXT]
-        if self.search_text is not None and self.search_text not in text.casefold():
-            return False
-        return self.pattern is None or self.pattern.search(text) is not None
-
-    def to_query(
-        self,
-        *,
-        after: int = -1,
-        limit: int | None = None,
-        skip: int = 0,
-        last: int | None = None,
-    ) -> HistoryQuery:
-        """The store query for this filter: exact unless :attr:`exact` is False (then
-        the caller matches what it finds)."""
-        if self.alternatives is not None:
-            return _loosest(self.alternatives).to_query(
-                after=after, limit=limit, skip=skip, last=last
-            )
-        return HistoryQuery(
-            after=after,
-            types=self.types,
-            sources=self.sources,
-            start_time=self.start_time,
-            end_time=self.end_time,
-            search_text=self.search_text,
-            limit=limit,
-            skip=skip,
-            last=last,
-        )
-
-    def to_json(self) -> Any:
-        """The wire form (what :func:`parse_filters` reads back): an object, or a list
-        of them for several filters."""
-        if self.alternatives is not None:
-            return [f.to_json() for f in self.alternatives]
-        out: dict[str, Any] = {}
-        if self.types is not None:
-            out["eventTypes"] = sorted(t.value for t in self.types)
-        if self.sources is not None:
-            out["sources"] = sorted(self.sources)
-        if self.start_time is not None:
-            out["startTime"] = self.start_time
-        if self.end_time is not None:
-            out["endTime"] = self.end_time
-        if self.search_text is not None:
-            out["searchText"] = self.search_text
-        if self.pattern is not None:
-            out["pattern"] = self.pattern.pattern
-        if self.sessions is not None:
-            out["sessionIds"] = sorted(self.sessions)
-        return out
-
-
-def _loosest(filters: tuple[EventFilter, ...]) -> EventFilter:
-    """A filter passing whatever any of ``filters`` passes, as far as the store can ask."""
-
-    def union(values: list[Any]) -> Any:
-        return None if any(v is None for v in values) else frozenset().union(*values)
-
-    starts = [f.start_time for f in filters]
-    ends = [f.end_time for f in filters]
-    return EventFilter(
-        union([f.types for f in filters]),
-        union([f.sources for f in filters]),
-        None if None in starts else min(starts),  # type: ignore[type-var]
-        None if None in ends else max(ends),  # type: ignore[type-var]
-    )
-
-
-_EMPTY: Final = EventFilter()
-FILTER_KEYS: Final = (
-    "eventTypes",
-    "sources",
-    "startTime",
-    "endTime",
-    "searchText",
-    "pattern",
-    "sessionIds",
-    "timeRange",
-)
-MAX_FILTERS: Final = 16
-
-
-def _data_of(event: Event) -> Any:
-    return converter.unstructure(event.data)
-
-
-def parse_filters(obj: Any) -> EventFilter:
-    """Check and build a filter from its wire form (a JSON object or query parameters).
-
-    Raises:
-        ProtocolError: ``bad_filter``, naming the field.
-    """
-    if obj is None:
-        return _EMPTY
-    if isinstance(obj, list):
-        if len(obj) > MAX_FILTERS:
-            raise ProtocolError("bad_filter", f"filters: at most {MAX_FILTERS} filters")
-        each = tuple(_one_filter(item, f"filters[{i}]") for i, item in enumerate(obj))
-        if not each or any(f.empty for f in each):
-            return _EMPTY
-        return each[0] if len(each) == 1 else EventFilter(alternatives=each)
-    return _one_filter(obj, "filters")
-
-
-def _one_filter(obj: Any, where: str) -> EventFilter:
-    if not isinstance(obj, Mapping):
-        raise ProtocolError("bad_filter", f"{where}: expected an object, got {_kind(obj)}")
-    if "customFilter" in obj:
-        raise ProtocolError(
-            "bad_filter", f"{where}.customFilter: a function cannot be sent; use the other filters"
-        )
-    unknown = sorted(set(obj) - set(FILTER_KEYS))
-    if unknown:
-        raise ProtocolError("bad_filter", f"{where}.{unknown[0]}: unknown filter")
-    types = None
-    if obj.get("eventTypes") is not None:
-        names = _string_list(obj["eventTypes"], f"{where}.eventTypes")
-        found = [event_type(n) for n in names]
-        if None in found:
-            bad = names[found.index(None)]
-            raise ProtocolError(
-                "bad_filter", f"{where}.eventTypes: unknown event type {bad[:64]!r}"
-            )
-        types = frozenset(t for t in found if t is not None)
-    sources = None
-    if obj.get("sources") is not None:
-        names = _string_list(obj["sources"], f"{where}.sources")
-        bad_sources = [n for n in names if n not in SOURCES]
-        if bad_sources:
-            raise ProtocolError(
-                "bad_filter", f"{where}.sources: unknown source {bad_sources[0][:64]!r}"
-            )
-        sources = frozenset(names)
-    start = _number(obj, "startTime", where, "bad_filter")
-    end = _number(obj, "endTime", where, "bad_filter")
-    time_range = obj.get("timeRange")
-    if time_range is not None:
-        if start is not None or end is not None:
-            raise ProtocolError(
-                "bad_filter", f"{where}.timeRange: give timeRange or startTime/endTime, not both"
-            )
-        if not isinstance(time_range, Mapping) or not set(time_range) <= {"start", "end"}:
-            raise ProtocolError(
-                "bad_filter", f"{where}.timeRange: expected an object with start and end"
-            )
-        start = _number(time_range, "start", f"{where}.timeRange", "bad_filter")
-        end = _number(time_range, "end", f"{where}.timeRange", "bad_filter")
-    if start is not None and end is not None and end < start:
-        raise ProtocolError("bad_filter", f"{where}.endTime: before startTime")
-    search = obj.get("searchText")
-    if search is not None:
-        if not isinstance(search, str) or not search:
-            raise ProtocolError("bad_filter", f"{where}.searchText: expected a non-empty string")
-        if len(search) > MAX_SEARCH_LENGTH:
-            raise ProtocolError(
-                "bad_filter", f"{where}.searchText: longer than {MAX_SEARCH_LENGTH} characters"
-            )
-        search = search.casefold()
-    pattern = None
-    if obj.get("pattern") is not None:
-        if not isinstance(obj["pattern"], str) or not obj["pattern"]:
-            raise ProtocolError("bad_filter", f"{where}.pattern: expected a non-empty string")
-        pattern = _check_pattern(obj["pattern"])
-    sessions = None
-    if obj.get("sessionIds") is not None:
-        sessions = frozenset(_string_list(obj["sessionIds"], f"{where}.sessionIds"))
-    return EventFilter(types, sources, start, end, search, pattern, sessions)
-
-
-# -- replay options --------------------------------------------------------------------
-
-
-@final
-@attrs.frozen
-class ReplayOptions:
-    """Where history starts (after an offset, at a time, the last N events) and, for the
-    design's ``HistoryFilter``, which events of it are sent: ``filters`` (None: those of
-    the request), ``skip`` of them skipped, at most ``limit``."""
-
-    from_offset: int | None = None
-    from_timestamp: float | None = None
-    last_n: int | None = None
-    epoch: str | None = None
-    filters: EventFilter | None = None
-    limit: int | None = None
-    skip: int = 0
-
-    @property
-    def selects(self) -> bool:
-        """Whether these options choose events themselves (a ``HistoryFilter``)."""
-        return self.filters is not None or self.limit is not None or self.skip > 0
-
-
-REPLAY_KEYS: Final = ("fromOffset", "fromTimestamp", "lastN", "epoch")
-HISTORY_FILTER_KEYS: Final = ("eventTypes", "limit", "offset", "startTime", "endTime", "searchText")
-
-
-def parse_replay_options(obj: Any) -> ReplayOptions:
-    """Check and build replay options (tstream's, or the design's ``HistoryFilter``).
-
-    Raises:
-        ProtocolError: ``bad_replay``, naming the field.
-    """
-    if not isinstance(obj, Mapping):
-        raise ProtocolError("bad_replay", f"replayOptions: expected an object, got {_kind(obj)}")
-    unknown = sorted(set(obj) - set(REPLAY_KEYS) - set(HISTORY_FILTER_KEYS))
-    if unknown:
-        raise ProtocolError("bad_replay", f"replayOptions.{unknown[0]}: unknown option")
-    from_offset = _int(obj, "fromOffset", "replayOptions", "bad_replay", -1)
-    from_ts = _number(obj, "fromTimestamp", "replayOptions", "bad_replay")
-    last_n = _int(obj, "lastN", "replayOptions", "bad_replay", 1)
-    start_time = _number(obj, "startTime", "replayOptions", "bad_replay")
-    given = [
-        k
-        for k, v in (
-            ("fromOffset", from_offset),
-            ("fromTimestamp", from_ts),
-            ("lastN", last_n),
-            ("startTime", start_time),
-        )
-        if v is not None
-    ]
-    if len(given) > 1:
-        raise ProtocolError(
-            "bad_replay",
-            f"replayOptions: give one of fromOffset, fromTimestamp, lastN, startTime, not {given}",
-        )
-    if last_n is not None and last_n > MAX_REPLAY:
-        raise ProtocolError("bad_replay", f"replayOptions.lastN: at most {MAX_REPLAY}")
-    epoch = obj.get("epoch")
-    if epoch is not None and (not isinstance(epoch, str) or len(epoch) > 128):
-        raise ProtocolError("bad_replay", "replayOptions.epoch: expected a string")
-    limit = _int(obj, "limit", "replayOptions", "bad_replay", 1)
-    if limit is not None and limit > MAX_REPLAY:
-        raise ProtocolError("bad_replay", f"replayOptions.limit: at most {MAX_REPLAY}")
-    skip = _int(obj, "offset", "replayOptions", "bad_replay", 0) or 0
-    # startTime is where the history starts; these choose events within it.
-    chosen = {k: obj[k] for k in ("eventTypes", "endTime", "searchText") if k in obj}
-    filters = None
-    if chosen:
-        try:
-            filters = parse_filters(chosen)
-        except ProtocolError as exc:
-            raise ProtocolError(
-                "bad_replay", exc.message.replace("filters.", "replayOptions.", 1)
-            ) from None
-    if start_time is not None:
-        from_ts = start_time
-    elif not given and (filters is not None or limit is not None or skip):
-        # A HistoryFilter without a start replays the stream from its beginning.
-        from_offset = -1
-    return ReplayOptions(from_offset, from_ts, last_n, epoch, filters, limit, skip)
 
 
 # -- client messages -------------------------------------------------------------------
@@ -583,7 +148,7 @@ class Replay:
     """Send history in ``replay`` frames."""
 
     replay: ReplayOptions
-    filters: EventFilter = _EMPTY
+    filters: EventFilter = attrs.field(factory=EventFilter)
     limit: int | None = None
 
 
@@ -621,6 +186,24 @@ _ALLOWED: Final[Mapping[str, frozenset[str]]] = {
 }
 
 
+def parse_replay(obj: Mapping[str, Any]) -> Replay:
+    """The history a ``replay`` message or ``POST …/replay/{client}`` asks for:
+    ``replayOptions`` (from the start of the stream if left out), ``filters`` (or the
+    options' own, a ``HistoryFilter``'s), at most ``limit`` events.
+
+    Raises:
+        ProtocolError: ``bad_replay``, ``bad_filter``.
+    """
+    limit = parse_replay_limit(obj.get("limit"), "limit")
+    options = parse_replay_options(obj.get("replayOptions", {"fromOffset": -1}))
+    if options.filters is not None and obj.get("filters") is not None:
+        raise ProtocolError(
+            "bad_replay", "replayOptions: choose events in filters or in replayOptions"
+        )
+    filters = parse_filters(obj.get("filters")) if options.filters is None else options.filters
+    return Replay(options, filters, limit)
+
+
 def parse_client_message(data: str | bytes, *, stream_id: str) -> ClientMessage:
     """Parse one message a client sent on the stream ``stream_id``.
 
@@ -628,12 +211,9 @@ def parse_client_message(data: str | bytes, *, stream_id: str) -> ClientMessage:
         ProtocolError: ``malformed_json``, ``invalid_message``, ``unknown_type``,
             ``wrong_stream``, ``bad_filter`` or ``bad_replay``.
     """
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise ProtocolError("malformed_json", f"message is not valid JSON ({exc})") from None
+    obj = parse_json(data, "message")
     if not isinstance(obj, dict):
-        raise ProtocolError("invalid_message", f"message: expected an object, got {_kind(obj)}")
+        raise ProtocolError("invalid_message", f"message: expected an object, got {kind_of(obj)}")
     problem = over_limits(data if isinstance(data, str) else data.decode(), obj)
     if problem is not None:
         raise ProtocolError("invalid_message", f"message: {problem}")
@@ -665,16 +245,7 @@ def parse_client_message(data: str | bytes, *, stream_id: str) -> ClientMessage:
     if kind == "replay":
         if "replayOptions" not in obj:
             raise ProtocolError("bad_replay", "replayOptions: required for replay")
-        limit = _int(obj, "limit", "replay", "bad_replay", 1)
-        if limit is not None and limit > MAX_REPLAY:
-            raise ProtocolError("bad_replay", f"replay.limit: at most {MAX_REPLAY}")
-        options = parse_replay_options(obj["replayOptions"])
-        if options.filters is not None and obj.get("filters") is not None:
-            raise ProtocolError(
-                "bad_replay", "replayOptions: choose events in filters or in replayOptions"
-            )
-        filters = parse_filters(obj.get("filters")) if options.filters is None else options.filters
-        return Replay(options, filters, limit)
+        return parse_replay(obj)
     if kind == "filter":
         if "filters" not in obj:
             raise ProtocolError("bad_filter", "filters: required for filter")
@@ -685,12 +256,6 @@ def parse_client_message(data: str | bytes, *, stream_id: str) -> ClientMessage:
             raise ProtocolError("invalid_message", "id: expected a string or an integer")
         return Ping(ping_id)
     return Pong()
-
-
-def _kind(value: Any) -> str:
-    return {dict: "object", list: "list", str: "string", type(None): "null"}.get(
-        type(value), type(value).__name__
-    )
 
 
 # -- server frames ---------------------------------------------------------------------

@@ -9,31 +9,30 @@ from __future__ import annotations
 
 import gzip
 import time
+from collections.abc import Sequence
 from typing import Any, Final
 
 import orjson
-import trio
 from quart import Blueprint, Response, request
 
 from ..events import EventType
+from ..filters import EventFilter
 from ..store.base import HistoryQuery, SessionStatus
+from . import ingest
 from .clients import EndReason, Frame
-from .context import RateLimited, access, host_of, hub, json_response
-from .errors import HubError
+from .context import access, host_of, hub, json_response
+from .errors import HubError, ProtocolError
 from .frames import frames_of
-from .ingest import parse_events
 from .metrics import metrics_json, prometheus
 from .openapi import OPENAPI_PATH, openapi_document
-from .protocol import EventFilter, ProtocolError, parse_filters, parse_replay_options
-from .sse import check_replay, parse_offset, query_filters
+from .params import LIMITS, parse_json, query_after, query_filters, query_int, query_last_n
+from .protocol import parse_replay
+from .sse import check_replay
 from .streams import MAX_PATTERN_SCAN, Stream
 
 blueprint = Blueprint("rest", __name__)
 
 GZIP_TYPES: Final = "application/json"
-DEFAULT_HISTORY_LIMIT: Final = 1000
-MAX_HISTORY_LIMIT: Final = 10_000
-MAX_LIST: Final = 1000
 PAGE: Final = 1000
 # The events of a stream not in memory whose sizes give its largestEventSize.
 LARGEST_SAMPLE: Final = 1000
@@ -54,23 +53,31 @@ def body_response(body: bytes, status: int = 200, *, compress: bool = True) -> R
     return Response(body, status=status, headers=headers, content_type=GZIP_TYPES)
 
 
-def _int_arg(name: str, default: int | None, low: int, high: int) -> int | None:
-    text = request.args.get(name)
-    if text is None or text == "":
-        return default
-    if not text.lstrip("-").isdigit() or not low <= int(text) <= high:
-        raise ProtocolError("bad_request", f"{name}: expected an integer {low} to {high}")
-    return int(text)
+def events_page(stream: Stream, frames: Sequence[Frame], fields: dict[str, Any]) -> Response:
+    """``{"streamId", "events": […], **fields}`` (``fields`` not empty), the events' JSON
+    spliced in as it is, gzipped as :func:`body_response` says."""
+    tail = orjson.dumps(fields)
+    body = b"".join(
+        (
+            b'{"streamId":',
+            orjson.dumps(stream.id),
+            b',"events":[',
+            b",".join(f.raw for f in frames),
+            b"],",
+            tail[1:],
+        )
+    )
+    return body_response(body, compress=stream.settings.compression)
 
 
 async def _json_body() -> Any:
+    return parse_json(await _body_bytes(), "body")
+
+
+async def _body_bytes() -> bytes:
     if request.mimetype != "application/json":
         raise HubError("Content-Type must be application/json")
-    raw = await request.get_data(cache=False)
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ProtocolError("malformed_json", f"body is not valid JSON ({exc})") from None
+    return await request.get_data(cache=False)
 
 
 @blueprint.route("/healthz")
@@ -118,8 +125,9 @@ async def list_streams() -> Response:
     """``GET /api/streams``: newest first, ``limit`` at a time from ``offset``; ``q``
     keeps those whose id or command contains it, ``status`` those in that state."""
     h = hub()
-    limit = _int_arg("limit", 100, 1, MAX_LIST)
-    status_text = request.args.get("status")
+    args = request.args
+    limit = query_int(args, "limit", LIMITS.default_list_page, 1, LIMITS.list_page)
+    status_text = args.get("status")
     status = None
     if status_text is not None:
         try:
@@ -127,9 +135,8 @@ async def list_streams() -> Response:
         except ValueError:
             names = ", ".join(s.value for s in SessionStatus)
             raise ProtocolError("bad_request", f"status: use one of {names}") from None
-    skip = _int_arg("offset", 0, 0, 1 << 31) or 0
-    assert limit is not None
-    search = request.args.get("q", "").strip().casefold()
+    skip = query_int(args, "offset", 0, 0, LIMITS.list_skip) or 0
+    search = args.get("q", "").strip().casefold()
     if search:
         # The store lists, the hub matches: ids and commands are short, and a hub keeps
         # thousands of sessions, not millions.
@@ -187,9 +194,11 @@ async def create_stream() -> Response:
     if sid is not None and not isinstance(sid, str):
         raise HubError("id: expected a string", field="id")
     workflow = body.get("workflowSessionId")
-    if workflow is not None and (not isinstance(workflow, str) or len(workflow) > 256):
+    if workflow is not None and (
+        not isinstance(workflow, str) or len(workflow) > LIMITS.workflow_id
+    ):
         raise HubError(
-            "workflowSessionId: expected a string of at most 256 characters",
+            f"workflowSessionId: expected a string of at most {LIMITS.workflow_id} characters",
             field="workflowSessionId",
         )
     config = body.get("config")
@@ -284,31 +293,22 @@ async def _history(
 async def history(stream_id: str) -> Response:
     """``GET /api/streams/{id}/history``: filtered, paged, gzipped when large."""
     h = hub()
-    filters = query_filters(request.args)
-    limit = _int_arg("limit", DEFAULT_HISTORY_LIMIT, 1, MAX_HISTORY_LIMIT)
-    assert limit is not None
-    skip = _int_arg("offset", 0, 0, 1 << 62) or 0
-    after = parse_offset(request.args.get("after", "-1"), "after")
-    last = _int_arg("lastN", None, 1, MAX_HISTORY_LIMIT)
+    args = request.args
+    filters = query_filters(args)
+    limit = query_int(args, "limit", LIMITS.default_page, 1, LIMITS.page)
+    skip = query_int(args, "offset", 0, 0, LIMITS.history_skip) or 0
+    after = query_after(args)
+    last = query_last_n(args)
     stream = await h.broker.get_stream(stream_id, revive=False)
     # Events already published but not yet taken by the fan-out would be in neither the
     # store nor memory: wait for the tick that takes them.
     await stream.settle()
     frames = await _history(stream, filters, after=after, limit=limit, skip=skip, last=last)
-    tail = orjson.dumps(
-        {"lastOffset": stream.last_offset, "epoch": h.broker.store.epoch, "count": len(frames)}
+    return events_page(
+        stream,
+        frames,
+        {"lastOffset": stream.last_offset, "epoch": h.broker.store.epoch, "count": len(frames)},
     )
-    body = b"".join(
-        (
-            b'{"streamId":',
-            orjson.dumps(stream.id),
-            b',"events":[',
-            b",".join(f.raw for f in frames),
-            b"],",
-            tail[1:],
-        )
-    )
-    return body_response(body, compress=stream.settings.compression)
 
 
 @blueprint.route("/api/streams/<stream_id>/replay/<client_id>", methods=["POST"])
@@ -322,17 +322,12 @@ async def replay(stream_id: str, client_id: str) -> Response:
     unknown = sorted(set(body) - {"replayOptions", "filters", "limit"})
     if unknown:
         raise HubError(f"{unknown[0]}: unknown field")
-    options = parse_replay_options(body.get("replayOptions", {"fromOffset": -1}))
-    filters = parse_filters(body.get("filters"))
-    limit = body.get("limit")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise HubError("limit: expected a positive integer")
-    if options.filters is not None and body.get("filters") is not None:
-        raise HubError("replayOptions: choose events in filters or in replayOptions")
+    # What a WebSocket's ``replay`` message asks, from the start of the stream by default.
+    asked = parse_replay(body)
     stream = await h.broker.get_stream(stream_id, revive=False)
-    check_replay(stream, options)
+    check_replay(stream, asked.replay)
     client = h.broker.find_client(stream, client_id)
-    client.request_replay(options, filters, limit)
+    client.request_replay(asked.replay, asked.filters, asked.limit)
     return json_response({"clientId": client.id, "queued": True}, 202)
 
 
@@ -340,24 +335,8 @@ async def replay(stream_id: str, client_id: str) -> Response:
 @access("publish")
 async def publish(stream_id: str) -> Response:
     """``POST /api/streams/{id}/events``: one event or a list."""
-    h = hub()
-    body = await _json_body()
-    count = len(body) if isinstance(body, list) else 1
-    if count > h.config.max_batch:
-        raise HubError(f"body: at most {h.config.max_batch} events per request")
-    wait = h.publishers.take(host_of(request.scope), trio.current_time(), count)
-    if wait:
-        raise RateLimited(f"publishing faster than {h.config.publish_per_second:g} events/s", wait)
-    events, placed = parse_events(body, stream_id)
-    result = await h.broker.publish(stream_id, events, placed)
-    return json_response(
-        {
-            "accepted": result.accepted,
-            "duplicates": result.duplicates,
-            "firstOffset": result.first_offset,
-            "lastOffset": result.last_offset,
-        }
-    )
+    result = await ingest.publish(hub(), stream_id, host_of(request.scope), await _body_bytes())
+    return json_response(ingest.published(result))
 
 
 def _held_since(stream: Stream, now: float) -> int:

@@ -34,7 +34,7 @@ import orjson
 import trio
 from quart import Blueprint, Response, request
 
-from ..limits import over_limits
+from ..filters import EventFilter
 from . import design
 from .clients import (
     ClientKind,
@@ -47,16 +47,8 @@ from .clients import (
     Subscribed,
 )
 from .context import Hub, access, hub, remote_of
-from .errors import Conflict
-from .protocol import (
-    FILTER_KEYS,
-    MAX_REPLAY,
-    EventFilter,
-    ProtocolError,
-    ReplayOptions,
-    parse_filters,
-    parse_time,
-)
+from .errors import Conflict, ProtocolError
+from .params import ReplayOptions, has_filters, query_filters, query_replay
 from .streams import Stream
 from .wire import http_chunk, remember_http_send, sse_raw_send
 
@@ -92,26 +84,6 @@ def sse_comment(text: str) -> bytes:
 def sse_retry(milliseconds: int) -> bytes:
     """Tell ``EventSource`` how long to wait before reconnecting."""
     return b"retry: %d\n\n" % milliseconds
-
-
-def parse_offset(text: str, where: str) -> int:
-    """An offset cursor as clients send it back (``Last-Event-ID``, ``after``).
-
-    Raises:
-        ProtocolError: ``bad_offset``, naming ``where``.
-    """
-    value = text.strip()
-    if value.startswith("-"):
-        digits = value[1:]
-        negative = True
-    else:
-        digits, negative = value, False
-    if not digits.isdigit() or len(digits) > 18 or not digits.isascii():
-        raise ProtocolError("bad_offset", f"{where}: expected an offset (an integer), got {text!r}")
-    offset = -int(digits) if negative else int(digits)
-    if offset < -1:
-        raise ProtocolError("bad_offset", f"{where}: must be -1 or more, not {offset}")
-    return offset
 
 
 @final
@@ -280,82 +252,13 @@ class ReplayDisabled(Conflict):
     code = "replay_disabled"
 
 
-def _options(args: Any, headers: Any) -> ReplayOptions | None:
-    header = headers.get("Last-Event-ID")
-    query = args.get("lastEventId")
-    raw, where = (header, "Last-Event-ID") if header is not None else (query, "lastEventId")
-    epoch = args.get("epoch")
-    if raw is not None and raw != "":
-        return ReplayOptions(from_offset=parse_offset(raw, where), epoch=epoch)
-    if args.get("lastN") is not None:
-        return ReplayOptions(last_n=_positive_int(args["lastN"], "lastN"))
-    if args.get("fromTimestamp") is not None:
-        return ReplayOptions(
-            from_timestamp=parse_time(args["fromTimestamp"], "fromTimestamp", "bad_replay")
-        )
-    return None
-
-
-def _positive_int(text: str, where: str) -> int:
-    if not text.isdigit() or int(text) < 1 or len(text) > 9:
-        raise ProtocolError("bad_replay", f"{where}: expected a positive integer, got {text!r}")
-    if int(text) > MAX_REPLAY:
-        # The same bound as a WebSocket's replayOptions.lastN.
-        raise ProtocolError("bad_replay", f"{where}: at most {MAX_REPLAY}")
-    return int(text)
-
-
-def query_filters(args: Any) -> EventFilter:
-    """Filters from query parameters (``eventTypes=a,b&searchText=…``; times as epoch
-    seconds or ISO 8601; ``timeRange=START/END``; ``sessionIds=a,b``), or from
-    ``filters``, the JSON of a filter object or of a list of them (``StreamFilter[]``).
-
-    Raises:
-        ProtocolError: ``bad_filter``, naming the parameter.
-    """
-    if "filters" in args:
-        if any(key in args for key in FILTER_KEYS):
-            raise ProtocolError("bad_filter", "filters: give filters or filter parameters")
-        text = args.get("filters")
-        try:
-            document = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            raise ProtocolError("bad_filter", "filters: expected JSON") from None
-        problem = over_limits(text, document)
-        if problem is not None:
-            raise ProtocolError("bad_filter", f"filters: {problem}")
-        return parse_filters(document)
-    values: dict[str, Any] = {}
-    for key in FILTER_KEYS:
-        if key in args:
-            raw = args.get(key)
-            if key in ("startTime", "endTime"):
-                values[key] = parse_time(raw, key)
-            elif key == "timeRange":
-                start, sep, end = raw.replace(",", "/").partition("/")
-                if not sep:
-                    raise ProtocolError("bad_filter", "timeRange: expected START/END")
-                values[key] = {
-                    "start": parse_time(start, "timeRange.start"),
-                    "end": parse_time(end, "timeRange.end"),
-                }
-            else:
-                values[key] = raw
-    return parse_filters(values)
-
-
-def has_filters(args: Any) -> bool:
-    """Whether the query names filters (else a client gets its stream's default ones)."""
-    return "filters" in args or any(key in args for key in FILTER_KEYS)
-
-
 @blueprint.route("/api/streams/<stream_id>/sse")
 @access("read", connection=True)
 async def sse(stream_id: str) -> Response:
     """``GET /api/streams/{id}/sse``."""
     h = hub()
     filters = query_filters(request.args) if has_filters(request.args) else None
-    options = _options(request.args, request.headers)
+    options = query_replay(request.args, request.headers.get("Last-Event-ID"))
     shapes = wants_design(request.args)
     stream = await h.broker.get_stream(stream_id)
     check_replay(stream, options)

@@ -36,13 +36,12 @@ from .clients import (
     Subscribed,
 )
 from .context import Hub, access, host_of, hub, remote_of
-from .errors import HubError, NotFound
-from .ingest import parse_events
+from .errors import HubError, NotFound, ProtocolError
+from .ingest import publish, published
+from .params import ReplayOptions, has_filters, parse_offset, query_epoch, query_filters
 from .protocol import (
     CloseCode,
-    ProtocolError,
     Replay,
-    ReplayOptions,
     Subscribe,
     connection_ack_frame,
     end_frame,
@@ -52,7 +51,7 @@ from .protocol import (
     parse_client_message,
     subscribed_frame,
 )
-from .sse import check_replay, has_filters, parse_offset, query_filters, wants_design
+from .sse import check_replay, wants_design
 from .streams import Stream
 from .wire import RawSend, websocket_raw_send, ws_frame
 
@@ -174,14 +173,14 @@ class DesignEncoding:
 async def ws(stream_id: str) -> Response | None:
     """``/api/streams/{id}/ws``: a subscriber."""
     h = hub()
+    args = websocket.args
     options: ReplayOptions | None = None
-    after = websocket.args.get("after")
+    after = args.get("after")
+    epoch = query_epoch(args)
     if after is not None:
-        options = ReplayOptions(
-            from_offset=parse_offset(after, "after"), epoch=websocket.args.get("epoch")
-        )
-    filters = query_filters(websocket.args) if has_filters(websocket.args) else None
-    encoding = DesignEncoding if wants_design(websocket.args) else NativeEncoding
+        options = ReplayOptions(from_offset=parse_offset(after, "after"), epoch=epoch)
+    filters = query_filters(args) if has_filters(args) else None
+    encoding = DesignEncoding if wants_design(args) else NativeEncoding
     stream = await h.broker.get_stream(stream_id)
     check_replay(stream, options)
     client = h.broker.attach(stream, ClientKind.WEBSOCKET, remote_of(websocket.scope))
@@ -354,27 +353,12 @@ async def publish_ws(stream_id: str) -> Response | None:
 
 
 async def _publish_one(h: Hub, stream_id: str, host: str, data: str | bytes) -> bytes:
+    """The answer to one message: what ``POST …/events`` answers the same body, as an
+    ``ack`` or an ``error`` frame."""
     try:
-        body = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        return error_frame("malformed_json", f"message is not valid JSON ({exc})")
-    count = len(body) if isinstance(body, list) else 1
-    if count > h.config.max_batch:
-        return error_frame("bad_request", f"at most {h.config.max_batch} events per message")
-    wait = h.publishers.take(host, trio.current_time(), count)
-    if wait:
-        return error_frame("rate_limited", f"publishing too fast; retry in {wait:.1f}s")
-    try:
-        events, placed = parse_events(body, stream_id)
-        result = await h.broker.publish(stream_id, events, placed)
+        result = await publish(h, stream_id, host, data)
+    except ProtocolError as exc:
+        return error_frame(exc.code, exc.message)
     except HubError as exc:
         return error_frame(exc.code, exc.message, **exc.extra)
-    return orjson.dumps(
-        {
-            "type": "ack",
-            "accepted": result.accepted,
-            "duplicates": result.duplicates,
-            "firstOffset": result.first_offset,
-            "lastOffset": result.last_offset,
-        }
-    )
+    return orjson.dumps({"type": "ack", **published(result)})

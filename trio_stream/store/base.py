@@ -115,7 +115,8 @@ class HistoryQuery:
         sources: only OUTPUT events from these sources, plus every non-output event.
         start_time, end_time: UTC epoch seconds, inclusive.
         search_text: only events whose text (or serialized data) contains this,
-            case-insensitively.
+            case-insensitively, in its first 64 KiB
+            (:data:`~trio_stream.filters.MAX_SEARCHED_TEXT` characters).
         limit: at most this many events (None: all).
         skip: skip this many matching events first (paging).
         last: only the last N matching events (applied before ``limit``).

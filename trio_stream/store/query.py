@@ -1,8 +1,9 @@
 """Query evaluation shared by the back-ends that filter events in Python.
 
-A back-end that filters in its own engine (SQLite) must give the same answers; the
-definitions live here: :func:`search_text` is the text a ``search_text`` query looks in,
-and :func:`select` applies a whole :class:`HistoryQuery` to events in offset order.
+Every back-end matches events with :func:`matcher`, the matcher of the query's
+:class:`~trio_stream.filters.EventFilter` (SQLite and Redis after skipping the chunks
+outside the time range), and :func:`select` applies a whole :class:`HistoryQuery` to
+events in offset order.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import itertools
 from collections.abc import AsyncIterator, Callable, Sequence
 
 import attrs
-import orjson
 
-from ..events import Event, EventType, Output, converter
+from ..events import Event
+from ..filters import EventFilter
 from .base import HistoryQuery, Store
 
 
@@ -31,44 +32,12 @@ def check_query(query: HistoryQuery) -> HistoryQuery:
     return query
 
 
-def search_text(event: Event) -> str:
-    """The text a search looks in: a line's text, else the event's data as JSON."""
-    data = event.data
-    if type(data) is Output:
-        return data.text
-    return orjson.dumps(converter.unstructure(data)).decode()
-
-
-def fold(text: str) -> str:
-    """The case-insensitive form both sides of a search are compared in."""
-    return text.casefold()
-
-
 def matcher(query: HistoryQuery) -> Callable[[Event], bool] | None:
-    """A predicate for the filters of ``query`` (all but the paging), None if none apply."""
-    checks: list[Callable[[Event], bool]] = []
-    if query.types is not None:
-        types = query.types
-        checks.append(lambda e: e.type in types)
-    if query.sources is not None:
-        sources = query.sources
-        checks.append(
-            lambda e: e.type is not EventType.OUTPUT or e.data.source in sources  # type: ignore[union-attr]
-        )
-    if query.start_time is not None:
-        start = query.start_time
-        checks.append(lambda e: e.ts >= start)
-    if query.end_time is not None:
-        end = query.end_time
-        checks.append(lambda e: e.ts <= end)
-    if query.search_text is not None:
-        needle = fold(query.search_text)
-        checks.append(lambda e: needle in fold(search_text(e)))
-    if not checks:
-        return None
-    if len(checks) == 1:
-        return checks[0]
-    return lambda e: all(check(e) for check in checks)
+    """A predicate for the filters of ``query`` (all but the paging), None if none apply:
+    the matcher of its :class:`~trio_stream.filters.EventFilter`, the one a hub's live
+    fan-out uses."""
+    flt = EventFilter.of_query(query)
+    return None if flt.empty else flt.matches
 
 
 def select(events: Sequence[Event], query: HistoryQuery) -> list[Event]:
