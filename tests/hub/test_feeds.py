@@ -40,6 +40,12 @@ class LogSource:
     def log(self, sid: str) -> SessionLog:
         return self.origin.setdefault(sid, SessionLog(sid, record_backlog=None))
 
+    async def record(self, sid: str) -> None:
+        """Store what the origin holds beyond the store (the source records, not the hub)."""
+        fresh = self.log(sid).since(await self.store.last_offset(sid)).events
+        if len(fresh):
+            await self.store.append(sid, list(fresh))
+
     async def follow(self, target: SessionLog) -> AsyncIterator[EventRuns]:
         sid = target.session_id
         log = self.log(sid)
@@ -47,14 +53,10 @@ class LogSource:
             await log.wait_after(target.last_offset)
             batch = log.since(target.last_offset)
             if batch.events:
-                fresh = batch.events.after(await self.store.last_offset(sid))
-                if len(fresh):
-                    await self.store.append(sid, list(fresh))
                 yield batch.events
 
     async def wait_stored(self, stream_id: str, offset: int) -> None:
-        while await self.store.last_offset(stream_id) < offset:
-            await trio.sleep(0.01)
+        await self.record(stream_id)
 
     async def place(
         self, log: SessionLog, events: Sequence[Event], given: Sequence[bool]
@@ -62,10 +64,13 @@ class LogSource:
         placement = await self.log(log.session_id).place(events, given)
         if placement.ended is not None:
             self.log(log.session_id).close()
+        await self.record(log.session_id)
         return placement
 
     async def place_runs(self, log: SessionLog, events: EventRuns) -> Placement:
-        return await self.log(log.session_id).place_runs(events)
+        placement = await self.log(log.session_id).place_runs(events)
+        await self.record(log.session_id)
+        return placement
 
 
 async def fed_broker(nursery: trio.Nursery) -> tuple[Broker, LogSource, MemoryStore]:

@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 import trio
-from redis_helpers import RedisServer, free_port
+from redis_helpers import RedisServer, free_port, redis_cluster
 from trio_websocket import open_websocket_url
 
 from trio_stream.hub.config import HubConfig, Listen
@@ -342,3 +342,33 @@ async def test_a_run_publishing_to_a_hub_killed_mid_stream_resumes_on_the_next(
         assert offsets == list(range(len(offsets)))
         assert texts == [f"line {i}" for i in range(1, lines + 1)]
         nursery.cancel_scope.cancel()
+
+
+async def test_hubs_on_a_redis_cluster_fan_out_live_between_them(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    with redis_cluster(tmp_path / "cluster") as servers:
+        url = "redis+cluster://" + ",".join(f"127.0.0.1:{s.port}" for s in servers[:2])
+        async with open_store(url) as store_a, open_store(url) as store_b:
+            config = HubConfig(listen=(Listen(port=0),), tick=0.005)
+            hub_a = await nursery.start(serve_hub, config, store_a)
+            hub_b = await nursery.start(serve_hub, config, store_b)
+            async with httpx.AsyncClient(base_url=hub_a.urls[0], timeout=10) as a:
+                # Several sessions, so that they spread over the masters.
+                sids = [f"s{i}" for i in range(6)]
+                for sid in sids:
+                    assert (await a.post("/api/streams", json={"id": sid})).status_code == 201
+                base_b = hub_b.urls[0].replace("http://", "ws://")
+                for sid in sids:
+                    async with open_websocket_url(f"{base_b}/api/streams/{sid}/ws") as ws:
+                        await receive(ws)
+                        await ws.send_message(orjson.dumps({"type": "subscribe"}).decode())
+                        assert (await receive(ws))["type"] == "subscribed"
+                        events = [output(f"{sid} {i}") for i in range(3)]
+                        events.append({"type": "session_ended", "data": {"exit_status": 0}})
+                        answer = await a.post(f"/api/streams/{sid}/events", json=events)
+                        assert answer.status_code == 200
+                        with trio.fail_after(10):
+                            texts = await texts_until_end(ws)
+                        assert texts == [f"{sid} 0", f"{sid} 1", f"{sid} 2", "session_ended"]
+            nursery.cancel_scope.cancel()

@@ -48,7 +48,7 @@ logger = logging.getLogger("trio_stream.hub")
 RECORD_RETRY: Final = 1.0
 # A follower of a shared store looks again this often even when no notification came
 # (one lost while the notification channel reconnected).
-FEED_POLL: Final = 1.0
+FEED_POLL: Final = 5.0
 # Events read from a shared store per request.
 FEED_PAGE: Final = 10_000
 # How long a follower of a failing store waits before it tries again, at the most.

@@ -813,7 +813,8 @@ function streamPage() {
     badge.textContent = info.status.replace("_", " ");
     badge.dataset.status = info.status;
     if (!$("stream-command").textContent) $("stream-command").textContent = (info.command || []).join(" ");
-    if (info.exitStatus !== null && info.exitStatus !== undefined) {
+    // The end event, when it came first, said more (its duration): keep that.
+    if (info.exitStatus !== null && info.exitStatus !== undefined && !$("stream-exit").textContent) {
       $("stream-exit").textContent = `exit status ${info.exitStatus}`;
     }
     return info;
