@@ -13,8 +13,8 @@ import orjson
 import trio
 from quart import Blueprint, Response, request
 
-from .clients import Frame
 from .context import access, hub
+from .frames import Frame
 from .protocol import ProtocolError
 from .rest import body_response
 from .sse import parse_offset, query_filters

@@ -17,11 +17,11 @@ from quart import Blueprint, Response, request
 
 from ..events import EventType
 from ..store.base import HistoryQuery, SessionStatus
-from .clients import EndReason, Frame
 from .context import RateLimited, access, host_of, hub, json_response
 from .errors import HubError
-from .frames import frames_of
+from .frames import Frame, frames_of
 from .ingest import parse_events
+from .items import EndReason
 from .metrics import metrics_json, prometheus
 from .openapi import OPENAPI_PATH, openapi_document
 from .protocol import EventFilter, ProtocolError, parse_filters, parse_replay_options

@@ -28,8 +28,9 @@ from ..store.base import (
     StoreError,
 )
 from ..store.chunks import StoredEvents
-from .clients import Batch, Client, EndReason
+from .clients import Client
 from .frames import Frame, frames_of
+from .items import Batch, EndReason
 from .protocol import EventFilter, ReplayOptions
 
 if TYPE_CHECKING:
@@ -114,7 +115,7 @@ class Stream:
             self.pumped = frames[-1].offset
             self.largest_event = max(self.largest_event, max(len(f.raw) for f in frames))
             shared = Batch(frames)
-            self.broker.metrics_events(len(frames), len(shared.ws_events()) - len(frames) + 1)
+            self.broker.metrics_events(len(frames), len(shared.json()) - len(frames) + 1)
             for client in list(self.live.values()):
                 client.offer(shared)
             self._advance()
