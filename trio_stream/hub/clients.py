@@ -110,6 +110,8 @@ class Client:
         # The encoding its transport chose (its ``protocol``): tstream's, or the
         # Executor Streamer design's.
         self.protocol = "tstream"
+        # Events read from the store at once while it catches up.
+        self.page = PAGE
         self.last_heard: float | None = None
         self.subscribed = False
         # Offsets up to ``queued`` are either pending or sent; ``position`` is the cursor
@@ -377,7 +379,7 @@ class Client:
             if not live:
                 return []
             return [Deliver([Batch(live)], self.queued)]
-        frames, cursor = await self.stream.read_page(cursor, self.filters, PAGE, exact=False)
+        frames, cursor = await self.stream.read_page(cursor, self.filters, self.page, exact=False)
         if self.catching_up is None:
             return []
         self.catching_up = cursor

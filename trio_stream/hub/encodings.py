@@ -12,7 +12,9 @@ The encodings:
   a tick's events in one ``event`` message;
 * :data:`NATIVE_SSE` — tstream's SSE events (:mod:`~trio_stream.hub.sse`);
 * :data:`DESIGN` and :data:`DESIGN_SSE` — the Executor Streamer design's shapes
-  (:mod:`~trio_stream.hub.design`), asked for with ``?protocol=executor-streamer``.
+  (:mod:`~trio_stream.hub.design`), asked for with ``?protocol=executor-streamer``;
+* :data:`COLUMNS` — tstream's WebSocket messages with lines as columns, asked for with
+  ``?protocol=tstream-columns`` (tstream's own clients do).
 
 A connection's encoding is chosen once, from its URL (:func:`choose`). A tick's events
 are encoded once per encoding, however many clients receive them: what an encoding
@@ -29,6 +31,7 @@ from typing import ClassVar, Final, final
 import orjson
 
 from . import design, items
+from .clients import PAGE
 from .items import Batch, ClientKind, Deliver, EndReason, Item
 from .protocol import (
     ProtocolError,
@@ -39,6 +42,7 @@ from .protocol import (
     filter_set_frame,
     heartbeat_frame,
     pong_frame,
+    runs_frame,
     subscribed_frame,
     unsubscribed_frame,
 )
@@ -53,10 +57,12 @@ class Encoding(abc.ABC):
     Attributes:
         protocol: the name a client asks for it by (``?protocol=``), shown in listings.
         transport: the connections it serves.
+        history_page: events a client catching up is sent at once, at most.
     """
 
     protocol: ClassVar[str]
     transport: ClassVar[ClientKind]
+    history_page: ClassVar[int] = PAGE
 
     def messages(self, stream_id: str, item: Item) -> list[bytes]:
         """``item``'s payloads: WebSocket text messages, or SSE events (none when this
@@ -272,11 +278,36 @@ class DesignSSE(SSEEncoding):
         return []
 
 
+COLUMNS_PROTOCOL: Final = "tstream-columns"
+COLUMNS_PAGE: Final = 10_000
+
+
+@final
+class ColumnsWebSocket(WebSocketEncoding):
+    """tstream's messages with lines as columns (``?protocol=tstream-columns``): an
+    ``event`` or ``replay`` message carries ``runs`` instead of ``events``, each either a
+    list of events as ``events`` holds them or the columns of a batch of lines, written
+    from the columns they are held in (the log's, a store chunk's) without an event or
+    a JSON object each. See :mod:`~trio_stream.hub.protocol`."""
+
+    protocol = COLUMNS_PROTOCOL
+    history_page = COLUMNS_PAGE
+
+    def events(self, stream_id: str, item: Deliver) -> list[bytes]:
+        runs = [run for b in item.batches for run in b.cached(ColumnsWebSocket, b.column_runs)]
+        return [runs_frame(stream_id, runs, replay=item.replay, done=item.done)]
+
+    def control(self, stream_id: str, item: Item) -> list[bytes]:
+        return [native_message(stream_id, item)]
+
+
 NATIVE: Final = NativeWebSocket()
 NATIVE_SSE: Final = NativeSSE()
 DESIGN: Final = DesignWebSocket()
 DESIGN_SSE: Final = DesignSSE()
+COLUMNS: Final = ColumnsWebSocket()
 _CHOICES: Final = {
+    (ClientKind.WEBSOCKET, COLUMNS_PROTOCOL): COLUMNS,
     (ClientKind.WEBSOCKET, NATIVE_PROTOCOL): NATIVE,
     (ClientKind.SSE, NATIVE_PROTOCOL): NATIVE_SSE,
     (ClientKind.WEBSOCKET, design.PROTOCOL): DESIGN,
@@ -286,7 +317,7 @@ _CHOICES: Final = {
 
 def choose(transport: ClientKind, args: Mapping[str, str]) -> Encoding:
     """The encoding a connection's query asks for (``protocol``: ``tstream``, the
-    default, or ``executor-streamer``).
+    default, ``executor-streamer``, or on a WebSocket ``tstream-columns``).
 
     Raises:
         ProtocolError: ``bad_request`` for another protocol.
@@ -295,8 +326,8 @@ def choose(transport: ClientKind, args: Mapping[str, str]) -> Encoding:
     found = _CHOICES.get((transport, NATIVE_PROTOCOL if name is None else name))
     if found is None:
         assert name is not None
+        offered = " or ".join(p for t, p in _CHOICES if t is transport)
         raise ProtocolError(
-            "bad_request",
-            f"protocol: use {NATIVE_PROTOCOL} or {design.PROTOCOL}, not {name[:64]!r}",
+            "bad_request", f"protocol: use {offered} on {transport.value}, not {name[:64]!r}"
         )
     return found

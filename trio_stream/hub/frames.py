@@ -9,6 +9,7 @@ object per line first. The event itself is built only when a client's filter ask
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
 from itertools import repeat
 from typing import Any, Final, final
@@ -77,6 +78,43 @@ class Frame:
 
     def __repr__(self) -> str:
         return f"Frame({self.offset}, {self.raw!r})"
+
+
+@final
+class LazyFrames(Sequence[Frame]):
+    """The frames of runs of events (a store's batches of lines), made when first read:
+    an encoding that writes lines from their columns never makes them.
+
+    Attributes:
+        events: the runs.
+    """
+
+    __slots__ = ("_frames", "events")
+
+    def __init__(self, events: EventRuns) -> None:
+        self.events = events
+        self._frames: list[Frame] | None = None
+
+    def built(self) -> list[Frame]:
+        """The frames, made once."""
+        if self._frames is None:
+            self._frames = frames_of(self.events)
+        return self._frames
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    @typing.overload
+    def __getitem__(self, index: int) -> Frame: ...
+
+    @typing.overload
+    def __getitem__(self, index: slice) -> list[Frame]: ...
+
+    def __getitem__(self, index: int | slice) -> Frame | list[Frame]:
+        return self.built()[index]
+
+    def __iter__(self) -> typing.Iterator[Frame]:
+        return iter(self.built())
 
 
 def json_lines(events: Sequence[Event]) -> bytes:

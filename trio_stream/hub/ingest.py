@@ -15,8 +15,10 @@ event or names each bad field.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any, Final
 
+from ..batches import EventRuns, OutputBatch
 from ..events import (
     PAYLOADS,
     Event,
@@ -27,6 +29,7 @@ from ..events import (
     new_event_ids,
     plain_fields,
 )
+from ..store.chunks import lines_batch
 from .errors import HubError
 from .protocol import ProtocolError, event_type, parse_time
 
@@ -177,3 +180,59 @@ def parse_events(body: Any, stream_id: str) -> tuple[list[Event], list[bool]]:
     if errors:
         raise EventsInvalid("; ".join(errors[:20]), errors=errors[:100])
     return events, placed
+
+
+def run_count(runs: Any) -> int:
+    """The events of a ``runs`` message, as far as its shape tells (for the limits,
+    before it is checked)."""
+    if runs.__class__ is not list:
+        return 1
+    count = 0
+    for run in runs:
+        texts = run.get("x") if run.__class__ is dict else run
+        count += len(texts) if texts.__class__ is list else 1
+    return count
+
+
+def parse_runs(runs: Any, stream_id: str) -> EventRuns:
+    """Check a ``tstream-columns`` publish message's ``runs``: each the columns of a
+    batch of lines (as :func:`~trio_stream.store.chunks.lines_item` writes them) or a
+    list of events, every one placed, at consecutive offsets throughout.
+
+    Returns:
+        The runs, batches of lines kept as their columns (no event each).
+
+    Raises:
+        HubError: for an empty message; EventsInvalid naming the run and what is wrong.
+    """
+    if runs.__class__ is not list or not runs:
+        raise EventsInvalid("runs: expected a list of runs, at least one")
+    out: list[Sequence[Event]] = []
+    expected: int | None = None
+    for index, run in enumerate(runs):
+        where = f"runs[{index}]"
+        part: Sequence[Event]
+        if run.__class__ is dict:
+            try:
+                part = lines_batch(stream_id, run, check=True)
+            except ValueError as exc:
+                raise EventsInvalid(f"{where}.{exc}") from None
+        elif run.__class__ is list and run:
+            try:
+                part, placed = parse_events(run, stream_id)
+            except EventsInvalid as exc:
+                errors = [f"{where}.{e}" for e in exc.extra.get("errors", [])]
+                raise EventsInvalid("; ".join(errors[:20]), errors=errors[:100]) from None
+            if not all(placed):
+                raise EventsInvalid(f"{where}: every event of a run is placed (has an offset)")
+            offsets = [e.offset for e in part]
+            if offsets != list(range(offsets[0], offsets[0] + len(offsets))):
+                raise EventsInvalid(f"{where}: offsets must be consecutive")
+        else:
+            raise EventsInvalid(f"{where}: expected the columns of lines or a list of events")
+        first = part.first_offset if isinstance(part, OutputBatch) else part[0].offset
+        if expected is not None and first != expected:
+            raise EventsInvalid(f"{where}: starts at offset {first}, not {expected}")
+        expected = first + len(part)
+        out.append(part)
+    return EventRuns(out)

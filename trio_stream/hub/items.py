@@ -19,9 +19,11 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Final, TypeAlias, final
 
 import attrs
+import orjson
 
-from ..events import Event
-from .frames import Frame
+from ..batches import EventRuns, OutputBatch
+from ..store.chunks import lines_item
+from .frames import Frame, LazyFrames, frames_of
 from .protocol import EventFilter
 
 
@@ -64,15 +66,17 @@ class Batch:
 
     Attributes:
         frames: the events' frames, in offset order (not empty).
-        events: the same events as they were read (the log's runs, a store's rows),
+        events: the same events as the runs they were read in (the log's, a store's),
             for encodings that write lines from their columns; None when the frames
             were chosen among others (filtered, cut).
     """
 
     __slots__ = ("_cache", "_selected", "events", "frames")
 
-    def __init__(self, frames: list[Frame], events: Sequence[Event] | None = None) -> None:
+    def __init__(self, frames: Sequence[Frame], events: EventRuns | None = None) -> None:
         self.frames = frames
+        if events is None and isinstance(frames, LazyFrames):
+            events = frames.events
         self.events = events
         self._selected: dict[EventFilter, Batch | None] = {}
         self._cache: dict[Hashable, Any] = {}
@@ -83,11 +87,15 @@ class Batch:
     @property
     def first(self) -> int:
         """The offset of its first frame."""
+        if self.events is not None:
+            return self.events.first_offset
         return self.frames[0].offset
 
     @property
     def last(self) -> int:
         """The offset of its last frame."""
+        if self.events is not None:
+            return self.events.last_offset
         return self.frames[-1].offset
 
     def cached(self, key: Hashable, make: Callable[[], Any]) -> Any:
@@ -118,8 +126,33 @@ class Batch:
         """The frames after ``offset`` (self when that is all of them)."""
         if self.first > offset:
             return self
-        kept = [f for f in self.frames if f.offset > offset]
-        return Batch(kept) if kept else None
+        if offset >= self.last:
+            return None
+        rest = None if self.events is None else self.events.after(offset)
+        if isinstance(self.frames, LazyFrames) and rest is not None:
+            return Batch(LazyFrames(rest))
+        return Batch([f for f in self.frames if f.offset > offset], rest)
+
+    def column_runs(self) -> list[bytes]:
+        """The events as the runs of a ``tstream-columns`` message: each batch of lines
+        its columns (as a store chunk holds them), the other events lists of their JSON.
+        Lines are written from their columns when the batch has them."""
+        events = self.events
+        if events is None:
+            return [b"[%s]" % self.json()]
+        out: list[bytes] = []
+        held: list[bytes] = []
+        for run in events.runs:
+            if isinstance(run, OutputBatch):
+                if held:
+                    out.append(b"[%s]" % b",".join(held))
+                    held = []
+                out.append(orjson.dumps(lines_item(run)))
+            else:
+                held += [f.raw for f in frames_of(run)]
+        if held:
+            out.append(b"[%s]" % b",".join(held))
+        return out
 
     def json(self) -> bytes:
         """The events' JSON joined by commas (what an ``events`` array splices in)."""

@@ -744,9 +744,21 @@ def events_frame(
     stream_id: str, raws: Iterable[bytes], *, replay: bool = False, done: bool = False
 ) -> bytes:
     """One frame carrying already serialized events, spliced in without re-encoding."""
+    return _spliced(b"events", stream_id, raws, replay, done)
+
+
+def runs_frame(
+    stream_id: str, runs: Iterable[bytes], *, replay: bool = False, done: bool = False
+) -> bytes:
+    """:func:`events_frame` with ``runs`` (``tstream-columns``): each already serialized,
+    a list of events or the columns of a batch of lines."""
+    return _spliced(b"runs", stream_id, runs, replay, done)
+
+
+def _spliced(key: bytes, stream_id: str, parts: Iterable[bytes], replay: bool, done: bool) -> bytes:
     head = b'{"type":"replay","streamId":' if replay else b'{"type":"event","streamId":'
     tail = (b'],"done":true}' if done else b'],"done":false}') if replay else b"]}"
-    return b"".join((head, _dumps(stream_id), b',"events":[', b",".join(raws), tail))
+    return b"".join((head, _dumps(stream_id), b',"%s":[' % key, b",".join(parts), tail))
 
 
 def error_frame(code: str, message: str, **extra: Any) -> bytes:

@@ -26,9 +26,9 @@ from quart import Blueprint, Response, websocket
 from . import patches
 from .clients import Client
 from .context import Hub, access, host_of, hub, remote_of
-from .encodings import Encoding, choose
+from .encodings import COLUMNS_PROTOCOL, NATIVE_PROTOCOL, Encoding, choose
 from .errors import HubError, NotFound
-from .ingest import parse_events
+from .ingest import parse_events, parse_runs, run_count
 from .items import ClientKind, Closing, ConnectionAck, Deliver, EndReason, Item
 from .protocol import (
     CloseCode,
@@ -82,6 +82,7 @@ async def ws(stream_id: str) -> Response | None:
     check_replay(stream, options)
     client = h.broker.attach(stream, ClientKind.WEBSOCKET, remote_of(websocket.scope))
     client.protocol = encoding.protocol
+    client.page = encoding.history_page
     reason = "disconnected by the client"
     try:
         if not stream.settings.compression:
@@ -202,21 +203,28 @@ async def publish_ws(stream_id: str) -> Response | None:
             raise
         stream = await h.broker.create_stream(stream_id)
     host = host_of(websocket.scope)
+    protocol = websocket.args.get("protocol")
+    if protocol not in (None, NATIVE_PROTOCOL, COLUMNS_PROTOCOL):
+        raise ProtocolError(
+            "bad_request",
+            f"protocol: use {NATIVE_PROTOCOL} or {COLUMNS_PROTOCOL} to publish, "
+            f"not {protocol[:64]!r}",
+        )
     await websocket.accept()
     logger.info("publisher connected to %s from %s", stream.id, remote_of(websocket.scope))
-    await websocket.send(
-        orjson.dumps(
-            {
-                "type": "connection_ack",
-                "streamId": stream.id,
-                "status": stream.status,
-                "lastOffset": stream.last_offset,
-                "epoch": h.broker.store.epoch,
-                "maxMessageSize": h.config.max_message_size,
-                "maxBatch": h.config.max_batch,
-            }
-        ).decode()
-    )
+    ack = {
+        "type": "connection_ack",
+        "streamId": stream.id,
+        "status": stream.status,
+        "lastOffset": stream.last_offset,
+        "epoch": h.broker.store.epoch,
+        "maxMessageSize": h.config.max_message_size,
+        "maxBatch": h.config.max_batch,
+    }
+    if protocol == COLUMNS_PROTOCOL:
+        # Said only to a publisher that asked: it sends runs only once it reads this.
+        ack["protocol"] = COLUMNS_PROTOCOL
+    await websocket.send(orjson.dumps(ack).decode())
     reason = "disconnected by the client"
     raw = _raw_sender(h)
     try:
@@ -254,15 +262,19 @@ async def _publish_one(h: Hub, stream_id: str, host: str, data: str | bytes) -> 
         body = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         return error_frame("malformed_json", f"message is not valid JSON ({exc})")
-    count = len(body) if isinstance(body, list) else 1
+    runs = body.get("runs") if isinstance(body, dict) and len(body) == 1 else None
+    count = run_count(runs) if runs is not None else len(body) if isinstance(body, list) else 1
     if count > h.config.max_batch:
         return error_frame("bad_request", f"at most {h.config.max_batch} events per message")
     wait = h.publishers.take(host, trio.current_time(), count)
     if wait:
         return error_frame("rate_limited", f"publishing too fast; retry in {wait:.1f}s")
     try:
-        events, placed = parse_events(body, stream_id)
-        result = await h.broker.publish(stream_id, events, placed)
+        if runs is not None:
+            result = await h.broker.publish_runs(stream_id, parse_runs(runs, stream_id))
+        else:
+            events, placed = parse_events(body, stream_id)
+            result = await h.broker.publish(stream_id, events, placed)
     except HubError as exc:
         return error_frame(exc.code, exc.message, **exc.extra)
     return orjson.dumps(
