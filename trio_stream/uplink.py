@@ -41,7 +41,7 @@ from .batches import EventRuns, OutputBatch
 from .client import HubClientError, HubPublisher, hub_epoch, open_publisher, parse_hub_address
 from .events import Error, Event, EventType, event_to_json
 from .log import SessionLog
-from .store.base import HistoryQuery, Store, StoreError
+from .store.base import HistoryQuery, RunStore, Store, StoreError
 from .store.chunks import lines_item
 from .terminal import write_all
 
@@ -50,8 +50,10 @@ CONNECT_TIMEOUT: Final = 5.0
 # The hub may make a publisher wait while its own recorder catches up; longer than this
 # and the hub is taken for stuck.
 ACK_TIMEOUT: Final = 15.0
-# Events read from the store at once when the log no longer holds them.
+# Events read from the store at once when the log no longer holds them (as events, or
+# as its chunks' columns, much cheaper to read and send).
 STORE_PAGE: Final = 2000
+STORE_RUNS_PAGE: Final = 20_000
 # How long to wait for the session's recorder when the store is behind the log.
 RECORD_WAIT: Final = 0.05
 RATE_LIMIT_WAIT: Final = 0.5
@@ -633,9 +635,14 @@ class Uplink:
             )
         while True:
             try:
-                events = await self.store.read(
-                    self.log.session_id, HistoryQuery(after=after, limit=STORE_PAGE)
-                )
+                events: Sequence[Event]
+                if isinstance(self.store, RunStore):
+                    # Lines as the store's chunks hold them: sent from their columns.
+                    events = await self.store.read_runs(self.log.session_id, after, STORE_RUNS_PAGE)
+                else:
+                    events = await self.store.read(
+                        self.log.session_id, HistoryQuery(after=after, limit=STORE_PAGE)
+                    )
             except StoreError as exc:
                 raise _Refused(f"cannot read the session's store: {exc}") from None
             if events and events[0].offset == after + 1:

@@ -34,7 +34,7 @@ from .errors import HubError
 from .protocol import ProtocolError, event_type, parse_time
 
 _EVENT_KEYS: Final = frozenset({"type", "data", "id", "session", "offset", "ts"})
-_OUTPUT_KEYS: Final = frozenset({"source", "text", "eol", "line", "partial"})
+_OUTPUT_KEYS: Final = frozenset({"source", "text", "eol", "line", "partial", "raw"})
 _SOURCES: Final = frozenset({"stdout", "stderr"})
 _TYPES: Final = {etype.value: etype for etype in EventType}
 _MISSING: Final = object()
@@ -55,6 +55,9 @@ def _output(data: dict[str, Any]) -> Output | None:
     eol = data.get("eol", "\n")
     line = data.get("line", -1)
     partial = data.get("partial", False)
+    if data.get("raw") is not None:
+        # Bytes in base64: the full check decodes them.
+        return None
     if (
         source.__class__ is not str
         or source not in _SOURCES
