@@ -194,6 +194,8 @@ async def publish_ws(stream_id: str) -> Response | None:
     (``accepted``, ``duplicates``, ``firstOffset``, ``lastOffset``) or an ``error`` frame
     (``offset_gap`` and ``stream_ended`` carry ``lastOffset``); the connection stays up
     after errors and is closed with 1000 once the stream ends.
+    ``?protocol=tstream-columns`` also takes ``{"runs": […]}``, lines as columns (see
+    :mod:`~trio_stream.hub.protocol`); the ``connection_ack`` then says so.
     """
     h = hub()
     try:
