@@ -120,7 +120,19 @@ class LazyFrames(Sequence[Frame]):
 def json_lines(events: Sequence[Event]) -> bytes:
     """``events`` as JSON lines (:func:`~trio_stream.events.event_to_json`, a newline
     after each), lines encoded from their columns or stored rows where they have some."""
-    return b"".join([frame.raw + b"\n" for frame in frames_of(events)])
+    if isinstance(events, EventRuns):
+        # Batches of lines straight from their columns, without a frame each.
+        raws: list[bytes] = []
+        for run in events.runs:
+            raws += _batch_raws(run) if isinstance(run, OutputBatch) else _raws(run)
+    else:
+        raws = _raws(events)
+    raws.append(b"")
+    return b"\n".join(raws)
+
+
+def _raws(events: Sequence[Event]) -> list[bytes]:
+    return [frame.raw for frame in frames_of(events)]
 
 
 def frames_of(events: Sequence[Event]) -> list[Frame]:
@@ -141,6 +153,19 @@ def frames_of(events: Sequence[Event]) -> list[Frame]:
 
 
 def _batch_frames(run: OutputBatch) -> list[Frame]:
+    first = run.first_offset
+    out = [
+        Frame(first + index, raw, None, run, index) for index, raw in enumerate(_batch_raws(run))
+    ]
+    for index in run.lines.raw:
+        # Its JSON has its bytes in base64: the event, built already, comes with it.
+        out[index] = Frame.of(run.event(index))
+    return out
+
+
+def _batch_raws(run: OutputBatch) -> list[bytes]:
+    """Each line's JSON, from the columns (through its event for a line that is not
+    valid UTF-8, rare)."""
     lines = run.lines
     dumps = orjson.dumps
     first = run.first_offset
@@ -168,13 +193,9 @@ def _batch_frames(run: OutputBatch) -> list[Frame]:
                 zip(ids, offsets, lines.texts, eols, numbers, strict=False)
             )
         ]
-    out = [
-        Frame(offset, raw, None, run, index)
-        for index, (offset, raw) in enumerate(zip(offsets, raws, strict=True))
-    ]
     for index in lines.raw:
-        out[index] = Frame.of(run.event(index))
-    return out
+        raws[index] = event_to_json(run.event(index))
+    return raws
 
 
 def _row_frames(events: StoredEvents) -> list[Frame]:
