@@ -211,7 +211,17 @@ async def hub_rate(data: Path, count: int, env: dict[str, str], *, as_json: bool
     )
     port = free_port()
     hub = await trio.lowlevel.open_process(
-        [*TSTREAM, "serve", "--listen", f"127.0.0.1:{port}", "--store", env["TSTREAM_STORE"]],
+        [
+            *TSTREAM,
+            "serve",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--store",
+            env["TSTREAM_STORE"],
+            # A million lines and the session's own events: none trimmed.
+            "--max-events",
+            "0",
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

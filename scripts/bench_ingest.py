@@ -10,10 +10,15 @@ Two figures, measured in the same run:
 * **publish**: events/s from :func:`trio_stream.client.open_publisher` into a hub
   served in this process (memory store), with several messages in flight as the uplink
   keeps them. The publisher and the hub share one process, so this is a floor.
+* **columns**: the same for lines of 60 bytes published as columns
+  (``tstream-columns``, :func:`trio_stream.uplink.column_messages`, messages of at most
+  the hub's 64 KiB), as ``tstream run --hub`` publishes them, and the hub's cost to check
+  them (:func:`trio_stream.hub.ingest.parse_runs`) per line.
 
 Usage::
 
     .venv/bin/python scripts/bench_ingest.py --events 50000
+    .venv/bin/python scripts/bench_ingest.py --events 1000000
 """
 
 from __future__ import annotations
@@ -21,17 +26,22 @@ from __future__ import annotations
 import argparse
 import time
 from collections import deque
+from collections.abc import Sequence
+from functools import partial
 from typing import Any, Final
 
 import orjson
 import trio
 
+from trio_stream.batches import EventRuns, OutputBatch
 from trio_stream.client import open_publisher
-from trio_stream.events import event_from_dict
+from trio_stream.events import Event, event_from_dict
 from trio_stream.hub.config import HubConfig, Listen
-from trio_stream.hub.ingest import parse_events
+from trio_stream.hub.ingest import parse_events, parse_runs
 from trio_stream.hub.server import serve_hub
+from trio_stream.lines import Lines
 from trio_stream.store.memory import MemoryStore
+from trio_stream.uplink import column_messages
 
 BATCH: Final = 250
 WINDOW: Final = 4
@@ -70,9 +80,30 @@ def parse_cost(count: int) -> tuple[float, float]:
     return hub / count * 1e6, baseline / count * 1e6
 
 
-async def publish_rate(count: int) -> float:
+def _column_messages(count: int) -> list[list[bytes]]:
+    """``count`` lines of 60 bytes as ``tstream-columns`` messages' runs."""
+    ts = time.time()
+    runs: list[Sequence[Event]] = []
+    for first in range(0, count, 1000):
+        texts = [f"{n:08d} ".ljust(59, "x") for n in range(first, min(count, first + 1000))]
+        runs.append(OutputBatch("bench", first, ts, "stdout", first + 1, Lines(texts)))
+    return [parts for _, parts in column_messages(EventRuns(runs), 64 * 1024, 10_000)]
+
+
+def columns_parse_cost(count: int) -> float:
+    """Microseconds per line for the hub to check a ``runs`` message's lines."""
+    bodies = [
+        orjson.loads(b'{"runs":[%s]}' % b",".join(m))["runs"] for m in _column_messages(count)
+    ]
+    start = time.perf_counter()
+    for runs in bodies:
+        parse_runs(runs, "bench")
+    return (time.perf_counter() - start) / count * 1e6
+
+
+async def publish_rate(count: int, *, columns: bool = False) -> float:
     """Events/s published through the WebSocket into a hub in this process."""
-    messages = _messages(count)
+    messages: list[Any] = _column_messages(count) if columns else _messages(count)
     config = HubConfig(listen=(Listen(port=0),), publish_per_second=10**9)
     store = MemoryStore()
     async with trio.open_nursery() as nursery:
@@ -84,7 +115,10 @@ async def publish_rate(count: int) -> float:
                 if len(in_flight) >= WINDOW:
                     await publisher.receive_ack()
                     in_flight.popleft()
-                await publisher.send_encoded([message[1:-1]])
+                if columns:
+                    await publisher.send_runs(message)
+                else:
+                    await publisher.send_encoded([message[1:-1]])
                 in_flight.append(None)
             while in_flight:
                 await publisher.receive_ack()
@@ -105,6 +139,12 @@ def main() -> None:
     )
     rate = trio.run(publish_rate, args.events)
     print(f"publish: {rate:,.0f} events/s over one WebSocket ({args.events:,} events)")
+    cost = columns_parse_cost(args.events)
+    rate = trio.run(partial(publish_rate, columns=True), args.events)
+    print(
+        f"columns: {rate:,.0f} lines/s over one WebSocket ({args.events:,} lines of 60 "
+        f"bytes), {cost:.2f} µs/line to check"
+    )
 
 
 if __name__ == "__main__":

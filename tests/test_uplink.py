@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from trio_stream.batches import EventRuns, OutputBatch
+from trio_stream.client import HubPublisher
 from trio_stream.events import Event, EventType, Output, SessionEnded, SessionStarted, event_to_json
 from trio_stream.hub.config import HubConfig, Listen, TokenSpec
 from trio_stream.hub.server import serve_hub
@@ -53,6 +54,14 @@ class Recorded:
         placed = self.log.append(events)
         await self.store.append(self.log.session_id, placed)
         return placed
+
+    async def append_lines(self, lines: Lines, source: str = "stdout") -> list[Event]:
+        """Lines captured together, as one batch (kept as columns)."""
+        log = self.log
+        batch = OutputBatch(log.session_id, log.next_offset, 1795440000.5, source, 1, lines)  # type: ignore[arg-type]
+        log.append_batch(batch)
+        await self.store.append(log.session_id, batch)
+        return list(batch)
 
 
 @pytest.fixture
@@ -194,6 +203,49 @@ async def test_a_hub_restarted_on_the_same_store_continues_the_stream_without_ga
     copy = await hub_copy(hub_store)
     assert_same(copy, sent)
     assert uplink.connections == 2
+
+
+async def test_lines_go_as_columns_and_a_hub_restart_mid_stream_loses_none(
+    nursery, tmp_path, run_hub, hub_store, monkeypatch
+):
+    runs: list[int] = []
+    send_runs = HubPublisher.send_runs
+
+    async def counted(self: HubPublisher, parts: Any) -> None:
+        runs.append(len(parts))
+        await send_runs(self, parts)
+
+    monkeypatch.setattr(HubPublisher, "send_runs", counted)
+    first_hub = await run_hub()
+    session = Recorded()
+    uplink = Uplink(hub_url(tmp_path), session.log, store=session.store, backoff=FAST)
+    nursery.start_soon(uplink.run)
+    texts = [f"line {i} " + "x" * 100 for i in range(3000)]
+    sent = list(await session.append([started()]))
+    sent += await session.append_lines(Lines(texts[:1000]))
+    sent += await session.append_lines(
+        Lines(
+            ["bad \ufffd", "cr", "cut", "end"],
+            ["\n", "\r", "", "\n"],
+            frozenset({2}),
+            {0: b"bad \xff\n"},
+        ),
+        "stderr",
+    )
+    with trio.fail_after(10):
+        await uplink.wait_acked(sent[-1].offset)
+    await first_hub.stop()
+    sent += await session.append_lines(Lines(texts[1000:2000]))
+    await run_hub()
+    sent += await session.append_lines(Lines(texts[2000:]))
+    sent += await session.append([ended()])
+    session.log.close()
+    with trio.fail_after(10):
+        assert await uplink.finish(5)
+    copy = await hub_copy(hub_store)
+    assert copy == sent
+    assert uplink.connections == 2
+    assert runs
 
 
 async def test_a_hub_that_lost_acknowledged_events_gets_them_again(

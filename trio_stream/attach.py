@@ -27,7 +27,7 @@ from urllib.parse import quote
 import attrs
 import trio
 
-from .batches import RowEvents
+from .batches import EventRuns, RowEvents
 from .client import HubClientError, filter_query, follow_stream, get_json
 from .events import Event, EventType, SessionEnded, event_from_dict
 from .filters import EventFilter
@@ -174,7 +174,7 @@ class Feed:
         self.info: SessionInfo | None = target.info
 
     async def _deliver(self, events: Sequence[Event]) -> None:
-        if isinstance(events, RowEvents) and self.filters.empty:
+        if isinstance(events, RowEvents | EventRuns) and self.filters.empty:
             await self._deliver_rows(events)
             return
         kept = []
@@ -194,10 +194,11 @@ class Feed:
             await self.send.send(kept)
         self.after, self.ended = after, ended
 
-    async def _deliver_rows(self, events: RowEvents) -> None:
-        """:meth:`_deliver` without filters, for events not built yet."""
+    async def _deliver_rows(self, events: RowEvents | EventRuns) -> None:
+        """:meth:`_deliver` without filters, for events not built yet (rows, or lines
+        as columns)."""
         fresh = events.after(self.after)
-        if not fresh.rows:
+        if not len(fresh):
             return
         ended = self.ended
         for event in fresh.others():

@@ -123,6 +123,18 @@ class EventBatch(EventSequence):
         self._key = whole._key
         self._base = whole._base + start
 
+    def adopt_ids(self, key: bytes, base: int) -> None:
+        """Name the events as a batch whose :attr:`id_origin` is ``(key, base)`` did (a
+        batch rebuilt from its columns keeps its events' ids).
+
+        Raises:
+            ValueError: for a key that is not 8 bytes or a negative base.
+        """
+        if len(key) != 8 or base < 0:
+            raise ValueError(f"id origin: an 8-byte key and a number from 0, not {key!r}, {base}")
+        self._key = key
+        self._base = base
+
     def event_id(self, index: int) -> str:
         """The id of event ``index`` (not negative)."""
         return base64.urlsafe_b64encode(
@@ -406,6 +418,19 @@ class EventRuns(EventSequence):
     @property
     def last_offset(self) -> int:
         return self.first_offset + self._count - 1
+
+    def terminal(self) -> list[tuple[str, bytes] | Event]:
+        """What a terminal showed (see :meth:`RowEvents.terminal`): batches of lines
+        are written from their columns, without an event each."""
+        out: list[tuple[str, bytes] | Event] = []
+        for run in self.runs:
+            if isinstance(run, OutputBatch):
+                out.append((run.source, run.lines.written()))
+            elif isinstance(run, RowEvents):
+                out += run.terminal()
+            else:
+                out += run
+        return out
 
     def __add__(self, other: Sequence[Event]) -> list[Event]:
         return [*self, *other]

@@ -127,6 +127,21 @@ class Lines(Sequence[Line]):
             {i - start: b for i, b in raw.items() if start <= i < stop} if raw else raw,
         )
 
+    def written(self) -> bytes:
+        """The exact bytes of every line, line endings included (as :attr:`Line.data`
+        of each, joined), from the columns."""
+        texts, eols, raw = self.texts, self.eols, self.raw
+        if raw:
+            return b"".join(
+                [
+                    raw[i] if i in raw else (t + ("\n" if eols is None else eols[i])).encode()
+                    for i, t in enumerate(texts)
+                ]
+            )
+        if eols is None:
+            return ("\n".join(texts) + "\n").encode() if texts else b""
+        return "".join([t + e for t, e in zip(texts, eols, strict=True)]).encode()
+
     def __len__(self) -> int:
         return len(self.texts)
 

@@ -41,7 +41,8 @@ from .batches import EventRuns, OutputBatch
 from .client import HubClientError, HubPublisher, hub_epoch, open_publisher, parse_hub_address
 from .events import Error, Event, EventType, event_to_json
 from .log import SessionLog
-from .store.base import HistoryQuery, Store, StoreError
+from .store.base import HistoryQuery, RunStore, Store, StoreError
+from .store.chunks import lines_item
 from .terminal import write_all
 
 DEFAULT_FLUSH_TIMEOUT: Final = 5.0
@@ -49,8 +50,10 @@ CONNECT_TIMEOUT: Final = 5.0
 # The hub may make a publisher wait while its own recorder catches up; longer than this
 # and the hub is taken for stuck.
 ACK_TIMEOUT: Final = 15.0
-# Events read from the store at once when the log no longer holds them.
+# Events read from the store at once when the log no longer holds them (as events, or
+# as its chunks' columns, much cheaper to read and send).
 STORE_PAGE: Final = 2000
+STORE_RUNS_PAGE: Final = 20_000
 # How long to wait for the session's recorder when the store is behind the log.
 RECORD_WAIT: Final = 0.05
 RATE_LIMIT_WAIT: Final = 0.5
@@ -181,6 +184,78 @@ def _output_json(batch: OutputBatch) -> list[bytes]:
                 )
             )
         )
+    return out
+
+
+def column_messages(
+    events: Sequence[Event], max_size: int, max_batch: int
+) -> list[tuple[int, list[bytes]]]:
+    """``events`` as ``tstream-columns`` publish messages of at most ``max_size`` bytes
+    and ``max_batch`` events, each with the offset of its last event: batches of lines
+    as their columns (no event or JSON object each), every other event a run of its
+    own. An event too large for a message alone goes as :func:`too_large_stand_in`."""
+    budget = max_size - MESSAGE_MARGIN
+    runs = events.runs if isinstance(events, EventRuns) else [events]
+    parts: list[tuple[bytes, int, int]] = []
+    # Runs are consecutive; an event at an offset already written is left out rather
+    # than sent twice (the hub takes a message's runs only at consecutive offsets).
+    done = -1
+    for run in runs:
+        if isinstance(run, OutputBatch):
+            if run.last_offset > done:
+                run = run.part(max(0, done + 1 - run.first_offset), len(run))
+                parts += _line_parts(run, budget, max_size, max_batch)
+                done = run.last_offset
+            continue
+        for event in run:
+            if 0 <= event.offset <= done:
+                continue
+            done = event.offset
+            data = b"[%s]" % event_to_json(event)
+            if len(data) > budget:
+                data = b"[%s]" % event_to_json(too_large_stand_in(event, len(data), max_size))
+            parts.append((data, 1, event.offset))
+    out: list[tuple[int, list[bytes]]] = []
+    group: list[bytes] = []
+    size = count = 0
+    last = -1
+    for data, events_in, part_last in parts:
+        if group and (size + len(data) + 1 > budget or count + events_in > max_batch):
+            out.append((last, group))
+            group, size, count = [], 0, 0
+        group.append(data)
+        size += len(data) + 1
+        count += events_in
+        last = part_last
+    if group:
+        out.append((last, group))
+    return out
+
+
+def _line_parts(
+    run: OutputBatch, budget: int, max_size: int, max_batch: int
+) -> list[tuple[bytes, int, int]]:
+    """A batch of lines as runs of columns that each fit a message: (bytes, lines, last
+    offset)."""
+    count = len(run)
+    # Lines per part, from their mean size (a JSON string and a comma each), halved
+    # while a part comes out too large.
+    mean = (sum(map(len, run.lines.texts)) + 8 * count) / count
+    step = max(1, min(max_batch, count, int(budget * 0.9 / mean)))
+    out: list[tuple[bytes, int, int]] = []
+    start = 0
+    while start < count:
+        stop = min(count, start + step)
+        part = run.part(start, stop)
+        data = orjson.dumps(lines_item(part))
+        if len(data) > budget:
+            if stop - start > 1:
+                step = max(1, (stop - start) // 2)
+                continue
+            stand_in = too_large_stand_in(run.event(start), len(data), max_size)
+            data = b"[%s]" % event_to_json(stand_in)
+        out.append((data, stop - start, part.last_offset))
+        start = stop
     return out
 
 
@@ -496,6 +571,12 @@ class Uplink:
         self.connected = True
         self._note_ack(pub.last_offset)
 
+    async def _send(self, pub: HubPublisher, parts: list[bytes]) -> None:
+        if pub.columns:
+            await pub.send_runs(parts)
+        else:
+            await pub.send_encoded(parts)
+
     async def _send_all(self, pub: HubPublisher) -> None:
         """Send what follows the hub's last offset until the ended session is delivered,
         with up to :data:`WINDOW` messages awaiting their answer (the hub answers in order),
@@ -512,7 +593,7 @@ class Uplink:
                     if not ready:
                         break
                 last, parts = ready.popleft()
-                await pub.send_encoded(parts)
+                await self._send(pub, parts)
                 in_flight.append(last)
                 sent = last
             if not in_flight:
@@ -538,6 +619,8 @@ class Uplink:
         """``events`` as publish messages, each with the offset of its last event."""
         if not events:
             return []
+        if pub.columns:
+            return column_messages(events, pub.max_message_size, pub.max_batch)
         parts = encode(events)
         out = []
         first = events[0].offset
@@ -580,9 +663,14 @@ class Uplink:
             )
         while True:
             try:
-                events = await self.store.read(
-                    self.log.session_id, HistoryQuery(after=after, limit=STORE_PAGE)
-                )
+                events: Sequence[Event]
+                if isinstance(self.store, RunStore):
+                    # Lines as the store's chunks hold them: sent from their columns.
+                    events = await self.store.read_runs(self.log.session_id, after, STORE_RUNS_PAGE)
+                else:
+                    events = await self.store.read(
+                        self.log.session_id, HistoryQuery(after=after, limit=STORE_PAGE)
+                    )
             except StoreError as exc:
                 raise _Refused(f"cannot read the session's store: {exc}") from None
             if events and events[0].offset == after + 1:

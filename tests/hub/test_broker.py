@@ -10,9 +10,9 @@ import trio.testing
 from trio_stream.batches import OutputBatch
 from trio_stream.events import Event, EventType, Output, SessionEnded
 from trio_stream.hub.broker import Broker
-from trio_stream.hub.clients import ClientKind, Closing, Deliver, EndReason, Heartbeat
 from trio_stream.hub.config import HubConfig
 from trio_stream.hub.errors import OffsetGap
+from trio_stream.hub.items import ClientKind, Closing, Deliver, EndReason, Heartbeat
 from trio_stream.hub.params import ReplayOptions, parse_filters
 from trio_stream.hub.protocol import Ping
 from trio_stream.lines import Lines

@@ -15,8 +15,10 @@ from wsproto.handshake import H11Handshake
 
 from trio_stream.events import Event, EventType, Output, Status
 from trio_stream.hub.broker import Broker
-from trio_stream.hub.clients import Batch, ClientKind, Deliver, Frame
 from trio_stream.hub.config import HubConfig
+from trio_stream.hub.encodings import DESIGN, DESIGN_SSE
+from trio_stream.hub.frames import Frame
+from trio_stream.hub.items import Batch, ClientKind, Deliver
 from trio_stream.hub.params import parse_filters
 from trio_stream.hub.server import ServedHub
 from trio_stream.hub.sse import SSEParser, frame_items, sse_event
@@ -177,8 +179,9 @@ async def test_the_design_encoding_of_a_tick_is_made_once_and_written_at_once(
     await stream.settle()
     batch = clients[0].pending[0]
     assert clients[1].pending[0] is batch
-    data = batch.design_frames()
-    assert clients[1].pending[0].design_frames() is data
+    tick = Deliver([batch], batch.last)
+    data = DESIGN.wire("s", tick)
+    assert DESIGN.wire("s", Deliver([clients[1].pending[0]], batch.last)) is data
     messages = [orjson.loads(m) for m in _frames(data)]
     assert [m["type"] for m in messages] == ["event", "event"]
     assert [(m["event"]["offset"], m["event"]["type"]) for m in messages] == [
@@ -186,7 +189,7 @@ async def test_the_design_encoding_of_a_tick_is_made_once_and_written_at_once(
         (1, "STATUS"),
     ]
     assert messages[1]["event"]["data"] == {"status": "working", "kind": "status", "message": None}
-    assert batch.design_sse().count(b"event: stream_event\n") == 2
+    assert DESIGN_SSE.wire("s", tick).count(b"event: stream_event\n") == 2
 
 
 async def test_a_lagging_client_gets_every_pending_tick_in_one_delivery(

@@ -19,7 +19,7 @@ import click
 import trio
 from click.shell_completion import CompletionItem
 
-from ..batches import RowEvents
+from ..batches import EventRuns, RowEvents
 from ..durations import parse_duration
 from ..events import SOURCES, Event, EventType, Output
 from ..groups import single
@@ -549,8 +549,9 @@ class OutputWriter:
             self.add_bytes("stderr", (text + "\n").encode())
 
     def add_all(self, events: Sequence[Event]) -> None:
-        """:meth:`add` each event; lines not built yet are written from their rows."""
-        if not isinstance(events, RowEvents):
+        """:meth:`add` each event; lines not built yet are written from their rows or
+        columns."""
+        if not isinstance(events, RowEvents | EventRuns):
             for event in events:
                 self.add(event)
             return

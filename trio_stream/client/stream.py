@@ -37,9 +37,10 @@ from trio_websocket import (
     wrap_client_stream,
 )
 
-from ..batches import RowEvents
+from ..batches import EventRuns, RowEvents
 from ..events import SOURCES, Event, EventType, Output, event_from_dict, event_to_json
 from ..groups import lone_leaf
+from ..store.chunks import lines_batch
 from .address import parse_hub_address
 
 # A hub that shuts down is usually restarted, and a stream that failed on a hub is
@@ -49,6 +50,11 @@ RESUMABLE: Final = frozenset(
 )
 DEFAULT_RETRIES: Final = 5
 MAX_MESSAGE: Final = 64 * 1024 * 1024
+# Bytes read from the socket at once: a fast stream's messages are large, and each read
+# costs a pass through trio and wsproto (4 KiB by default).
+RECEIVE_BUFFER: Final = 1 << 20
+# What tstream's own clients ask the hub for: its protocol with lines as columns.
+COLUMNS_PROTOCOL: Final = "tstream-columns"
 
 
 class HubClientError(Exception):
@@ -96,6 +102,9 @@ class _Follower:
 
     def _resource(self) -> str:
         query = f"after={self.last}"
+        if self.batched:
+            # Lines come as columns, read without an event or a JSON object each.
+            query += f"&protocol={COLUMNS_PROTOCOL}"
         if self.epoch is not None:
             query += f"&epoch={quote(self.epoch)}"
         if self.filters:
@@ -133,6 +142,12 @@ class _Follower:
             if kind == "connection_ack":
                 self.epoch = message.get("epoch")
             elif kind == "event":
+                if "runs" in message:
+                    runs = column_runs(self.stream_id, message["runs"]).after(self.last)
+                    if len(runs):
+                        await self.send.send(runs)
+                        self.last = runs.last_offset
+                    continue
                 if self.batched:
                     rows = WireEvents(self.stream_id, message["events"]).after(self.last)
                     if rows.rows:
@@ -154,6 +169,27 @@ class _Follower:
                     return False
                 if "lastOffset" in message:
                     raise HubClientError(code, str(message.get("message")), self.last)
+
+
+def column_runs(session_id: str, runs: Any) -> EventRuns:
+    """The events of a ``tstream-columns`` message's ``runs``: batches of lines as their
+    columns, other events as the hub sent them, none of them built.
+
+    Raises:
+        HubClientError: ``bad_message`` for runs that are not what the hub sends.
+    """
+    out: list[Sequence[Event]] = []
+    try:
+        for run in runs:
+            if type(run) is dict:
+                out.append(lines_batch(session_id, run, check=True))
+            elif type(run) is list and run:
+                out.append(WireEvents(session_id, run))
+            else:
+                raise ValueError(f"a run is columns or a list of events, not {run!r:.60}")
+    except (TypeError, ValueError) as exc:
+        raise HubClientError("bad_message", f"runs: {exc}", -1) from None
+    return EventRuns(out)
 
 
 def _hub_event(raw: dict[str, Any]) -> Event:
@@ -237,12 +273,14 @@ async def _open(
             resource,
             extra_headers=headers,
             max_message_size=MAX_MESSAGE,
+            receive_buffer_size=RECEIVE_BUFFER,
         )
     return await connect_websocket_url(
         nursery,
         address.ws_url(resource),
         extra_headers=headers,
         max_message_size=MAX_MESSAGE,
+        receive_buffer_size=RECEIVE_BUFFER,
     )
 
 
@@ -298,6 +336,8 @@ class HubPublisher:
         # Hubs that do not announce their limits have these defaults.
         self.max_message_size: int = ack.get("maxMessageSize", 64 * 1024)
         self.max_batch: int = ack.get("maxBatch", 10_000)
+        # Whether the hub takes lines as columns (it says so when asked).
+        self.columns: bool = ack.get("protocol") == COLUMNS_PROTOCOL
 
     async def publish(self, events: Sequence[Event]) -> PublishAck:
         """Send ``events`` (one message) and wait for the hub's answer.
@@ -339,6 +379,12 @@ class HubPublisher:
         """
         await self._ws.send_message((b"[" + b",".join(parts) + b"]").decode())
 
+    async def send_runs(self, runs: Sequence[bytes]) -> None:
+        """Send one ``tstream-columns`` message of serialized runs (each the columns of
+        a batch of lines, :func:`~trio_stream.store.chunks.lines_item`, or a list of
+        placed events) without waiting for its answer; only when :attr:`columns`."""
+        await self._ws.send_message((b'{"runs":[%s]}' % b",".join(runs)).decode())
+
     async def receive_ack(self) -> PublishAck:
         """The hub's answer to the oldest message not yet answered.
 
@@ -374,9 +420,10 @@ async def open_publisher(
     Raises:
         HubClientError: the hub refused the connection (bad token, unknown stream).
     """
-    resource = f"/api/streams/{quote(stream_id, safe='')}/publish"
+    # The hub's ack says whether it takes lines as columns (older hubs ignore this).
+    resource = f"/api/streams/{quote(stream_id, safe='')}/publish?protocol={COLUMNS_PROTOCOL}"
     if create:
-        resource += "?create=1"
+        resource += "&create=1"
     try:
         async with _websocket(hub, resource, token) as ws:
             ack = orjson.loads(await ws.get_message())
@@ -418,7 +465,9 @@ async def follow_stream(
             (``{"eventTypes": ["output"], "sources": ["stderr"]}``, see
             :meth:`~trio_stream.filters.EventFilter.to_json`).
         batched: give lists of events (each what one message of the hub brought) rather
-            than one event at a time, for readers that keep up with fast streams.
+            than one event at a time, for readers that keep up with fast streams. The
+            hub is asked for lines as columns (``tstream-columns``): a list is then
+            :class:`~trio_stream.batches.EventRuns` whose lines are not built.
 
     Yields:
         A channel of events (or lists of them) in offset order; it closes after

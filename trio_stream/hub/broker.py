@@ -44,7 +44,7 @@ from ..store.base import (
 from ..store.sessions import status_for_end
 from .activity import ActivityRecords
 from .alarms import Alarms
-from .clients import Client, ClientKind, EndReason
+from .clients import Client
 from .config import HubConfig
 from .design import StreamSettings, check_config
 from .errors import (
@@ -58,6 +58,7 @@ from .errors import (
     TooManyClients,
 )
 from .feeds import FedLog, StreamPolicy
+from .items import ClientKind, EndReason
 from .streams import Stream
 
 logger = logging.getLogger("trio_stream.hub")

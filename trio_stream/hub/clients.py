@@ -1,11 +1,12 @@
 """One connected client of a stream, whatever its transport.
 
-A :class:`Client` holds what a WebSocket or SSE connection owes its peer: control frames
-(acknowledgements, pongs, errors), events queued by the stream's fan-out, history pages
-while it catches up, heartbeats, and finally why it is closed. A transport asks
-:meth:`Client.next_items` for everything due in one go and frames it: one WebSocket
-message per item, or one SSE write for all of them. The client wakes once per tick, not
-once per event.
+A :class:`Client` holds what a WebSocket or SSE connection owes its peer, as typed items
+(:mod:`~trio_stream.hub.items`): answers (pongs, refusals, acknowledgements), events
+queued by the stream's fan-out, history pages while it catches up, heartbeats, and
+finally why it is closed. A transport asks :meth:`Client.next_items` for everything due
+in one go, and its connection's encoding (:mod:`~trio_stream.hub.encodings`) turns the
+items into bytes: one WebSocket write, or one SSE write, for all of them. The client
+wakes once per tick, not once per event.
 
 A client falls behind when its transport cannot write fast enough: its queue grows, and
 past ``client_queue`` events it is cut (:attr:`EndReason.SLOW_CONSUMER`) without slowing
@@ -14,267 +15,44 @@ the stream or other clients. It is told the last offset it was sent, so it can r
 
 from __future__ import annotations
 
-import enum
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Final, TypeAlias, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 import attrs
 import trio
 
 from ..filters import EventFilter
 from . import design
-from .frames import Frame
+from .items import (
+    Batch,
+    ClientKind,
+    Closing,
+    Deliver,
+    EndReason,
+    FilterSet,
+    Heartbeat,
+    Item,
+    Pong,
+    Refusal,
+    Subscribed,
+    Unsubscribed,
+)
 from .params import ReplayOptions
 from .protocol import (
     Ping,
-    Pong,
     Replay,
     SetFilter,
     Subscribe,
     Unsubscribe,
-    error_frame,
-    events_frame,
-    filter_set_frame,
-    pong_frame,
-    unsubscribed_frame,
 )
-from .wire import http_chunk, ws_frame
+from .protocol import Pong as ClientPong
 
 if TYPE_CHECKING:
     from .streams import Stream
 
 MAX_COMMANDS: Final = 64
 PAGE: Final = 1000
-
-
-class ClientKind(enum.StrEnum):
-    """A client's transport."""
-
-    WEBSOCKET = "websocket"
-    SSE = "sse"
-
-
-class EndReason(enum.StrEnum):
-    """Why the hub closes a client; the value is the wire ``code``."""
-
-    STREAM_ENDED = "stream_ended"
-    SHUTDOWN = "shutdown"
-    SLOW_CONSUMER = "slow_consumer"
-    DISCONNECTED = "disconnected"
-    IDLE_TIMEOUT = "idle_timeout"
-    INTERNAL = "internal"
-
-
-END_MESSAGES: Final = {
-    EndReason.STREAM_ENDED: "the stream ended",
-    EndReason.SHUTDOWN: "the hub is shutting down",
-    EndReason.SLOW_CONSUMER: "the client could not keep up; resume from lastOffset",
-    EndReason.DISCONNECTED: "disconnected by an operator",
-    EndReason.IDLE_TIMEOUT: "no message from the client since the last heartbeat",
-    EndReason.INTERNAL: "the stream failed on the hub (logged there); resume from lastOffset",
-}
-
-
-_SSE_EVENT: Final = b"id: %d\nevent: stream_event\ndata: %s\n\n"
-
-
-@final
-class Batch:
-    """Frames fanned out together (one tick's events, or one page of history).
-
-    Everything a transport needs from them is computed once and shared by every client
-    that is sent the same batch: the filtered batch for each distinct filter, the
-    comma-joined JSON a WebSocket message splices in, the SSE text, and the same in the
-    Executor Streamer design's shapes (:mod:`~trio_stream.hub.design`). So the work per
-    client per tick does not grow with the events in the tick.
-    """
-
-    __slots__ = (
-        "_chunk",
-        "_design",
-        "_design_chunk",
-        "_design_frames",
-        "_design_sse",
-        "_frame",
-        "_message",
-        "_selected",
-        "_sse",
-        "_ws",
-        "frames",
-    )
-
-    def __init__(self, frames: list[Frame]) -> None:
-        self.frames = frames
-        self._selected: dict[EventFilter, Batch | None] = {}
-        self._ws: bytes | None = None
-        self._message: bytes | None = None
-        self._frame: bytes | None = None
-        self._sse: bytes | None = None
-        self._chunk: bytes | None = None
-        self._design: list[bytes] | None = None
-        self._design_frames: bytes | None = None
-        self._design_sse: bytes | None = None
-        self._design_chunk: bytes | None = None
-
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    @property
-    def first(self) -> int:
-        """The offset of its first frame."""
-        return self.frames[0].offset
-
-    @property
-    def last(self) -> int:
-        """The offset of its last frame."""
-        return self.frames[-1].offset
-
-    def select(self, flt: EventFilter) -> Batch | None:
-        """The frames ``flt`` passes (None if none), computed once per distinct filter."""
-        if flt.empty:
-            return self
-        try:
-            return self._selected[flt]
-        except KeyError:
-            pass
-        kept = [f for f in self.frames if flt.matches(f.event, f.raw)]
-        if len(kept) == len(self.frames):
-            selected: Batch | None = self
-        else:
-            selected = Batch(kept) if kept else None
-        self._selected[flt] = selected
-        return selected
-
-    def after(self, offset: int) -> Batch | None:
-        """The frames after ``offset`` (self when that is all of them)."""
-        if self.first > offset:
-            return self
-        kept = [f for f in self.frames if f.offset > offset]
-        return Batch(kept) if kept else None
-
-    def ws_events(self) -> bytes:
-        """The events' JSON joined by commas, for a WebSocket ``events`` array."""
-        if self._ws is None:
-            self._ws = b",".join([f.raw for f in self.frames])
-        return self._ws
-
-    def ws_message(self, stream_id: str) -> bytes:
-        """The whole ``event`` message carrying this batch alone."""
-        if self._message is None:
-            self._message = events_frame(stream_id, (self.ws_events(),))
-        return self._message
-
-    def ws_frame(self, stream_id: str) -> bytes:
-        """That message as a WebSocket frame (without permessage-deflate)."""
-        if self._frame is None:
-            self._frame = ws_frame(self.ws_message(stream_id))
-        return self._frame
-
-    def sse(self) -> bytes:
-        """The SSE ``stream_event`` events, ``id`` carrying each offset."""
-        if self._sse is None:
-            self._sse = b"".join([_SSE_EVENT % (f.offset, f.raw) for f in self.frames])
-        return self._sse
-
-    def sse_chunk(self) -> bytes:
-        """Those events as one HTTP/1.1 chunk."""
-        if self._chunk is None:
-            self._chunk = http_chunk(self.sse())
-        return self._chunk
-
-    def design_events(self) -> list[bytes]:
-        """The design's ``StreamEvent`` of each event."""
-        if self._design is None:
-            self._design = design.stream_events([f.raw for f in self.frames])
-        return self._design
-
-    def design_frames(self) -> bytes:
-        """The design's ``event`` messages, one WebSocket frame each, for one write."""
-        if self._design_frames is None:
-            self._design_frames = design.framed(design.event_messages(self.design_events()))
-        return self._design_frames
-
-    def design_sse(self) -> bytes:
-        """The design's SSE ``stream_event`` events, ``id`` carrying each offset."""
-        if self._design_sse is None:
-            offsets = [f.offset for f in self.frames]
-            self._design_sse = design.sse_events(self.design_events(), offsets)
-        return self._design_sse
-
-    def design_sse_chunk(self) -> bytes:
-        """Those events as one HTTP/1.1 chunk."""
-        if self._design_chunk is None:
-            self._design_chunk = http_chunk(self.design_sse())
-        return self._design_chunk
-
-
-@final
-@attrs.frozen
-class Control:
-    """A protocol frame (acknowledgement, pong, error) for the WebSocket transport."""
-
-    data: bytes
-
-
-@final
-@attrs.frozen
-class Subscribed:
-    """A subscription started after ``from_offset``; ``recovered`` is False if history
-    the client asked for is gone (it gets what remains)."""
-
-    from_offset: int
-    last_offset: int
-    recovered: bool
-
-
-@final
-@attrs.frozen
-class Deliver:
-    """Events for one frame. ``position`` is the client's cursor once it is written."""
-
-    batches: list[Batch]
-    position: int
-    replay: bool = False
-    done: bool = False
-
-    @property
-    def frames(self) -> list[Frame]:
-        """Every frame, in order."""
-        if len(self.batches) == 1:
-            return self.batches[0].frames
-        return [f for b in self.batches for f in b.frames]
-
-    @property
-    def count(self) -> int:
-        """How many events it carries."""
-        return sum(len(b) for b in self.batches)
-
-
-@final
-@attrs.frozen
-class Heartbeat:
-    """A heartbeat due now."""
-
-    clients: int
-    time: float
-
-
-@final
-@attrs.frozen
-class Closing:
-    """The last item: why the client is closed and the last offset it was sent."""
-
-    reason: EndReason
-    last_offset: int
-
-    @property
-    def message(self) -> str:
-        """Why, for people."""
-        return END_MESSAGES[self.reason]
-
-
-Item: TypeAlias = Control | Subscribed | Deliver | Heartbeat | Closing
 
 
 @attrs.define
@@ -329,8 +107,11 @@ class Client:
         self.idle_timeout = idle_timeout
         self.connected_at = time.time()
         self.filters = stream.settings.filters
-        # The shapes its transport sends: tstream's, or the Executor Streamer design's.
+        # The encoding its transport chose (its ``protocol``): tstream's, or the
+        # Executor Streamer design's.
         self.protocol = "tstream"
+        # Events read from the store at once while it catches up.
+        self.page = PAGE
         self.last_heard: float | None = None
         self.subscribed = False
         # Offsets up to ``queued`` are either pending or sent; ``position`` is the cursor
@@ -401,22 +182,20 @@ class Client:
     def push_command(self, message: Any) -> None:
         """Queue a parsed client message for the writer, or answer it at once."""
         self._heard()
-        if isinstance(message, Pong):
+        if isinstance(message, ClientPong):
             return
         if isinstance(message, Ping):
-            self.control.append(Control(pong_frame(message.id)))
+            self.control.append(Pong(message.id, time.time()))
         elif len(self.commands) >= MAX_COMMANDS:
-            self.control.append(
-                Control(error_frame("rate_limited", "too many requests waiting; slow down"))
-            )
+            self.control.append(Refusal("rate_limited", "too many requests waiting; slow down"))
         else:
             self.commands.append(message)
         self._wake.set()
 
     def push_error(self, code: str, message: str) -> None:
-        """Queue an error frame answering a bad message; the connection stays up."""
+        """Queue an error answering a bad message; the connection stays up."""
         self._heard()
-        self.control.append(Control(error_frame(code, message)))
+        self.control.append(Refusal(code, message))
         self._wake.set()
 
     def _heard(self) -> None:
@@ -556,10 +335,10 @@ class Client:
             self.catching_up = None
             self.pending = []
             self.pending_count = 0
-            return [Control(unsubscribed_frame())]
+            return [Unsubscribed()]
         if isinstance(message, SetFilter):
             self.filters = message.filters
-            return [Control(filter_set_frame(message.filters))]
+            return [FilterSet(message.filters)]
         if isinstance(message, Replay):
             self.request_replay(message.replay, message.filters, message.limit)
             return []
@@ -600,7 +379,7 @@ class Client:
             if not live:
                 return []
             return [Deliver([Batch(live)], self.queued)]
-        frames, cursor = await self.stream.read_page(cursor, self.filters, PAGE, exact=False)
+        frames, cursor = await self.stream.read_page(cursor, self.filters, self.page, exact=False)
         if self.catching_up is None:
             return []
         self.catching_up = cursor

@@ -8,8 +8,9 @@ as ``COMMAND_STARTED``, ISO 8601 times, ``StreamFilter[]``, ``HistoryFilter``: s
 takes the design's shapes only when the client asks with ``?protocol=executor-streamer``
 on the WebSocket or SSE URL; tstream's own clients keep the batched protocol.
 
-Events are encoded once per tick however many clients receive them, as the native
-encoding is (:class:`~trio_stream.hub.clients.Batch` keeps both): a ``StreamEvent`` is
+The encodings that send these shapes are :class:`~trio_stream.hub.encodings.DesignWebSocket`
+and :class:`~trio_stream.hub.encodings.DesignSSE`. Events are encoded once per tick
+however many clients receive them, as the native encoding's are: a ``StreamEvent`` is
 spliced from the event's JSON (its ``data`` is not encoded again), and the WebSocket
 messages of a tick are framed together, so that one socket write carries them.
 
@@ -35,7 +36,6 @@ from ..filters import EventFilter
 from .config import HubConfig
 from .errors import HubError, ProtocolError
 from .params import LIMITS, parse_filters
-from .wire import ws_frame
 
 PROTOCOL: Final = "executor-streamer"
 """The ``protocol`` query parameter that asks for the design's shapes."""
@@ -280,24 +280,6 @@ def event_messages(events: Sequence[bytes], *, replay: bool = False) -> list[byt
     return [b'{"type":"event","event":%s%s' % (event, tail) for event in events]
 
 
-def framed(messages: Sequence[bytes]) -> bytes:
-    """``messages`` as consecutive WebSocket frames, for one socket write."""
-    return b"".join([ws_frame(m) for m in messages])
-
-
-def sse_events(events: Sequence[bytes], offsets: Sequence[int] | None) -> bytes:
-    """``event: stream_event`` for each event, with its offset as ``id`` (a replay's
-    events, ``offsets`` None, carry none: they must not move ``Last-Event-ID``)."""
-    if offsets is None:
-        return b"".join([b"event: stream_event\ndata: %s\n\n" % e for e in events])
-    return b"".join(
-        [
-            b"id: %d\nevent: stream_event\ndata: %s\n\n" % (offset, event)
-            for offset, event in zip(offsets, events, strict=True)
-        ]
-    )
-
-
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
     """The design's ``{code, message}`` (codes in upper case), with ``extra`` fields."""
     return {"code": code.upper(), "message": message, **extra}
@@ -332,14 +314,3 @@ def ws_message(native: bytes) -> bytes | None:
     if fields:
         out["metadata"] = fields
     return orjson.dumps(out)
-
-
-def sse_heartbeat(ts: float, clients: int) -> bytes:
-    """``event: heartbeat`` with ``{timestamp, active_clients}``."""
-    data = orjson.dumps({"timestamp": iso_time(ts), "active_clients": clients})
-    return b"event: heartbeat\ndata: %s\n\n" % data
-
-
-def sse_error(code: str, message: str, **extra: Any) -> bytes:
-    """``event: error`` with ``{code, message}``."""
-    return b"event: error\ndata: %s\n\n" % orjson.dumps(error_body(code, message, **extra))

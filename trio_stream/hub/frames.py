@@ -9,6 +9,7 @@ object per line first. The event itself is built only when a client's filter ask
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
 from itertools import repeat
 from typing import Any, Final, final
@@ -79,10 +80,59 @@ class Frame:
         return f"Frame({self.offset}, {self.raw!r})"
 
 
+@final
+class LazyFrames(Sequence[Frame]):
+    """The frames of runs of events (a store's batches of lines), made when first read:
+    an encoding that writes lines from their columns never makes them.
+
+    Attributes:
+        events: the runs.
+    """
+
+    __slots__ = ("_frames", "events")
+
+    def __init__(self, events: EventRuns) -> None:
+        self.events = events
+        self._frames: list[Frame] | None = None
+
+    def built(self) -> list[Frame]:
+        """The frames, made once."""
+        if self._frames is None:
+            self._frames = frames_of(self.events)
+        return self._frames
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    @typing.overload
+    def __getitem__(self, index: int) -> Frame: ...
+
+    @typing.overload
+    def __getitem__(self, index: slice) -> list[Frame]: ...
+
+    def __getitem__(self, index: int | slice) -> Frame | list[Frame]:
+        return self.built()[index]
+
+    def __iter__(self) -> typing.Iterator[Frame]:
+        return iter(self.built())
+
+
 def json_lines(events: Sequence[Event]) -> bytes:
     """``events`` as JSON lines (:func:`~trio_stream.events.event_to_json`, a newline
     after each), lines encoded from their columns or stored rows where they have some."""
-    return b"".join([frame.raw + b"\n" for frame in frames_of(events)])
+    if isinstance(events, EventRuns):
+        # Batches of lines straight from their columns, without a frame each.
+        raws: list[bytes] = []
+        for run in events.runs:
+            raws += _batch_raws(run) if isinstance(run, OutputBatch) else _raws(run)
+    else:
+        raws = _raws(events)
+    raws.append(b"")
+    return b"\n".join(raws)
+
+
+def _raws(events: Sequence[Event]) -> list[bytes]:
+    return [frame.raw for frame in frames_of(events)]
 
 
 def frames_of(events: Sequence[Event]) -> list[Frame]:
@@ -103,6 +153,19 @@ def frames_of(events: Sequence[Event]) -> list[Frame]:
 
 
 def _batch_frames(run: OutputBatch) -> list[Frame]:
+    first = run.first_offset
+    out = [
+        Frame(first + index, raw, None, run, index) for index, raw in enumerate(_batch_raws(run))
+    ]
+    for index in run.lines.raw:
+        # Its JSON has its bytes in base64: the event, built already, comes with it.
+        out[index] = Frame.of(run.event(index))
+    return out
+
+
+def _batch_raws(run: OutputBatch) -> list[bytes]:
+    """Each line's JSON, from the columns (through its event for a line that is not
+    valid UTF-8, rare)."""
     lines = run.lines
     dumps = orjson.dumps
     first = run.first_offset
@@ -130,13 +193,9 @@ def _batch_frames(run: OutputBatch) -> list[Frame]:
                 zip(ids, offsets, lines.texts, eols, numbers, strict=False)
             )
         ]
-    out = [
-        Frame(offset, raw, None, run, index)
-        for index, (offset, raw) in enumerate(zip(offsets, raws, strict=True))
-    ]
     for index in lines.raw:
-        out[index] = Frame.of(run.event(index))
-    return out
+        raws[index] = event_to_json(run.event(index))
+    return raws
 
 
 def _row_frames(events: StoredEvents) -> list[Frame]:

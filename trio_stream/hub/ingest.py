@@ -16,10 +16,12 @@ event or names each bad field.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any, Final
 
 import trio
 
+from ..batches import EventRuns, OutputBatch
 from ..events import (
     PAYLOADS,
     Event,
@@ -30,13 +32,14 @@ from ..events import (
     new_event_ids,
     plain_fields,
 )
+from ..store.chunks import lines_batch
 from .broker import PublishResult
 from .context import Hub, RateLimited
 from .errors import HubError, ProtocolError
 from .params import event_type, parse_json, parse_time
 
 _EVENT_KEYS: Final = frozenset({"type", "data", "id", "session", "offset", "ts"})
-_OUTPUT_KEYS: Final = frozenset({"source", "text", "eol", "line", "partial"})
+_OUTPUT_KEYS: Final = frozenset({"source", "text", "eol", "line", "partial", "raw"})
 _SOURCES: Final = frozenset({"stdout", "stderr"})
 _TYPES: Final = {etype.value: etype for etype in EventType}
 _MISSING: Final = object()
@@ -57,6 +60,9 @@ def _output(data: dict[str, Any]) -> Output | None:
     eol = data.get("eol", "\n")
     line = data.get("line", -1)
     partial = data.get("partial", False)
+    if data.get("raw") is not None:
+        # Bytes in base64: the full check decodes them.
+        return None
     if (
         source.__class__ is not str
         or source not in _SOURCES
@@ -185,9 +191,10 @@ def parse_events(body: Any, stream_id: str) -> tuple[list[Event], list[bool]]:
 
 
 async def publish(h: Hub, stream_id: str, host: str, data: str | bytes) -> PublishResult:
-    """Publish what a client sent to stream ``stream_id``: the JSON of one event or of a
-    list of at most ``max_batch`` (a request's body, or one message of the publishing
-    WebSocket), within the rate its address ``host`` may publish at.
+    """Publish what a client sent to stream ``stream_id`` (a request's body, or one
+    message of the publishing WebSocket): the JSON of one event, of a list of at most
+    ``max_batch``, or ``{"runs": […]}`` (:func:`parse_runs`), within the rate its address
+    ``host`` may publish at.
 
     Raises:
         ProtocolError: ``malformed_json``.
@@ -197,7 +204,9 @@ async def publish(h: Hub, stream_id: str, host: str, data: str | bytes) -> Publi
             ``stream_ended``, ``not_found``…).
     """
     body = parse_json(data, "body")
-    count = len(body) if isinstance(body, list) else 1
+    # {"runs": [...]}: runs placed already, lines as columns (the tstream-columns form).
+    runs = body.get("runs") if body.__class__ is dict and len(body) == 1 else None
+    count = run_count(runs) if runs is not None else len(body) if isinstance(body, list) else 1
     if count > h.config.max_batch:
         raise HubError(f"body: at most {h.config.max_batch} events at once")
     wait = h.publishers.take(host, trio.current_time(), count)
@@ -207,6 +216,8 @@ async def publish(h: Hub, stream_id: str, host: str, data: str | bytes) -> Publi
             f"retry in {wait:.1f}s",
             wait,
         )
+    if runs is not None:
+        return await h.broker.publish_runs(stream_id, parse_runs(runs, stream_id))
     events, placed = parse_events(body, stream_id)
     return await h.broker.publish(stream_id, events, placed)
 
@@ -219,3 +230,57 @@ def published(result: PublishResult) -> dict[str, Any]:
         "firstOffset": result.first_offset,
         "lastOffset": result.last_offset,
     }
+def run_count(runs: Any) -> int:
+    """The events of a ``runs`` message, as far as its shape tells (for the limits,
+    before it is checked)."""
+    if runs.__class__ is not list:
+        return 1
+    count = 0
+    for run in runs:
+        texts = run.get("x") if run.__class__ is dict else run
+        count += len(texts) if texts.__class__ is list else 1
+    return count
+
+
+def parse_runs(runs: Any, stream_id: str) -> EventRuns:
+    """Check a ``tstream-columns`` publish message's ``runs``: each the columns of a
+    batch of lines (as :func:`~trio_stream.store.chunks.lines_item` writes them) or a
+    list of events, every one placed, at consecutive offsets throughout.
+
+    Returns:
+        The runs, batches of lines kept as their columns (no event each).
+
+    Raises:
+        HubError: for an empty message; EventsInvalid naming the run and what is wrong.
+    """
+    if runs.__class__ is not list or not runs:
+        raise EventsInvalid("runs: expected a list of runs, at least one")
+    out: list[Sequence[Event]] = []
+    expected: int | None = None
+    for index, run in enumerate(runs):
+        where = f"runs[{index}]"
+        part: Sequence[Event]
+        if run.__class__ is dict:
+            try:
+                part = lines_batch(stream_id, run, check=True)
+            except ValueError as exc:
+                raise EventsInvalid(f"{where}.{exc}") from None
+        elif run.__class__ is list and run:
+            try:
+                part, placed = parse_events(run, stream_id)
+            except EventsInvalid as exc:
+                errors = [f"{where}.{e}" for e in exc.extra.get("errors", [])]
+                raise EventsInvalid("; ".join(errors[:20]), errors=errors[:100]) from None
+            if not all(placed):
+                raise EventsInvalid(f"{where}: every event of a run is placed (has an offset)")
+            offsets = [e.offset for e in part]
+            if offsets != list(range(offsets[0], offsets[0] + len(offsets))):
+                raise EventsInvalid(f"{where}: offsets must be consecutive")
+        else:
+            raise EventsInvalid(f"{where}: expected the columns of lines or a list of events")
+        first = part.first_offset if isinstance(part, OutputBatch) else part[0].offset
+        if expected is not None and first != expected:
+            raise EventsInvalid(f"{where}: starts at offset {first}, not {expected}")
+        expected = first + len(part)
+        out.append(part)
+    return EventRuns(out)

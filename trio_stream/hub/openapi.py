@@ -26,6 +26,7 @@ from ..events import PAYLOADS, EventType
 from ..store.base import SessionStatus
 from .config import HubConfig
 from .design import CLIENT_TYPES, PROTOCOL, STORAGE_TYPES
+from .encodings import COLUMNS_PROTOCOL
 from .params import LIMITS
 
 OPENAPI_PATH: Final = "/api/openapi.json"
@@ -291,7 +292,7 @@ def _answer_schemas(config: HubConfig) -> dict[str, Any]:
             "id": {"type": "string"},
             "type": {"type": "string", "enum": list(CLIENT_TYPES.values())},
             "transport": {"type": "string", "enum": ["websocket", "sse"]},
-            "protocol": {"type": "string", "enum": ["tstream", PROTOCOL]},
+            "protocol": {"type": "string", "enum": ["tstream", PROTOCOL, COLUMNS_PROTOCOL]},
             "isActive": {"type": "boolean"},
             "remote": {"type": "string"},
             "connectedAt": {"type": "number"},
@@ -962,8 +963,16 @@ def _paths(config: HubConfig) -> dict[str, Any]:
                 "subscribeWebSocket",
                 "Open a subscriber WebSocket (messages: see the protocol documentation)",
                 {"101": {"description": "the WebSocket is open"}},
-                parameters=("after", "epoch", "protocol", *_FILTERS),
+                parameters=("after", "epoch", *_FILTERS),
                 errors=(*_READ, 409, 503),
+                extra=(
+                    _query(
+                        "protocol",
+                        {"type": "string", "enum": ["tstream", PROTOCOL, COLUMNS_PROTOCOL]},
+                        f"``{PROTOCOL}``: messages in the Executor Streamer design's shapes; "
+                        f"``{COLUMNS_PROTOCOL}``: lines as columns (tstream's own clients)",
+                    ),
+                ),
             )
         },
         "/api/streams/{stream_id}/publish": {
@@ -977,6 +986,11 @@ def _paths(config: HubConfig) -> dict[str, Any]:
                         "create",
                         {"type": "string", "enum": ["1", "true"]},
                         "create the stream if it does not exist",
+                    ),
+                    _query(
+                        "protocol",
+                        {"type": "string", "enum": ["tstream", COLUMNS_PROTOCOL]},
+                        f"``{COLUMNS_PROTOCOL}``: messages may also carry lines as columns",
                     ),
                 ),
                 scope="publish",

@@ -12,8 +12,8 @@ from __future__ import annotations
 import trio
 from quart import Blueprint, Response, request
 
-from .clients import Frame
 from .context import access, hub
+from .frames import Frame
 from .params import LIMITS, query_after, query_epoch, query_filters, query_int, query_seconds
 from .rest import events_page
 

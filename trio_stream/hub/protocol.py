@@ -11,7 +11,8 @@ The protocol
 
 A client connects to ``/api/streams/{id}/ws`` (optionally ``?after=N&epoch=E`` to
 subscribe at once, resuming after offset ``N``; ``?protocol=executor-streamer`` for
-the Executor Streamer design's server messages, :mod:`trio_stream.hub.design`). Every
+the Executor Streamer design's server messages, :mod:`trio_stream.hub.design`;
+``?protocol=tstream-columns`` for lines as columns, below). Every
 message is one JSON object with a ``type``.
 
 Client to server:
@@ -85,6 +86,44 @@ Server to client:
 
 Close codes: 1000 stream ended, 1001 hub shutting down, 1007 invalid UTF-8, 1009 message
 too big, 4004 disconnected by an operator, 4008 slow consumer, 4009 idle timeout.
+
+Lines as columns (``tstream-columns``)
+=======================================
+
+An extension that tstream's own clients ask for, so that a million lines cost neither
+side an object per line; a client that does not ask never sees it. The events are the
+same events: only their wire form differs.
+
+Subscribing, ``/api/streams/{id}/ws?protocol=tstream-columns`` (WebSocket only; SSE
+refuses it with 400 ``bad_request``). Every message is as above, except that ``event``
+and ``replay`` messages carry ``"runs": [run, …]`` instead of ``"events"``; the runs
+follow each other at consecutive offsets. A run is either
+
+* a list of events, exactly as ``events`` holds them (every event that is not a line
+  kept as columns: the session's own events, typed events, lines of a stream the hub
+  holds as events), or
+* an object, the columns of lines captured together from one source:
+  ``{"o": first offset, "k": id key (16 hex digits), "b": first id number,
+  "t": ts (every line's), "s": "stdout" | "stderr", "l": first line number,
+  "x": [text, …]}``, with ``"e": [eol, …]`` when some line does not end with ``"\n"``
+  (each ``"\n"``, ``"\r\n"``, ``"\r"`` or ``""``), ``"p": [index, …]`` of the pieces of
+  a cut line that are not its last, ``"r": [[index, base64], …]`` of the exact bytes of
+  lines that are not valid UTF-8. Line ``i`` is the event ``{"id", "session": streamId,
+  "offset": o + i, "type": "output", "ts": t, "data": {"source": s, "text": x[i], "eol",
+  "line": l + i, "partial", "raw"}}``; its ``id`` is the urlsafe base64 of the key's 8
+  bytes and the 4 bytes of ``b + i`` (:func:`trio_stream.batches.batch_event_ids`). This
+  is the form a store chunk keeps them in (:mod:`trio_stream.store.chunks`), so the hub
+  sends history from its chunks without decoding a line.
+
+A client catching up is sent up to 10,000 events a message (1,000 otherwise).
+
+Publishing, ``/api/streams/{id}/publish?protocol=tstream-columns``: the ``connection_ack``
+then carries ``"protocol": "tstream-columns"`` (a hub that does not know the extension
+leaves it out, and the publisher sends events as above). A message may then also be
+``{"runs": [run, …]}``, runs as above, every event placed (with its ``offset``), at
+consecutive offsets: answered by an ``ack`` like any other, duplicates skipped, a gap
+refused (``offset_gap``), each column checked (``invalid_event`` names the run and the
+field). ``maxBatch`` counts the lines.
 """
 
 from __future__ import annotations
@@ -309,9 +348,21 @@ def events_frame(
     stream_id: str, raws: Iterable[bytes], *, replay: bool = False, done: bool = False
 ) -> bytes:
     """One frame carrying already serialized events, spliced in without re-encoding."""
+    return _spliced(b"events", stream_id, raws, replay, done)
+
+
+def runs_frame(
+    stream_id: str, runs: Iterable[bytes], *, replay: bool = False, done: bool = False
+) -> bytes:
+    """:func:`events_frame` with ``runs`` (``tstream-columns``): each already serialized,
+    a list of events or the columns of a batch of lines."""
+    return _spliced(b"runs", stream_id, runs, replay, done)
+
+
+def _spliced(key: bytes, stream_id: str, parts: Iterable[bytes], replay: bool, done: bool) -> bytes:
     head = b'{"type":"replay","streamId":' if replay else b'{"type":"event","streamId":'
     tail = (b'],"done":true}' if done else b'],"done":false}') if replay else b"]}"
-    return b"".join((head, _dumps(stream_id), b',"events":[', b",".join(raws), tail))
+    return b"".join((head, _dumps(stream_id), b',"%s":[' % key, b",".join(parts), tail))
 
 
 def error_frame(code: str, message: str, **extra: Any) -> bytes:

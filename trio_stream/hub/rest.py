@@ -19,10 +19,10 @@ from ..events import EventType
 from ..filters import EventFilter
 from ..store.base import HistoryQuery, SessionStatus
 from . import ingest
-from .clients import EndReason, Frame
 from .context import access, host_of, hub, json_response
 from .errors import HubError, ProtocolError
-from .frames import frames_of
+from .frames import Frame, frames_of
+from .items import EndReason
 from .metrics import metrics_json, prometheus
 from .openapi import OPENAPI_PATH, openapi_document
 from .params import LIMITS, parse_json, query_after, query_filters, query_int, query_last_n

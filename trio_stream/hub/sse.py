@@ -1,8 +1,9 @@
-"""Server-Sent Events: sans-IO framing and parsing, and the ``/sse`` route.
+"""Server-Sent Events: sans-IO parsing, and the ``/sse`` route.
 
-The framing functions build the bytes of the ``text/event-stream`` format; the
-:class:`SSEParser` reads them back, as ``EventSource`` does (the tests and the client use
-it). The route serves a stream:
+The bytes of the ``text/event-stream`` format are built by
+:func:`~trio_stream.hub.wire.sse_event` (in the connection's encoding,
+:mod:`~trio_stream.hub.encodings`); the :class:`SSEParser` reads them back, as
+``EventSource`` does (the tests and the client use it). The route serves a stream:
 
 * ``id:`` is the event's offset, so the browser's automatic reconnection resumes with
   ``Last-Event-ID: <offset>``; the header wins over the ``lastEventId`` query parameter
@@ -27,30 +28,22 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import AsyncIterator
-from typing import Any, Final, final
+from typing import Final, final
 
 import attrs
-import orjson
 import trio
 from quart import Blueprint, Response, request
 
 from ..filters import EventFilter
-from . import design
-from .clients import (
-    ClientKind,
-    Closing,
-    Control,
-    Deliver,
-    EndReason,
-    Heartbeat,
-    Item,
-    Subscribed,
-)
 from .context import Hub, access, hub, remote_of
-from .errors import Conflict, ProtocolError
+from .encodings import NATIVE_SSE, Encoding, choose
+from .errors import Conflict
+from .items import ClientKind, Closing, Deliver, Item
 from .params import ReplayOptions, has_filters, query_filters, query_replay
 from .streams import Stream
-from .wire import http_chunk, remember_http_send, sse_raw_send
+from .wire import remember_http_send, sse_comment, sse_event, sse_raw_send, sse_retry
+
+__all__ = ["SSEMessage", "SSEParser", "frame_items", "sse_comment", "sse_event", "sse_retry"]
 
 logger = logging.getLogger("trio_stream.hub")
 blueprint = Blueprint("sse", __name__)
@@ -63,27 +56,6 @@ _EOL: Final = re.compile(rb"\r\n|\r|\n")
 # -- framing ---------------------------------------------------------------------------
 
 
-def sse_event(data: bytes, *, event: str | None = None, id: str | int | None = None) -> bytes:
-    """One SSE event. ``data`` may hold newlines (each line becomes a ``data:`` field)."""
-    parts = []
-    if id is not None:
-        parts.append(b"id: %s\n" % str(id).encode())
-    if event is not None:
-        parts.append(b"event: %s\n" % event.encode())
-    for line in data.split(b"\n"):
-        parts.append(b"data: %s\n" % line)
-    parts.append(b"\n")
-    return b"".join(parts)
-
-
-def sse_comment(text: str) -> bytes:
-    """A comment line (ignored by clients; flushes headers and keeps proxies open)."""
-    return b"".join(b": %s\n" % line.encode() for line in text.split("\n")) + b"\n"
-
-
-def sse_retry(milliseconds: int) -> bytes:
-    """Tell ``EventSource`` how long to wait before reconnecting."""
-    return b"retry: %d\n\n" % milliseconds
 
 
 @final
@@ -165,75 +137,9 @@ class SSEParser:
 # -- the route -------------------------------------------------------------------------
 
 
-def frame_items(items: list[Item]) -> bytes:
+def frame_items(items: list[Item], encoding: Encoding = NATIVE_SSE) -> bytes:
     """The bytes of one SSE write carrying ``items``."""
-    out: list[bytes] = []
-    for item in items:
-        if isinstance(item, Deliver):
-            if item.replay:
-                out.extend(sse_event(f.raw, event="replay") for f in item.frames)
-                if item.done:
-                    out.append(sse_event(b'{"done":true}', event="replay_done"))
-            else:
-                out.extend(batch.sse() for batch in item.batches)
-        elif isinstance(item, Heartbeat):
-            data = orjson.dumps({"time": item.time, "clients": item.clients})
-            out.append(sse_event(data, event="heartbeat"))
-        elif isinstance(item, Subscribed):
-            if not item.recovered:
-                notice = {
-                    "code": "history_lost",
-                    "message": "history you asked for is gone; sending what remains",
-                    "fromOffset": item.from_offset,
-                    "lastOffset": item.last_offset,
-                }
-                out.append(sse_event(orjson.dumps(notice), event="notice"))
-        elif isinstance(item, Closing):
-            body = {
-                "code": item.reason.value,
-                "message": item.message,
-                "lastOffset": item.last_offset,
-            }
-            kind = "end" if item.reason is EndReason.STREAM_ENDED else "error"
-            out.append(sse_event(orjson.dumps(body), event=kind))
-        elif isinstance(item, Control):
-            continue
-    return b"".join(out)
-
-
-def design_frame_items(items: list[Item]) -> bytes:
-    """:func:`frame_items` in the Executor Streamer design's shapes."""
-    out: list[bytes] = []
-    for item in items:
-        if isinstance(item, Deliver):
-            if item.replay:
-                events = design.stream_events([f.raw for f in item.frames])
-                out.append(design.sse_events(events, None))
-            else:
-                out.extend(batch.design_sse() for batch in item.batches)
-        elif isinstance(item, Heartbeat):
-            out.append(design.sse_heartbeat(item.time, item.clients))
-        elif isinstance(item, Closing):
-            out.append(
-                design.sse_error(item.reason.value, item.message, lastOffset=item.last_offset)
-            )
-    return b"".join(out)
-
-
-def wants_design(args: Any) -> bool:
-    """Whether the query asks for the Executor Streamer design's shapes.
-
-    Raises:
-        ProtocolError: ``bad_request`` for another protocol.
-    """
-    name = args.get("protocol")
-    if name is None or name == "tstream":
-        return False
-    if name == design.PROTOCOL:
-        return True
-    raise ProtocolError(
-        "bad_request", f"protocol: use tstream or {design.PROTOCOL}, not {name[:64]!r}"
-    )
+    return b"".join([m for item in items for m in encoding.messages("", item)])
 
 
 def check_replay(stream: Stream, options: ReplayOptions | None) -> None:
@@ -259,7 +165,7 @@ async def sse(stream_id: str) -> Response:
     h = hub()
     filters = query_filters(request.args) if has_filters(request.args) else None
     options = query_replay(request.args, request.headers.get("Last-Event-ID"))
-    shapes = wants_design(request.args)
+    encoding = choose(ClientKind.SSE, request.args)
     stream = await h.broker.get_stream(stream_id)
     check_replay(stream, options)
     caught_up = options is None or (
@@ -279,7 +185,7 @@ async def sse(stream_id: str) -> Response:
             options,
             filters,
             (request.http_version, request.method),
-            shapes,
+            encoding,
         ),
         status=200,
         headers={
@@ -299,14 +205,12 @@ async def _body(
     options: ReplayOptions | None,
     filters: EventFilter | None,
     request_line: tuple[str, str],
-    shapes: bool,
+    encoding: Encoding,
 ) -> AsyncIterator[bytes]:
     # The client is attached only once the response is being sent, so that a request
     # dropped before that leaves nothing behind.
     client = h.broker.attach(stream, ClientKind.SSE, remote)
-    frame = design_frame_items if shapes else frame_items
-    if shapes:
-        client.protocol = design.PROTOCOL
+    client.protocol = encoding.protocol
     raw = sse_raw_send(*request_line)
     logger.info("sse %s connected to %s from %s", client.id, stream.id, client.remote)
     reason = "disconnected by the client"
@@ -319,7 +223,7 @@ async def _body(
         hello = sse_comment(f"stream {client.stream.id} client {client.id}")
         yield hello + sse_retry(h.config.sse_retry)
         first = await client.subscribe(options, filters)
-        if data := frame(first):
+        if data := frame_items(first, encoding):
             yield data
         while True:
             items = await client.next_items()
@@ -327,18 +231,12 @@ async def _body(
                 # The common case, a tick's events alone: one chunk shared by every
                 # client, written straight to the connection.
                 deliver = items[0]
-                batches = deliver.batches
-                if len(batches) == 1 and not deliver.replay:
-                    chunk = batches[0].design_sse_chunk() if shapes else batches[0].sse_chunk()
-                else:
-                    # An empty chunk would end the response: nothing is written then.
-                    data = frame(items)
-                    chunk = http_chunk(data) if data else b""
+                chunk = encoding.wire(client.stream.id, deliver)
                 if chunk:
                     await raw(chunk)
                 client.delivered(deliver, len(chunk))
                 continue
-            data = frame(items)
+            data = frame_items(items, encoding)
             if data:
                 yield data
             for index, item in enumerate(items):

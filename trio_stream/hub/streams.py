@@ -23,14 +23,16 @@ from ..store.base import (
     HistoryQuery,
     OffsetConflictError,
     RowStore,
+    RunStore,
     SessionInfo,
     SessionStatus,
     StoreError,
 )
 from ..store.chunks import StoredEvents
-from .clients import Batch, Client, EndReason
+from .clients import Client
 from .feeds import FedLog
-from .frames import Frame, frames_of
+from .frames import Frame, LazyFrames, frames_of
+from .items import Batch, EndReason
 from .protocol import EventFilter, ReplayOptions
 
 if TYPE_CHECKING:
@@ -120,8 +122,8 @@ class Stream:
             self.frames.extend(frames)
             self.pumped = frames[-1].offset
             self.largest_event = max(self.largest_event, max(len(f.raw) for f in frames))
-            shared = Batch(frames)
-            self.broker.metrics_events(len(frames), len(shared.ws_events()) - len(frames) + 1)
+            shared = Batch(frames, batch.events)
+            self.broker.metrics_events(len(frames), len(shared.json()) - len(frames) + 1)
             for client in list(self.live.values()):
                 client.offer(shared)
             self._advance()
@@ -322,7 +324,7 @@ class Stream:
 
     async def read_page(
         self, cursor: int, filters: EventFilter, size: int, *, exact: bool = True
-    ) -> tuple[list[Frame], int]:
+    ) -> tuple[Sequence[Frame], int]:
         """Up to ``size`` matching events after ``cursor`` from the store, and the cursor
         after them (moved past events the filter skipped). Not ``exact``: a few more when
         they come with the same read (the rest of a store chunk)."""
@@ -330,9 +332,12 @@ class Stream:
         first_held = self.first_held()
         store = self.broker.store
         events: Sequence[Event]
-        if filters.empty and isinstance(store, RowStore):
-            # Most followers want everything: lines go from the store's chunks to their
-            # JSON without an event each.
+        if filters.empty and not exact and isinstance(store, RunStore):
+            # Most followers want everything: lines stay the columns the store's chunks
+            # hold, encoded from them for each client's encoding (LazyFrames).
+            events: Sequence[Event] = await store.read_runs(self.id, cursor, size)
+        elif filters.empty and isinstance(store, RowStore):
+            # Lines go from the store's chunks to their JSON without an event each.
             rows = await store.read_rows(self.id, cursor, size)
             events = StoredEvents(rows.session, rows.rows[:size]) if exact else rows
         else:
@@ -341,7 +346,7 @@ class Stream:
             kept: Sequence[Event] = [e for e in events if filters.matches(e)]
         else:
             kept = events
-        frames = frames_of(kept)
+        frames = LazyFrames(kept) if isinstance(kept, EventRuns) else frames_of(kept)
         if len(events) >= size:
             return frames, events[-1].offset
         # Fewer than asked: the store holds no more matches up to what was recorded

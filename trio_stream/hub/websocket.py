@@ -10,8 +10,8 @@ cannot open a WebSocket with the user's cookie.
 
 ``?protocol=executor-streamer`` asks for the Executor Streamer design's messages
 (:mod:`trio_stream.hub.design`): one ``event`` message per event (a tick's messages
-still go out in one socket write), and the other messages reshaped. The writer picks
-the encoding once (:class:`NativeEncoding` or :class:`DesignEncoding`).
+still go out in one socket write), and the other messages reshaped. The connection's
+encoding is chosen once (:func:`~trio_stream.hub.encodings.choose`).
 """
 
 from __future__ import annotations
@@ -23,35 +23,22 @@ import orjson
 import trio
 from quart import Blueprint, Response, websocket
 
-from . import design, patches
-from .clients import (
-    Client,
-    ClientKind,
-    Closing,
-    Control,
-    Deliver,
-    EndReason,
-    Heartbeat,
-    Item,
-    Subscribed,
-)
+from . import patches
+from .clients import Client
 from .context import Hub, access, host_of, hub, remote_of
+from .encodings import COLUMNS_PROTOCOL, NATIVE_PROTOCOL, Encoding, choose
 from .errors import HubError, NotFound, ProtocolError
 from .ingest import publish, published
+from .items import ClientKind, Closing, ConnectionAck, Deliver, EndReason, Item
 from .params import ReplayOptions, has_filters, parse_offset, query_epoch, query_filters
 from .protocol import (
     CloseCode,
     Replay,
     Subscribe,
-    connection_ack_frame,
-    end_frame,
     error_frame,
-    events_frame,
-    heartbeat_frame,
     parse_client_message,
-    subscribed_frame,
 )
-from .sse import check_replay, wants_design
+from .sse import check_replay
 from .streams import Stream
 from .wire import RawSend, websocket_raw_send, ws_frame
 
@@ -68,20 +55,6 @@ CLOSE_CODES = {
 }
 
 
-def _events_message(stream_id: str, item: Deliver) -> bytes:
-    if len(item.batches) == 1 and not item.replay:
-        return item.batches[0].ws_message(stream_id)
-    return events_frame(
-        stream_id, (b.ws_events() for b in item.batches), replay=item.replay, done=item.done
-    )
-
-
-def _events_frame(stream_id: str, item: Deliver) -> bytes:
-    if len(item.batches) == 1 and not item.replay:
-        return item.batches[0].ws_frame(stream_id)
-    return ws_frame(_events_message(stream_id, item))
-
-
 def _raw_sender(h: Hub, stream: Stream | None = None) -> RawSend | None:
     """The writer of whole frames for this connection, unless its client may have
     negotiated permessage-deflate (then wsproto compresses each message)."""
@@ -89,83 +62,6 @@ def _raw_sender(h: Hub, stream: Stream | None = None) -> RawSend | None:
     compression = h.config.compression if stream is None else stream.settings.compression
     deflate = compression and "permessage-deflate" in offered.lower()
     return websocket_raw_send(websocket, deflate)
-
-
-def ws_message(stream_id: str, item: Item) -> str:
-    """The text message for one item."""
-    if isinstance(item, Deliver):
-        data = _events_message(stream_id, item)
-    elif isinstance(item, Control):
-        data = item.data
-    elif isinstance(item, Subscribed):
-        data = subscribed_frame(
-            stream_id=stream_id,
-            from_offset=item.from_offset,
-            last_offset=item.last_offset,
-            recovered=item.recovered,
-        )
-    elif isinstance(item, Heartbeat):
-        data = heartbeat_frame(item.clients, item.time)
-    elif item.reason is EndReason.STREAM_ENDED:
-        data = end_frame(stream_id, item.last_offset)
-    else:
-        data = error_frame(item.reason.value, item.message, lastOffset=item.last_offset)
-    return data.decode()
-
-
-class NativeEncoding:
-    """tstream's own messages: a tick's events in one ``event`` message."""
-
-    @staticmethod
-    def frames(stream_id: str, item: Deliver) -> bytes:
-        """The events of ``item`` as the bytes of whole frames."""
-        return _events_frame(stream_id, item)
-
-    @staticmethod
-    def messages(stream_id: str, item: Item) -> list[str]:
-        """The text messages of one item."""
-        return [ws_message(stream_id, item)]
-
-    @staticmethod
-    def control(data: bytes) -> str:
-        """A message built here (``connection_ack``)."""
-        return data.decode()
-
-
-class DesignEncoding:
-    """The Executor Streamer design's ``ServerMessage``: one ``event`` per event."""
-
-    @staticmethod
-    def _events(item: Deliver) -> list[bytes]:
-        if item.replay:
-            events = design.stream_events([f.raw for f in item.frames])
-            return design.event_messages(events, replay=True)
-        return [m for b in item.batches for m in design.event_messages(b.design_events())]
-
-    @classmethod
-    def frames(cls, stream_id: str, item: Deliver) -> bytes:
-        """The events of ``item`` as the bytes of whole frames (shared by every client
-        of the tick when the item is one tick's batch)."""
-        if len(item.batches) == 1 and not item.replay:
-            return item.batches[0].design_frames()
-        return design.framed(cls._events(item))
-
-    @classmethod
-    def messages(cls, stream_id: str, item: Item) -> list[str]:
-        """The text messages of one item."""
-        if isinstance(item, Deliver):
-            return [m.decode() for m in cls._events(item)]
-        if isinstance(item, Closing) and item.reason is EndReason.STREAM_ENDED:
-            return []
-        message = design.ws_message(ws_message(stream_id, item).encode())
-        return [] if message is None else [message.decode()]
-
-    @staticmethod
-    def control(data: bytes) -> str:
-        """A message built here (``connection_ack``)."""
-        message = design.ws_message(data)
-        assert message is not None
-        return message.decode()
 
 
 @blueprint.websocket("/api/streams/<stream_id>/ws")
@@ -180,12 +76,12 @@ async def ws(stream_id: str) -> Response | None:
     if after is not None:
         options = ReplayOptions(from_offset=parse_offset(after, "after"), epoch=epoch)
     filters = query_filters(args) if has_filters(args) else None
-    encoding = DesignEncoding if wants_design(args) else NativeEncoding
+    encoding = choose(ClientKind.WEBSOCKET, args)
     stream = await h.broker.get_stream(stream_id)
     check_replay(stream, options)
     client = h.broker.attach(stream, ClientKind.WEBSOCKET, remote_of(websocket.scope))
-    if encoding is DesignEncoding:
-        client.protocol = design.PROTOCOL
+    client.protocol = encoding.protocol
+    client.page = encoding.history_page
     reason = "disconnected by the client"
     try:
         if not stream.settings.compression:
@@ -243,7 +139,7 @@ async def _writer(
     options: ReplayOptions | None,
     filters: Any,
     subscribe: bool,
-    encoding: type[NativeEncoding] | type[DesignEncoding],
+    encoding: Encoding,
 ) -> str:
     stream = client.stream
     first: list[Item] = []
@@ -251,7 +147,7 @@ async def _writer(
     if subscribe:
         first = await client.subscribe(options, filters)
         recovered = client.recovered
-    ack = connection_ack_frame(
+    ack = ConnectionAck(
         client_id=client.id,
         stream_id=stream.id,
         status=stream.status,
@@ -260,7 +156,8 @@ async def _writer(
         recovered=recovered,
         heartbeat=client.heartbeat,
     )
-    await websocket.send(encoding.control(ack))
+    for message in encoding.messages(stream.id, ack):
+        await websocket.send(message.decode())
     # Events go out as frames shared by every client of the tick, written straight to
     # the connection.
     raw = _raw_sender(h, stream)
@@ -268,14 +165,14 @@ async def _writer(
     while True:
         for item in items:
             if raw is not None and isinstance(item, Deliver):
-                frame = encoding.frames(stream.id, item)
+                frame = encoding.wire(stream.id, item)
                 if frame:
                     await raw(frame)
                 client.delivered(item, len(frame))
                 continue
             size = 0
             for message in encoding.messages(stream.id, item):
-                await websocket.send(message)
+                await websocket.send(message.decode())
                 size += len(message)
             client.delivered(item, size)
             if isinstance(item, Closing):
@@ -296,6 +193,8 @@ async def publish_ws(stream_id: str) -> Response | None:
     (``accepted``, ``duplicates``, ``firstOffset``, ``lastOffset``) or an ``error`` frame
     (``offset_gap`` and ``stream_ended`` carry ``lastOffset``); the connection stays up
     after errors and is closed with 1000 once the stream ends.
+    ``?protocol=tstream-columns`` also takes ``{"runs": […]}``, lines as columns (see
+    :mod:`~trio_stream.hub.protocol`); the ``connection_ack`` then says so.
     """
     h = hub()
     try:
@@ -305,21 +204,28 @@ async def publish_ws(stream_id: str) -> Response | None:
             raise
         stream = await h.broker.create_stream(stream_id)
     host = host_of(websocket.scope)
+    protocol = websocket.args.get("protocol")
+    if protocol not in (None, NATIVE_PROTOCOL, COLUMNS_PROTOCOL):
+        raise ProtocolError(
+            "bad_request",
+            f"protocol: use {NATIVE_PROTOCOL} or {COLUMNS_PROTOCOL} to publish, "
+            f"not {protocol[:64]!r}",
+        )
     await websocket.accept()
     logger.info("publisher connected to %s from %s", stream.id, remote_of(websocket.scope))
-    await websocket.send(
-        orjson.dumps(
-            {
-                "type": "connection_ack",
-                "streamId": stream.id,
-                "status": stream.status,
-                "lastOffset": stream.last_offset,
-                "epoch": h.broker.store.epoch,
-                "maxMessageSize": h.config.max_message_size,
-                "maxBatch": h.config.max_batch,
-            }
-        ).decode()
-    )
+    ack = {
+        "type": "connection_ack",
+        "streamId": stream.id,
+        "status": stream.status,
+        "lastOffset": stream.last_offset,
+        "epoch": h.broker.store.epoch,
+        "maxMessageSize": h.config.max_message_size,
+        "maxBatch": h.config.max_batch,
+    }
+    if protocol == COLUMNS_PROTOCOL:
+        # Said only to a publisher that asked: it sends runs only once it reads this.
+        ack["protocol"] = COLUMNS_PROTOCOL
+    await websocket.send(orjson.dumps(ack).decode())
     reason = "disconnected by the client"
     raw = _raw_sender(h)
     try:

@@ -4,10 +4,14 @@ Fan-out cost is dominated by the layers each write goes through (Quart's wrapper
 ASGI message, Hypercorn's stream, wsproto or h11 framing the bytes again for each
 client) rather than by the bytes. A tick's events are the same for every client, and so
 is their framing: a WebSocket text frame from the server is unmasked, and an HTTP/1.1
-chunk is its length, the data and CRLF. So a :class:`~trio_stream.hub.clients.Batch`
-frames its events once (:func:`ws_frame`, :func:`http_chunk`) and each client's write
-hands those bytes to Hypercorn's connection (its send lock, its cancellable write, its
-handling of a broken connection), skipping everything above.
+chunk is its length, the data and CRLF. So each encoding frames a tick's events once
+(:meth:`~trio_stream.hub.encodings.Encoding.wire`, with :func:`ws_frame` or
+:func:`http_chunk`), keeps the bytes in the tick's
+:class:`~trio_stream.hub.items.Batch`, and each client's write hands those bytes to
+Hypercorn's connection (its send lock, its cancellable write, its handling of a broken
+connection), skipping everything above. The bytes themselves are made here: WebSocket
+frames, HTTP chunks, and Server-Sent Events (:func:`sse_event`, the one formatter of
+every SSE event the hub sends).
 
 That is only done where the bytes on the wire are exactly what the layers would produce:
 a WebSocket without permessage-deflate, an HTTP/1.1 response sent chunked. Anything else
@@ -75,6 +79,27 @@ def ws_frame(payload: bytes) -> bytes:
 def http_chunk(data: bytes) -> bytes:
     """One HTTP/1.1 chunk carrying ``data`` (RFC 9112 7.1)."""
     return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def sse_event(data: bytes, *, event: str | None = None, id: str | int | None = None) -> bytes:
+    """One Server-Sent Event. ``data`` may hold newlines (each line becomes a ``data:``
+    field); an event's JSON holds none, and is one field."""
+    out = b"data: %s\n\n" % data.replace(b"\n", b"\ndata: ")
+    if event is not None:
+        out = b"event: %s\n%s" % (event.encode(), out)
+    if id is not None:
+        out = b"id: %s\n%s" % (str(id).encode(), out)
+    return out
+
+
+def sse_comment(text: str) -> bytes:
+    """An SSE comment (ignored by clients; flushes headers and keeps proxies open)."""
+    return b"".join(b": %s\n" % line.encode() for line in text.split("\n")) + b"\n"
+
+
+def sse_retry(milliseconds: int) -> bytes:
+    """Tell ``EventSource`` how long to wait before reconnecting."""
+    return b"retry: %d\n\n" % milliseconds
 
 
 def _connection_send(stream: Any) -> RawSend | None:

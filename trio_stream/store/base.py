@@ -18,6 +18,7 @@ import attrs
 from ..events import Event, EventType
 
 if TYPE_CHECKING:
+    from ..batches import EventRuns
     from .chunks import StoredEvents
 
 SESSION_ID_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -208,4 +209,14 @@ class RowStore(Protocol):
         self, session_id: str, after: int = -1, limit: int = 10_000
     ) -> StoredEvents:
         """About ``limit`` events after ``after`` (whole chunks: a few more at most)."""
+        ...
+
+
+@runtime_checkable
+class RunStore(Protocol):
+    """A store that reads events with lines kept as its chunks' columns."""
+
+    async def read_runs(self, session_id: str, after: int = -1, limit: int = 10_000) -> EventRuns:
+        """About ``limit`` events after ``after`` (whole chunks: a few more at most), each
+        batch of lines as one :class:`~trio_stream.batches.OutputBatch`."""
         ...

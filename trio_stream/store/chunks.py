@@ -26,6 +26,7 @@ under a millisecond.
 from __future__ import annotations
 
 import base64
+import math
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import accumulate, repeat
@@ -34,7 +35,16 @@ from typing import Any, Final
 import orjson
 
 from ..batches import EventBatch, EventRuns, OutputBatch, RowEvents, batch_event_ids
-from ..events import Event, EventType, EventValidationError, Output, converter, structure_data
+from ..events import (
+    SOURCES,
+    Event,
+    EventType,
+    EventValidationError,
+    Output,
+    converter,
+    structure_data,
+)
+from ..lines import Lines
 
 MAX_CHUNK_EVENTS: Final = 1000
 MAX_CHUNK_BYTES: Final = 1 << 20
@@ -109,7 +119,7 @@ def stamps(events: Sequence[Event]) -> tuple[float, float]:
     return min(found), max(found)
 
 
-def _lines_item(run: OutputBatch) -> dict[str, Any]:
+def lines_item(run: OutputBatch) -> dict[str, Any]:
     """The chunk item of a batch of lines: its columns."""
     lines = run.lines
     key, base = run.id_origin
@@ -131,8 +141,103 @@ def _lines_item(run: OutputBatch) -> dict[str, Any]:
     return item
 
 
+_EOL_TEXTS: Final = frozenset({"\n", "\r\n", "\r", ""})
+
+
+def lines_batch(session_id: str, item: Any, *, check: bool = False) -> OutputBatch:
+    """The batch of lines whose columns ``item`` holds (see :func:`lines_item`): the
+    same lines, offsets and ids, without an event or a row each.
+
+    Args:
+        session_id: their session.
+        item: the decoded columns.
+        check: check every field, line by line, as what comes from outside must be.
+
+    Raises:
+        ValueError: naming what does not fit (also without ``check``, for a missing
+            field or columns of different lengths).
+    """
+    try:
+        texts = item["x"]
+        count = len(texts)
+        first, first_line, ts, source = item["o"], item["l"], item["t"], item["s"]
+        key, base = bytes.fromhex(item["k"]), item["b"]
+        eols = item.get("e")
+        partial = frozenset(item.get("p") or ())
+        raw = {i: base64.b64decode(data, validate=True) for i, data in item.get("r") or ()}
+    except (TypeError, ValueError, LookupError, AttributeError) as exc:
+        raise ValueError(f"lines: {exc}") from None
+    if eols is not None and len(eols) != count:
+        raise ValueError(f"lines: {len(eols)} line endings for {count} lines")
+    if check:
+        _check_lines(item, texts, eols, partial, raw)
+    batch = OutputBatch(
+        session_id, first, float(ts), source, first_line, Lines(texts, eols, partial, raw)
+    )
+    batch.adopt_ids(key, base)
+    return batch
+
+
+def _check_lines(
+    item: Any, texts: Any, eols: Any, partial: frozenset[Any], raw: dict[Any, bytes]
+) -> None:
+    for name, value in (("o", item["o"]), ("l", item["l"]), ("b", item["b"])):
+        if type(value) is not int or value < 0:
+            raise ValueError(f"lines.{name}: expected an integer from 0, not {value!r}")
+    ts = item["t"]
+    if type(ts) not in (int, float) or not math.isfinite(ts):
+        raise ValueError(f"lines.t: expected a number, not {ts!r}")
+    if item["s"] not in SOURCES:
+        raise ValueError(f"lines.s: expected stdout or stderr, not {item['s']!r}")
+    if type(texts) is not list or not texts:
+        raise ValueError("lines.x: expected a list of texts, at least one")
+    try:
+        # Every text a string, checked in one pass in C.
+        "".join(texts)
+    except TypeError:
+        raise ValueError("lines.x: every text must be a string") from None
+    if eols is not None and (type(eols) is not list or not _EOL_TEXTS.issuperset(eols)):
+        raise ValueError("lines.e: line endings are \\n, \\r\\n, \\r or empty")
+    count = len(texts)
+    for index in (*partial, *raw):
+        if type(index) is not int or not 0 <= index < count:
+            raise ValueError(f"lines: index {index!r} is not one of the {count} lines")
+    extra = set(item) - _LINES_KEYS
+    if extra:
+        raise ValueError(f"lines: unknown field {sorted(extra)[0]!r}")
+
+
+_LINES_KEYS: Final = frozenset("oktbslxepr")
+
+
+def decode_runs(session_id: str, bodies: Iterable[bytes], after: int = -1) -> EventRuns:
+    """The events of chunks (in offset order) after ``after`` as runs: each item of
+    lines a batch (:func:`lines_batch`, its columns as they are), the other items rows.
+
+    Raises:
+        EventValidationError: when a chunk is not one this module wrote.
+    """
+    runs: list[Sequence[Event]] = []
+    others: list[Any] = []
+    try:
+        for body in bodies:
+            for item in orjson.loads(body):
+                if type(item) is not dict:
+                    others.append(item)
+                    continue
+                if others:
+                    runs.append(StoredEvents(session_id, others))
+                    others = []
+                runs.append(lines_batch(session_id, item))
+    except (TypeError, ValueError, LookupError) as exc:
+        raise EventValidationError([f"stored chunk: {exc}"]) from None
+    if others:
+        runs.append(StoredEvents(session_id, others))
+    return EventRuns(runs).after(after)
+
+
 def _lines_rows(item: dict[str, Any]) -> Iterable[tuple[Any, ...]]:
-    """The event arrays of a chunk item of lines (see :func:`_lines_item`)."""
+    """The event arrays of a chunk item of lines (see :func:`lines_item`)."""
     texts = item["x"]
     count = len(texts)
     offset = item["o"]
@@ -194,7 +299,7 @@ def encode(events: Sequence[Event]) -> bytes:
     if isinstance(events, EventRuns):
         for run in events.runs:
             if isinstance(run, OutputBatch):
-                append(_lines_item(run))
+                append(lines_item(run))
             else:
                 _encode_events(run, append)
     else:

@@ -33,6 +33,7 @@ from typing import Any, Final, TypeVar, final
 import orjson
 import trio
 
+from ..batches import EventRuns
 from ..events import Event, EventValidationError, converter
 from . import chunks
 from . import query as q
@@ -609,26 +610,42 @@ class SQLiteStore(SessionPruning):
         """
 
         def read(conn: sqlite3.Connection) -> chunks.StoredEvents:
-            sid = self._sid(conn, session_id)
-            rows = conn.execute(
-                "SELECT body, first_offset, last_offset FROM chunks "
-                "WHERE sid = ? AND last_offset > ? ORDER BY last_offset",
-                (sid, after),
-            )
-            bodies: list[bytes] = []
-            count = 0
-            for body, first, last in rows:
-                bodies.append(body)
-                # A chunk's offsets are consecutive; the first one may start before after.
-                count += last - max(first, after + 1) + 1
-                if count >= limit:
-                    break
+            bodies = self._bodies(conn, session_id, after, limit)
             try:
                 return chunks.decode_rows(session_id, bodies, after)
             except (TypeError, ValueError, LookupError) as exc:
                 raise EventValidationError([f"stored event: {exc}"]) from None
 
         return await self._read(read)
+
+    async def read_runs(self, session_id: str, after: int = -1, limit: int = 10_000) -> EventRuns:
+        """:meth:`read_rows` with lines kept as the columns their chunks hold (batches of
+        lines, :func:`~trio_stream.store.chunks.decode_runs`)."""
+        return await self._read(
+            lambda conn: chunks.decode_runs(
+                session_id, self._bodies(conn, session_id, after, limit), after
+            )
+        )
+
+    def _bodies(
+        self, conn: sqlite3.Connection, session_id: str, after: int, limit: int
+    ) -> list[bytes]:
+        """The chunks holding about ``limit`` events after ``after``, in order."""
+        sid = self._sid(conn, session_id)
+        rows = conn.execute(
+            "SELECT body, first_offset, last_offset FROM chunks "
+            "WHERE sid = ? AND last_offset > ? ORDER BY last_offset",
+            (sid, after),
+        )
+        bodies: list[bytes] = []
+        count = 0
+        for body, first, last in rows:
+            bodies.append(body)
+            # A chunk's offsets are consecutive; the first one may start before after.
+            count += last - max(first, after + 1) + 1
+            if count >= limit:
+                break
+        return bodies
 
     async def count(self, session_id: str, query: HistoryQuery = HistoryQuery()) -> int:
         q.check_query(query)
