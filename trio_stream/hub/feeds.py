@@ -225,16 +225,29 @@ class StoreFeed:
         self._wake: dict[str, trio.Event] = {}
 
     async def run(self) -> None:
-        """Wake the followers the store's notifications concern (a task of the hub)."""
-        async for session_id, _last in self.store.appends():
-            if not session_id:
-                for event in self._wake.values():
-                    event.set()
-                self._wake.clear()
-            else:
-                event = self._wake.pop(session_id, None)
-                if event is not None:
-                    event.set()
+        """Wake the followers the store's notifications concern (a task of the hub). It
+        never fails the hub: should listening fail, every follower reads again and it
+        listens anew, until the store is closed."""
+        while not getattr(self.store, "closed", False):
+            try:
+                async for session_id, _last in self.store.appends():
+                    if session_id:
+                        event = self._wake.pop(session_id, None)
+                        if event is not None:
+                            event.set()
+                    else:
+                        self._wake_all()
+            except Exception:
+                if getattr(self.store, "closed", False):
+                    return
+                logger.exception("listening to the store's appends failed; listening again")
+            self._wake_all()
+            await trio.sleep(FEED_BACKOFF)
+
+    def _wake_all(self) -> None:
+        for event in self._wake.values():
+            event.set()
+        self._wake.clear()
 
     async def follow(self, log: SessionLog) -> AsyncIterator[EventRuns]:
         stream_id = log.session_id

@@ -225,6 +225,11 @@ class RedisStore(SessionPruning):
     def epoch(self) -> str:
         return self._epoch
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` was called."""
+        return self._closed
+
     # -- keys, errors and the epoch ----------------------------------------------------
 
     def _meta(self, session_id: str) -> str:
