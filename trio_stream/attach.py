@@ -118,7 +118,17 @@ async def locate(
         HubClientError, OSError: the hub refused or cannot be reached.
     """
     if hub is not None:
-        return Target(await resolve_on_hub(hub, ref, token), hub=hub, token=token)
+        # Several hubs (separated by commas) share a store: the first that answers.
+        hubs = hub.split(",")
+        for index, one in enumerate(hubs):
+            try:
+                return Target(await resolve_on_hub(one, ref, token), hub=hub, token=token)
+            except (OSError, HubClientError) as exc:
+                if index == len(hubs) - 1 or (
+                    isinstance(exc, HubClientError) and exc.code != "unreachable"
+                ):
+                    raise
+        raise AssertionError("unreachable")
     try:
         live = find_live(ref)
     except UnknownSessionError:

@@ -313,6 +313,19 @@ async def test_a_run_publishing_to_a_hub_killed_mid_stream_resumes_on_the_next(
             with trio.fail_after(20):
                 while (await b.get("/api/streams/moving")).status_code != 200:
                     await trio.sleep(0.05)
+            # A viewer on A first, then on B once A is gone, from the last line it printed.
+            attach = await trio.lowlevel.open_process(
+                [*TSTREAM, "attach", "--hub", f"{hub_a},{hub_b}", "moving"],
+                stdout=subprocess.PIPE,
+            )
+            printed = bytearray()
+
+            async def read_attach() -> None:
+                assert attach.stdout is not None
+                async for chunk in attach.stdout:
+                    printed.extend(chunk)
+
+            nursery.start_soon(read_attach)
             ws_b = hub_b.replace("http://", "ws://") + "/api/streams/moving/ws"
             async with open_websocket_url(ws_b) as ws:
                 await receive(ws)
@@ -338,7 +351,9 @@ async def test_a_run_publishing_to_a_hub_killed_mid_stream_resumes_on_the_next(
                             killed = True
         with trio.fail_after(30):
             await run.wait()
-        assert killed and run.returncode == 0
+            await attach.wait()
+        assert killed and run.returncode == 0 and attach.returncode == 0
+        assert printed.decode().splitlines() == [f"line {i}" for i in range(1, lines + 1)]
         assert offsets == list(range(len(offsets)))
         assert texts == [f"line {i}" for i in range(1, lines + 1)]
         nursery.cancel_scope.cancel()

@@ -36,7 +36,7 @@ from .common import (
     complete_sessions,
     fail,
     filter_options,
-    hub_address,
+    hub_addresses,
     quiet_broken_pipe,
     store_option,
 )
@@ -68,8 +68,10 @@ def _status_of(feed: Feed, session_id: str) -> int:
     metavar="URL",
     envvar="TSTREAM_HUB",
     show_envvar=True,
-    callback=hub_address,
-    help="Follow the session on this hub (http://HOST:PORT, https://HOST or unix:PATH).",
+    callback=hub_addresses,
+    help="Follow the session on this hub (http://HOST:PORT, https://HOST or unix:PATH); "
+    "several separated by commas (hubs sharing one Redis store) are tried in turn, and a "
+    "lost connection resumes on the next from the last line shown.",
 )
 @click.option(
     "--token",

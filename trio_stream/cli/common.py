@@ -352,6 +352,16 @@ def hub_address(ctx: click.Context, param: click.Parameter, value: str | None) -
     return value
 
 
+def hub_addresses(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Check a ``--hub`` that takes several addresses separated by commas (hubs sharing
+    one store, tried in turn)."""
+    if value is None:
+        return None
+    for part in value.split(","):
+        hub_address(ctx, param, part.strip())
+    return ",".join(part.strip() for part in value.split(",") if part.strip())
+
+
 # -- exit statuses, the store, filters ----------------------------------------------
 
 EXIT_NOT_FOUND = 1

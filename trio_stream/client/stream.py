@@ -90,7 +90,9 @@ class _Follower:
         filters: Mapping[str, Any] | None = None,
         batched: bool = False,
     ) -> None:
-        self.hub = hub
+        # Several hubs (separated by commas) share a store: a lost one is replaced by the next.
+        self.hubs = hub.split(",")
+        self._hub_index = 0
         self.stream_id = stream_id
         self.last = after
         self.token = token
@@ -99,6 +101,11 @@ class _Follower:
         self.epoch: str | None = None
         self.filters = filter_query(filters or {})
         self.batched = batched
+
+    @property
+    def hub(self) -> str:
+        """The hub in use (or tried next)."""
+        return self.hubs[self._hub_index]
 
     def _resource(self) -> str:
         query = f"after={self.last}"
@@ -128,11 +135,17 @@ class _Follower:
                     failures += 1
                 except (ConnectionClosed, OSError, trio.BrokenResourceError):
                     failures += 1
-                if failures > self.retries:
+                if len(self.hubs) > 1:
+                    # The next hub at once; a wait only once each has been tried.
+                    self._hub_index = (self._hub_index + 1) % len(self.hubs)
+                    if failures % len(self.hubs) and failures <= self.retries * len(self.hubs):
+                        continue
+                if failures > self.retries * len(self.hubs):
                     raise HubClientError(
                         "unreachable", f"the hub at {self.hub} stopped answering", self.last
                     )
-                await trio.sleep(min(5.0, 0.1 * math.pow(2, failures)))
+                rounds = failures // len(self.hubs)
+                await trio.sleep(min(5.0, 0.1 * math.pow(2, rounds)))
 
     async def _session(self, ws: WebSocketConnection) -> bool:
         """Read one connection; True once the stream ended, False to reconnect."""
