@@ -39,3 +39,18 @@ def test_importing_the_package_loads_neither_the_web_stack_nor_sqlite() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_tstream_run_loads_no_document_processor_nor_yaml_until_asked() -> None:
+    code = (
+        "import sys, trio_stream.cli.run, trio_stream.processors as p; "
+        "wanted = ('ruamel', 'trio_stream.processors.jsonlines', "
+        "'trio_stream.processors.yamlstream', 'trio_stream.processors.claude'); "
+        "print(sorted(m for m in sys.modules if m.startswith(wanted))); "
+        "print(p.FORMATS['yaml'].__name__, p.JsonLinesProcessor.__name__, "
+        "list(p.FORMATS) == list(p.FORMAT_NAMES))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.splitlines() == ["[]", "YamlStreamProcessor JsonLinesProcessor True"]
