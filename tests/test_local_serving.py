@@ -126,27 +126,22 @@ sys.exit(3)
 """
 
 
-async def test_a_command_shorter_than_the_web_stack_import_is_not_kept_waiting(
-    private_dirs: Path, tmp_path: Path
-) -> None:
-    marker = tmp_path / "imported"
+async def run_with_slow_import(marker: Path, *command: str) -> subprocess.CompletedProcess[bytes]:
+    """``tstream run -- COMMAND`` whose web stack import is slow and noted in ``marker``."""
     with trio.fail_after(20):
-        done = await trio.run_process(
-            [
-                TSTREAM[0],
-                "-c",
-                SLOW_IMPORT,
-                str(marker),
-                "run",
-                "--",
-                sys.executable,
-                "-c",
-                CONNECT_AND_END,
-            ],
+        return await trio.run_process(
+            [TSTREAM[0], "-c", SLOW_IMPORT, str(marker), "run", "--", *command],
             capture_stdout=True,
             capture_stderr=True,
             check=False,
         )
+
+
+async def test_a_command_shorter_than_the_web_stack_import_is_not_kept_waiting(
+    private_dirs: Path, tmp_path: Path
+) -> None:
+    marker = tmp_path / "imported"
+    done = await run_with_slow_import(marker, sys.executable, "-c", CONNECT_AND_END)
     # The client made the import start; the run ended with its command (the import was
     # left behind), all output out.
     assert (done.returncode, done.stdout, done.stderr) == (3, b"out\n", b"err\n")
@@ -158,23 +153,11 @@ async def test_a_session_nobody_connects_to_never_imports_the_web_stack(
     private_dirs: Path, tmp_path: Path
 ) -> None:
     marker = tmp_path / "imported"
-    with trio.fail_after(20):
-        done = await trio.run_process(
-            [
-                TSTREAM[0],
-                "-c",
-                SLOW_IMPORT,
-                str(marker),
-                "run",
-                "--",
-                "sh",
-                "-c",
-                'until [ -n "$(ls "$XDG_RUNTIME_DIR"/tstream/*.json 2>/dev/null)" ]; '
-                "do sleep 0.01; done; echo registered",
-            ],
-            capture_stdout=True,
-            check=False,
-        )
+    wait_for_registration = (
+        'until [ -n "$(ls "$XDG_RUNTIME_DIR"/tstream/*.json 2>/dev/null)" ]; '
+        "do sleep 0.01; done; echo registered"
+    )
+    done = await run_with_slow_import(marker, "sh", "-c", wait_for_registration)
     # Served (registered on its socket) all along, without the web stack.
     assert (done.returncode, done.stdout) == (0, b"registered\n")
     assert not marker.exists()
