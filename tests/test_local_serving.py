@@ -7,6 +7,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -92,48 +93,75 @@ async def test_an_unusable_runtime_directory_is_a_warning_not_a_failure(
     assert b"mode must be 0700" in done.stderr
 
 
-# The web stack's import, made slow: it notes its end in a file (given as argv[1]).
+# The web stack's import, made slow: it notes its start and its end in a file (argv[1]).
 SLOW_IMPORT = """
 import sys, time
 from pathlib import Path
 import trio_stream.local as local
-done = Path(sys.argv.pop(1))
+marker = Path(sys.argv.pop(1))
 real = local._import_server
 def slow():
+    marker.write_text("started")
     time.sleep(30)
     real()
-    done.write_text("imported")
+    marker.write_text("imported")
 local._import_server = slow
 from trio_stream.cli import main
 main()
 """
+
+# Waits until tstream registered the session, connects to its socket, then ends.
+CONNECT_AND_END = """
+import glob, os, socket, sys, time
+import orjson
+pattern = os.path.join(os.environ["XDG_RUNTIME_DIR"], "tstream", "*.json")
+while not glob.glob(pattern):
+    time.sleep(0.01)
+entry = orjson.loads(open(glob.glob(pattern)[0], "rb").read())
+client = socket.socket(socket.AF_UNIX)
+client.connect(entry["socket"])
+print("out")
+print("err", file=sys.stderr)
+sys.exit(3)
+"""
+
+
+async def run_with_slow_import(marker: Path, *command: str) -> subprocess.CompletedProcess[bytes]:
+    """``tstream run -- COMMAND`` whose web stack import is slow and noted in ``marker``."""
+    with trio.fail_after(20):
+        return await trio.run_process(
+            [TSTREAM[0], "-c", SLOW_IMPORT, str(marker), "run", "--", *command],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
 
 
 async def test_a_command_shorter_than_the_web_stack_import_is_not_kept_waiting(
     private_dirs: Path, tmp_path: Path
 ) -> None:
     marker = tmp_path / "imported"
-    with trio.fail_after(20):
-        done = await trio.run_process(
-            [
-                TSTREAM[0],
-                "-c",
-                SLOW_IMPORT,
-                str(marker),
-                "run",
-                "--",
-                "sh",
-                "-c",
-                "echo out; echo err >&2; exit 3",
-            ],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
-    # The run ended with its command (the import was left behind), all output out.
+    done = await run_with_slow_import(marker, sys.executable, "-c", CONNECT_AND_END)
+    # The client made the import start; the run ended with its command (the import was
+    # left behind), all output out.
     assert (done.returncode, done.stdout, done.stderr) == (3, b"out\n", b"err\n")
-    assert not marker.exists()
+    assert marker.read_text() == "started"
     assert not private_dirs.exists() or list(private_dirs.iterdir()) == []
+
+
+async def test_a_session_nobody_connects_to_never_imports_the_web_stack(
+    private_dirs: Path, tmp_path: Path
+) -> None:
+    marker = tmp_path / "imported"
+    wait_for_registration = (
+        'until [ -n "$(ls "$XDG_RUNTIME_DIR"/tstream/*.json 2>/dev/null)" ]; '
+        "do sleep 0.01; done; echo registered"
+    )
+    done = await run_with_slow_import(marker, "sh", "-c", wait_for_registration)
+    # Served (registered on its socket) all along, without the web stack.
+    assert (done.returncode, done.stdout) == (0, b"registered\n")
+    assert not marker.exists()
+    assert list(private_dirs.iterdir()) == []
 
 
 def test_the_runtime_directory_must_be_private(tmp_path: Path) -> None:

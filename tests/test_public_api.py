@@ -29,13 +29,28 @@ def test_one_way_to_run_a_command_to_completion() -> None:
     assert not hasattr(trio_stream, "run_stream")
 
 
+def printed_by(code: str) -> list[str]:
+    """The lines a new interpreter prints running ``code``."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return done.stdout.splitlines()
+
+
 def test_importing_the_package_loads_neither_the_web_stack_nor_sqlite() -> None:
     code = (
         "import sys, trio_stream; "
         "print(sorted(m for m in sys.modules if m.startswith(('trio_stream.hub', "
         "'trio_stream.store.sqlite', 'quart', 'hypercorn', 'trio_websocket', 'sqlite3'))))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    assert out.strip() == "[]"
+    assert printed_by(code) == ["[]"]
+
+
+def test_tstream_run_loads_no_document_processor_nor_yaml_until_asked() -> None:
+    code = (
+        "import sys, trio_stream.cli.run, trio_stream.processors as p; "
+        "wanted = ('ruamel', 'trio_stream.processors.jsonlines', "
+        "'trio_stream.processors.yamlstream', 'trio_stream.processors.claude'); "
+        "print(sorted(m for m in sys.modules if m.startswith(wanted))); "
+        "print(p.FORMATS['yaml'].__name__, p.JsonLinesProcessor.__name__, "
+        "list(p.FORMATS) == list(p.FORMAT_NAMES))"
+    )
+    assert printed_by(code) == ["[]", "YamlStreamProcessor JsonLinesProcessor True"]

@@ -31,11 +31,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, final
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
+if TYPE_CHECKING:
+    from ruamel.yaml.nodes import Node
+
+# ruamel.yaml is imported when a file is read: a run without one does not pay for it.
 
 SECTIONS: Final[dict[str, str]] = {
     "run": "processors and options of tstream run",
@@ -121,6 +122,8 @@ class Section:
 
     def line(self, key: str | None = None, index: int | None = None) -> int | None:
         """The line of ``key`` (and of item ``index`` of its list), or of the section."""
+        from ruamel.yaml.nodes import MappingNode, SequenceNode
+
         node = self._node
         if key is None or not isinstance(node, MappingNode):
             return _line_of(node)
@@ -134,6 +137,8 @@ class Section:
 
     def child_node(self, key: str, index: int | None = None) -> Node | None:
         """The YAML node of ``key``'s value (item ``index`` of it), if known."""
+        from ruamel.yaml.nodes import MappingNode, SequenceNode
+
         node = self._node
         if not isinstance(node, MappingNode):
             return None
@@ -243,6 +248,9 @@ class ConfigFile:
             ConfigError: when the file cannot be read, is not valid YAML, is not a mapping
                 or has an unknown section.
         """
+        from ruamel.yaml import YAML
+        from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
         name = os.fspath(path)
         try:
             text = Path(name).read_text(encoding="utf-8")

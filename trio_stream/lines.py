@@ -228,6 +228,16 @@ class _Builder:
         )
 
 
+def _decode_head(buf: bytes, end: int) -> str:
+    """``buf[:end]`` decoded from UTF-8, read in place: slicing a read's bytes first copied
+    them into one more large allocation before their text was made.
+
+    Raises:
+        UnicodeDecodeError: when those bytes are not valid UTF-8.
+    """
+    return str(memoryview(buf)[:end], "utf-8")
+
+
 def _char_boundary(buf: bytes | bytearray, cut: int) -> int:
     """Move ``cut`` back so that it does not split a UTF-8 sequence (at most 3 bytes)."""
     for back in range(min(3, cut - 1) + 1):
@@ -286,7 +296,7 @@ class LineSplitter:
             elif len(buf) - last - 1 <= limit:
                 # The fast path: whole lines that are valid UTF-8 and short enough.
                 try:
-                    texts = buf[:last].decode().split("\n")
+                    texts = _decode_head(buf, last).split("\n")
                 except UnicodeDecodeError:
                     pass
                 else:
@@ -325,13 +335,13 @@ class LineSplitter:
         if cr != -1 and cr != len(buf) - 1:
             return None
         try:
-            text = buf[: last + 1].decode()
+            text = _decode_head(buf, last + 1)
         except UnicodeDecodeError:
             return None
         texts = text.splitlines()
-        # Every line ended with a two-character ending, and "\r\n" is the only one
-        # splitlines knows: a lone "\r" or "\n" (or "\f", "\x85"...) makes this fail.
-        if len(text) != len("".join(texts)) + 2 * len(texts):
+        # Every line break splitlines found was a "\r\n": a lone "\r" or "\n" (or "\f",
+        # "\x85"...) is a line more than there are "\r\n" (which cannot overlap).
+        if len(texts) != text.count("\r\n"):
             return None
         if last > limit and not all(len(t) * 4 <= limit for t in texts):
             return None

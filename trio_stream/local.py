@@ -6,7 +6,10 @@ socket and on any ``listen`` addresses, with one stream: the session, fed by the
 own log (:class:`RunFeed`, a fed stream of :mod:`trio_stream.hub.feeds`), so that every
 client sees the session's own offsets. The session is
 registered (:mod:`trio_stream.registry`) for ``tstream attach`` to find, and the socket
-and registration are removed when it ends.
+and registration are removed when it ends. The sockets are bound when serving starts; the
+hub of a session with a store starts (and the web server is imported) when the first
+client connects, whose connection waits in the socket's backlog meanwhile: a session
+nobody follows never pays for the web server.
 
 The hub reads history from the session's own store through :class:`SessionView`, which
 answers for that one session and never changes the store; recording is the session's (the
@@ -20,7 +23,6 @@ store) and its failures are its own.
 from __future__ import annotations
 
 import contextlib
-import errno
 import importlib
 import logging
 import os
@@ -39,8 +41,9 @@ import trio
 from .batches import EventRuns
 from .events import Event
 from .groups import single
-from .hub.config import HubConfig, HubConfigError, Listen, TokenSpec
+from .hub.config import HubConfig, Listen, TokenSpec
 from .hub.errors import HubError
+from .hub.sockets import Bound, bind
 from .log import SessionLog
 from .registry import LiveSession, new_socket_path, private_dir, registered, running_sessions
 from .session import Session
@@ -195,6 +198,12 @@ async def serve_session(
 ) -> None:
     """Serve ``session`` until it ends; meant for ``nursery.start``.
 
+    The addresses are bound and the session registered at once; a session with a store
+    starts its hub (and imports the web server, in a thread) only when the first client
+    connects, whose connection waits in the socket's backlog meanwhile: a session nobody
+    follows costs nothing more than its recording. The hub reads what came before from
+    the store. A session without a store is served from its start.
+
     Args:
         session: a running session (from :func:`~trio_stream.session.run_session` or
             :func:`~trio_stream.session.open_session`).
@@ -209,9 +218,21 @@ async def serve_session(
         HubConfigError: an address cannot be bound, or is exposed without a token.
         RegistryError: the runtime directory is not private.
     """
-    from .hub.feeds import StreamPolicy
-    from .hub.server import serve_hub
+    await _serve_session(session, listen, tokens, local, directory, task_status, patient=True)
 
+
+async def _serve_session(
+    session: Session,
+    listen: Sequence[Listen],
+    tokens: Sequence[str],
+    local: bool,
+    directory: Path | None,
+    task_status: trio.TaskStatus[ServedSession],
+    *,
+    patient: bool,
+) -> None:
+    """:func:`serve_session`; unless ``patient``, a session that ends while the web server
+    is imported is not served, and the import is left to finish on its own."""
     addresses = list(listen)
     sock: Path | None = None
     if local:
@@ -235,44 +256,83 @@ async def serve_session(
         # memory must hold it, or it would cut its clients as having fallen behind.
         history=LOCAL_HISTORY,
     )
+    config.check_exposure()
+    bound = bind(config.listen)
+    serve = partial(_serve_bound, session, config, bound, patient=patient)
+    try:
+        if sock is None:
+            task_status.started(ServedSession(session.session_id, None, bound.urls, None))
+            await serve()
+        else:
+            live = LiveSession(
+                id=session.session_id,
+                pid=os.getpid(),
+                command=list(session.command),
+                started=time.time(),
+                socket=str(sock),
+                host=socket.gethostname(),
+                urls=bound.urls,
+            )
+            with registered(live, sock.parent) as entry:
+                task_status.started(ServedSession(session.session_id, str(sock), bound.urls, entry))
+                await serve()
+    finally:
+        bound.close()
+
+
+async def _serve_bound(session: Session, config: HubConfig, bound: Bound, *, patient: bool) -> None:
+    """Run the hub of ``session`` on ``bound`` until the session ends and its clients
+    have gone (see :func:`serve_session`)."""
     own = session.config.store
+    if own is not None and not await _first_client(session, bound):
+        return
+    if not await _import_web_stack(None if patient else session):
+        return
+    from .hub.feeds import StreamPolicy
+    from .hub.server import serve_hub
+
     view = SessionView(own, session.session_id) if own is not None else None
     store: Any = view if view is not None else MemoryStore()
     async with trio.open_nursery() as nursery:
         # With a store, the hub's stream is fed by the session (started when a client first
         # follows it); without one, the hub records what a bridge publishes into it.
         policy = StreamPolicy.fed_by(RunFeed(session.log, own)) if own is not None else None
-        served = await nursery.start(partial(serve_hub, config, store, policy=policy))
+        served = await nursery.start(
+            partial(serve_hub, config, store, policy=policy, bound=bound)
+        )
         broker = served.hub.broker
         try:
             if view is None:
                 await broker.create_stream(session.session_id)
-                bridge = partial(_bridge, session.log, broker)
+                await _bridge(session.log, broker)
             else:
-                bridge = partial(_until_closed, session.log)
-            if sock is None:
-                result = ServedSession(session.session_id, None, served.urls, None)
-                task_status.started(result)
-                await bridge()
-            else:
-                live = LiveSession(
-                    id=session.session_id,
-                    pid=os.getpid(),
-                    command=list(session.command),
-                    started=time.time(),
-                    socket=str(sock),
-                    host=socket.gethostname(),
-                    urls=served.urls,
-                )
-                with registered(live, sock.parent) as entry:
-                    task_status.started(
-                        ServedSession(session.session_id, str(sock), served.urls, entry)
-                    )
-                    await bridge()
+                await _until_closed(session.log)
             with trio.move_on_after(FAREWELL):
                 await broker.wait_no_clients()
         finally:
             served.shutdown()
+
+
+async def _first_client(session: Session, bound: Bound) -> bool:
+    """Wait until a client connects to one of ``bound``'s sockets (True), or until the
+    session has ended (False)."""
+    came = False
+    async with trio.open_nursery() as nursery:
+
+        async def watch(sock: socket.socket) -> None:
+            nonlocal came
+            # A listening socket is readable once a connection waits to be accepted.
+            await trio.lowlevel.wait_readable(sock)
+            came = True
+            nursery.cancel_scope.cancel()
+
+        for sock in bound.sockets:
+            nursery.start_soon(watch, sock)
+        # A session that failed (tstream's own error, reported by its runner) ended too.
+        with contextlib.suppress(RuntimeError):
+            await session.wait()
+        nursery.cancel_scope.cancel()
+    return came
 
 
 @final
@@ -307,69 +367,49 @@ def _import_server() -> None:
         _web_stack_done.set()
 
 
-async def _import_web_stack(session: Session) -> bool:
+async def _import_web_stack(until_end_of: Session | None) -> bool:
     """Import the web stack in a thread, so that the session's readers keep reading
-    meanwhile (it takes a few tenths of a second); False when the session ended first.
+    meanwhile (it takes a few tenths of a second); False when ``until_end_of`` (a
+    session) ended first.
 
-    A command shorter than the import is not kept waiting for it: the thread is left to
-    finish on its own, and nobody could have attached to a session not served yet.
+    A session that ends during the import is not kept waiting for it: the thread is left
+    to finish on its own, and the session is not served.
     """
     global _web_stack_started
-    if _web_stack_done.is_set() and "trio_stream.hub.server" in sys.modules:
+    if "trio_stream.hub.server" in sys.modules:
+        return True
+    if until_end_of is None:
+        await trio.to_thread.run_sync(importlib.import_module, "trio_stream.hub.server")
         return True
     _web_stack_started = True
     async with trio.open_nursery() as nursery:
 
-        async def cut_at_end() -> None:
+        async def cut_at_end(session: Session) -> None:
             # A session that failed (tstream's own error, reported by its runner) ended too.
             with contextlib.suppress(RuntimeError):
                 await session.wait()
             nursery.cancel_scope.cancel()
 
-        nursery.start_soon(cut_at_end)
+        nursery.start_soon(cut_at_end, until_end_of)
         await trio.to_thread.run_sync(_import_server, abandon_on_cancel=True)
         nursery.cancel_scope.cancel()
         return True
     return False
 
 
-def check_free(addresses: Sequence[Listen]) -> None:
-    """Raise for a TCP address that cannot be bound now (another process listens there),
-    as the hub would once it starts, without importing the web stack.
-
-    Raises:
-        HubConfigError: naming the address.
-    """
-    for listen in addresses:
-        if listen.path is not None or listen.port == 0:
-            continue
-        try:
-            family, kind, proto, _, address = socket.getaddrinfo(
-                listen.host, listen.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-            )[0]
-        except socket.gaierror as exc:
-            raise HubConfigError(f"listen {listen}: {exc.strerror}") from None
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(address)
-            except OSError as exc:
-                reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-                raise HubConfigError(f"listen {listen}: {reason}") from None
-
-
 async def serve_quietly(session: Session, options: ServeOptions) -> None:
     """:func:`serve_session`, whose failure is a warning on stderr and nothing more: the
-    command goes on whatever happens to its serving."""
+    command goes on whatever happens to its serving. A session that ends while the web
+    server is imported for its first client is not kept waiting for it."""
     try:
-        # Checked before the import, so that even a short command hears of it.
-        if options.local:
-            private_dir()
-        check_free(options.listen)
-        if not await _import_web_stack(session):
-            return
-        await serve_session(
-            session, listen=options.listen, tokens=options.tokens, local=options.local
+        await _serve_session(
+            session,
+            options.listen,
+            options.tokens,
+            options.local,
+            None,
+            trio.TASK_STATUS_IGNORED,
+            patient=False,
         )
     except Exception as exc:
         reason = single(exc)

@@ -195,3 +195,19 @@ async def test_long_documents_on_the_fast_path_and_a_deep_one_after_them():
     assert [e.type for e in second] == [EventType.STATUS, EventType.ERROR, EventType.JSON]
     assert second[1].data.context == {"line": 3}
     assert processor.counts.as_dict() == {"documents": 4, "typed": 2, "invalid": 0, "unparsed": 1}
+
+
+async def test_a_deep_document_is_refused_wherever_it_stands_in_a_long_batch():
+    # Openers are counted a few dozen texts at a time: the deep one is found in any group,
+    # among texts that are not ASCII, and a text holding a line break is counted whole.
+    wide = '{"note": "caf\u00e9 \u2014 ' + "x" * 600 + '", "list": [[1], [2]]}'
+    deep = '{"a": "\u00e9", "b": ' + "[" * 201 + "]" * 201 + "}"
+    broken_deep = "[" * 101 + "\n" + "[" * 100 + "]" * 201
+    cases = [([wide] * 150 + [deep] + [wide] * 20, 150), ([wide] * 3 + [broken_deep], 3)]
+    for texts, refused_line in cases:
+        processor = JsonLinesProcessor()
+        events = await run(processor, batch(texts))
+        assert len(events) == len(texts)
+        refused = [e.data.context["line"] for e in events if e.type is EventType.ERROR]
+        assert refused == [refused_line]
+        assert processor.counts.unparsed == 1

@@ -16,8 +16,9 @@ from trio_stream.store import (
     chunks,
     open_store,
 )
+from trio_stream.store import sqlite as sqlite_store
 from trio_stream.store.query import read_batches
-from trio_stream.store.sqlite import APPLICATION_ID, SCHEMA_VERSION, SQLiteStore
+from trio_stream.store.sqlite import APPLICATION_ID, PAGE_SIZE, SCHEMA_VERSION, SQLiteStore
 
 from .conftest import lines
 
@@ -44,6 +45,23 @@ async def test_database_is_in_wal_mode_and_marked_as_a_tstream_store(db):
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+async def test_a_new_store_has_large_pages_and_an_older_one_keeps_its_own(tmp_path, monkeypatch):
+    async with open_store(tmp_path / "new.db"):
+        pass
+    page_size = "PRAGMA page_size"
+    assert sqlite3.connect(tmp_path / "new.db").execute(page_size).fetchone()[0] == PAGE_SIZE
+    older = tmp_path / "older.db"
+    with monkeypatch.context() as patched:
+        patched.setattr(sqlite_store, "PAGE_SIZE", 4096)
+        async with open_store(older) as store:
+            await store.create_session(SessionInfo("s"))
+            await store.append("s", lines("s", 0, ["a"]))
+    async with open_store(older) as store:
+        await store.append("s", lines("s", 1, ["b"]))
+        assert [e.data.text for e in await store.read("s")] == ["a", "b"]
+    assert sqlite3.connect(older).execute(page_size).fetchone()[0] == 4096
 
 
 async def test_exact_bytes_and_line_endings_round_trip(db):

@@ -16,7 +16,7 @@ import click
 
 from ..config import RUN_KEYS, ConfigError, ConfigFile, Section, load_config
 from ..events import EventType
-from ..processors import FORMATS
+from ..processors import FORMAT_NAMES
 from ..processors.base import LineTransform, StreamProcessor
 from ..processors.filters import LineFilter, Redactor, TypeFiltered, parse_filter
 from ..processors.patterns import (
@@ -27,8 +27,6 @@ from ..processors.patterns import (
     make_pattern,
     parse_match,
 )
-
-FORMAT_NAMES: Final[tuple[str, ...]] = tuple(FORMATS)
 
 
 @attrs.define
@@ -129,9 +127,13 @@ def _build(section: Section | None, config: ConfigFile | None, options: dict[str
     filters += [parse_filter(f) for f in options.get("filter") or ()]
 
     processors: list[StreamProcessor] = []
-    factory = FORMATS.get(fmt or "text")
-    if factory is not None:
-        processors.append(factory())
+    if fmt not in (None, "text"):
+        # Loaded only when asked for: see trio_stream.processors.
+        from ..processors import FORMATS
+
+        factory = FORMATS[fmt]
+        if factory is not None:
+            processors.append(factory())
     if patterns:
         names = [p.name for p in patterns]
         for name in names:

@@ -15,15 +15,9 @@ store, Hypercorn stops, and the Unix sockets are removed, within a couple of sec
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import logging
-import os
-import socket
-import stat
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 from typing import Final, final
 
 import attrs
@@ -38,15 +32,15 @@ from ..store.retention import retention_task
 from . import patches
 from .app import create_app
 from .broker import Broker
-from .config import HubConfig, HubConfigError, Listen
+from .config import HubConfig, Listen
 from .context import Hub
 from .feeds import StreamPolicy
 from .proxy import TrustedProxies
+from .sockets import Bound, bind, listen_urls
 
 logger = logging.getLogger("trio_stream.hub")
 
 SHUTDOWN_GRACE: Final = 1.5
-BACKLOG: Final = 1024
 
 
 @final
@@ -67,95 +61,7 @@ class ServedHub:
     @property
     def urls(self) -> list[str]:
         """The addresses as URLs (``http+unix://`` for Unix sockets)."""
-        return [
-            f"http+unix://{a.path}" if a.path is not None else f"http://{a}" for a in self.addresses
-        ]
-
-
-def _bind_unix(path: str) -> socket.socket:
-    target = Path(path)
-    parent = target.parent
-    if not parent.exists():
-        parent.mkdir(mode=0o700, parents=True)
-    try:
-        mode = target.lstat().st_mode
-    except FileNotFoundError:
-        pass
-    else:
-        if not stat.S_ISSOCK(mode):
-            raise HubConfigError(f"listen unix:{path}: exists and is not a socket")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(path)
-        except OSError:
-            target.unlink()  # a stale socket left by a hub that died
-        else:
-            raise HubConfigError(f"listen unix:{path}: another server is listening there")
-        finally:
-            probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    # The umask makes the socket 0600 from its creation: no window where others connect.
-    old = os.umask(0o177)
-    try:
-        sock.bind(path)
-    finally:
-        os.umask(old)
-    os.chmod(path, 0o600)
-    return sock
-
-
-def _bind_tcp(listen: Listen) -> tuple[socket.socket, Listen]:
-    try:
-        infos = socket.getaddrinfo(
-            listen.host, listen.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-    except socket.gaierror as exc:
-        raise HubConfigError(f"listen {listen}: {exc.strerror}") from None
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    try:
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-        raise HubConfigError(f"listen {listen}: {reason}") from None
-    return sock, attrs.evolve(listen, port=sock.getsockname()[1])
-
-
-def bind(listens: tuple[Listen, ...]) -> tuple[list[socket.socket], tuple[Listen, ...]]:
-    """Open and listen on every address.
-
-    Raises:
-        HubConfigError: naming the address that could not be bound.
-    """
-    sockets: list[socket.socket] = []
-    bound: list[Listen] = []
-    try:
-        for listen in listens:
-            if listen.path is not None:
-                sock = _bind_unix(listen.path)
-                bound.append(listen)
-            else:
-                sock, real = _bind_tcp(listen)
-                bound.append(real)
-            sockets.append(sock)
-            sock.listen(BACKLOG)
-            sock.setblocking(False)
-    except BaseException:
-        for sock in sockets:
-            sock.close()
-        _unlink(bound)
-        raise
-    return sockets, tuple(bound)
-
-
-def _unlink(bound: list[Listen] | tuple[Listen, ...]) -> None:
-    for listen in bound:
-        if listen.path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(listen.path)
+        return listen_urls(self.addresses)
 
 
 def hypercorn_config(config: HubConfig) -> HypercornConfig:
@@ -182,6 +88,7 @@ async def serve_hub(
     store: Store,
     *,
     policy: StreamPolicy | None = None,
+    bound: Bound | None = None,
     task_status: trio.TaskStatus[ServedHub] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the hub until cancelled or shut down; meant for ``nursery.start``.
@@ -191,18 +98,27 @@ async def serve_hub(
         store: where streams are recorded; the caller opens and closes it.
         policy: how streams are opened and recorded (see :class:`~.feeds.StreamPolicy`;
             default: owned streams, or streams fed by a store several hubs share).
+        bound: sockets bound already to the addresses of ``config.listen``
+            (:func:`~trio_stream.hub.sockets.bind`), which the hub takes over: it closes
+            them, and removes the Unix ones, when it stops. Default: bound here.
         task_status: receives a :class:`ServedHub` once every address accepts.
 
     Raises:
         HubConfigError: for an address that cannot be bound or an exposure without a
             token.
     """
-    config.check_exposure()
-    patches.install()
-    patches.deflate_settings.set(
-        patches.DeflateSettings(config.compression, config.compression_threshold)
-    )
-    sockets, bound = bind(config.listen)
+    try:
+        config.check_exposure()
+        patches.install()
+        patches.deflate_settings.set(
+            patches.DeflateSettings(config.compression, config.compression_threshold)
+        )
+        if bound is None:
+            bound = bind(config.listen)
+    except BaseException:
+        if bound is not None:
+            bound.close()
+        raise
     stop = trio.Event()
     try:
         async with trio.open_nursery() as guard:
@@ -210,10 +126,10 @@ async def serve_hub(
             # The hub runs shielded so that a cancelled caller still gets a graceful,
             # bounded shutdown: close frames out, recorders flushed.
             with trio.CancelScope(shield=True) as serving:
-                await _serve(config, store, policy, sockets, bound, stop, serving, task_status)
+                await _serve(config, store, policy, bound, stop, serving, task_status)
             guard.cancel_scope.cancel()
     finally:
-        _unlink(bound)
+        bound.close()
         logger.info("hub stopped")
 
 
@@ -228,8 +144,7 @@ async def _serve(
     config: HubConfig,
     store: Store,
     policy: StreamPolicy | None,
-    sockets: list[socket.socket],
-    bound: tuple[Listen, ...],
+    bound: Bound,
     stop: trio.Event,
     serving: trio.CancelScope,
     task_status: trio.TaskStatus[ServedHub],
@@ -262,13 +177,13 @@ async def _serve(
                     worker_serve,
                     wrap_app(asgi, hc.wsgi_max_body_size, "asgi"),
                     hc,
-                    sockets=Sockets([], sockets, []),
+                    sockets=Sockets([], bound.sockets, []),
                     shutdown_trigger=stop_server.wait,
                 )
             )
-            for listen in bound:
+            for listen in bound.addresses:
                 logger.info("hub listening on %s", listen)
-            task_status.started(ServedHub(bound, hub, stop.set))
+            task_status.started(ServedHub(bound.addresses, hub, stop.set))
             await stop.wait()
             logger.info("hub shutting down: closing %d clients", broker.connections)
             serving.deadline = trio.current_time() + 3 * SHUTDOWN_GRACE

@@ -9,8 +9,9 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .base import (
     Completion,
@@ -19,22 +20,62 @@ from .base import (
     ReportsSessionDetails,
     StreamProcessor,
 )
-from .claude import ClaudeProfile
 from .filters import REDACTED, LineFilter, Redactor, TypeFilter, TypeFiltered, parse_filter
-from .jsonlines import TYPED_NAMES, JsonLinesProcessor, typed_payload
 from .patterns import NamedPattern, PatternError, PatternMatcher, make_pattern, parse_match
-from .yamlstream import YamlStreamProcessor
 
-FORMATS: Final[dict[str, Callable[[], StreamProcessor] | None]] = {
-    "text": None,
-    "jsonl": JsonLinesProcessor,
-    "yaml": YamlStreamProcessor,
-    "claude": ClaudeProfile,
+if TYPE_CHECKING:
+    from .claude import ClaudeProfile
+    from .jsonlines import TYPED_NAMES, JsonLinesProcessor, typed_payload
+    from .yamlstream import YamlStreamProcessor
+
+    FORMATS: Final[dict[str, Callable[[], StreamProcessor] | None]]
+    """``--format`` names and the processor each adds (``text`` adds none)."""
+
+FORMAT_NAMES: Final[tuple[str, ...]] = ("text", "jsonl", "yaml", "claude")
+"""The ``--format`` names (see :data:`FORMATS`)."""
+
+# The document processors are loaded on first use: a run that reads text does not pay
+# for them (the YAML one imports ruamel.yaml).
+_LAZY: Final = {
+    "ClaudeProfile": "claude",
+    "JsonLinesProcessor": "jsonlines",
+    "TYPED_NAMES": "jsonlines",
+    "typed_payload": "jsonlines",
+    "YamlStreamProcessor": "yamlstream",
 }
-"""``--format`` names and the processor each adds (``text`` adds none)."""
+
+
+def _formats() -> dict[str, Callable[[], StreamProcessor] | None]:
+    from .claude import ClaudeProfile
+    from .jsonlines import JsonLinesProcessor
+    from .yamlstream import YamlStreamProcessor
+
+    return {
+        "text": None,
+        "jsonl": JsonLinesProcessor,
+        "yaml": YamlStreamProcessor,
+        "claude": ClaudeProfile,
+    }
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FORMATS":
+        value: Any = _formats()
+    elif name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "FORMATS",
+    "FORMAT_NAMES",
     "REDACTED",
     "TYPED_NAMES",
     "ClaudeProfile",

@@ -73,37 +73,61 @@ def split(events: Sequence[Event]) -> Iterator[Sequence[Event]]:
 
 
 def _split_runs(events: EventRuns) -> Iterator[EventRuns]:
-    """:func:`split` for runs, without building the events of batches of lines."""
+    """:func:`split` for runs, without building the events of batches of lines.
+
+    The lines a chunk can still take by count are measured in one sum; their running
+    sizes are only worked out when they would reach the size limit (long lines).
+    """
     pieces: list[Sequence[Event]] = []
     count = 0
     size = 0
     for run in events.runs:
-        if isinstance(run, OutputBatch):
-            sizes: Sequence[int] = list(accumulate(map(len, run.lines.texts)))
-        elif isinstance(run, EventBatch):
-            # Only batches of lines hold output events.
-            sizes = range(256, 256 * (len(run) + 1), 256)
-        else:
-            sizes = list(
-                accumulate(len(e.data.text) if type(e.data) is Output else 256 for e in run)
-            )
+        texts = run.lines.texts if isinstance(run, OutputBatch) else None
+        sizes: Sequence[int] | None = None
         start = 0
         while start < len(run):
-            done = sizes[start - 1] if start else 0
-            # Events of this run that fit the chunk: by count, then by text size.
             fit = min(len(run), start + MAX_CHUNK_EVENTS - count)
-            limit = MAX_CHUNK_BYTES - size + done
-            fit = min(fit, max(start + 1, bisect_left(sizes, limit, start, fit) + 1))
+            grown = -1
+            if texts is not None and sizes is None:
+                grown = sum(map(len, texts[start:fit]))
+                if size + grown >= MAX_CHUNK_BYTES:
+                    grown = -1
+            if grown < 0:
+                if sizes is None:
+                    sizes = _running_sizes(run)
+                done = sizes[start - 1] if start else 0
+                # Events of this run that fit the chunk: by count, then by text size.
+                limit = MAX_CHUNK_BYTES - size + done
+                fit = min(fit, max(start + 1, bisect_left(sizes, limit, start, fit) + 1))
+                grown = sizes[fit - 1] - done
             part = run.part(start, fit) if isinstance(run, EventBatch) else run[start:fit]
             pieces.append(part)
             count += fit - start
-            size += sizes[fit - 1] - done
+            size += grown
             start = fit
             if count >= MAX_CHUNK_EVENTS or size >= MAX_CHUNK_BYTES:
                 yield EventRuns(pieces)
                 pieces, count, size = [], 0, 0
     if pieces:
         yield EventRuns(pieces)
+
+
+def _running_sizes(run: Sequence[Event]) -> Sequence[int]:
+    """The sizes :func:`split` counts for the events of ``run``, added up from its first."""
+    if isinstance(run, OutputBatch):
+        return list(accumulate(map(len, run.lines.texts)))
+    if isinstance(run, EventBatch):
+        # Only batches of lines hold output events.
+        return range(256, 256 * (len(run) + 1), 256)
+    return list(accumulate(len(e.data.text) if type(e.data) is Output else 256 for e in run))
+
+
+def span(events: Sequence[Event]) -> tuple[int, int]:
+    """The first and last offsets of ``events`` (not empty), without building the events
+    of runs."""
+    if isinstance(events, EventRuns):
+        return events.first_offset, events.last_offset
+    return events[0].offset, events[-1].offset
 
 
 def stamps(events: Sequence[Event]) -> tuple[float, float]:

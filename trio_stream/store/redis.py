@@ -451,11 +451,11 @@ class RedisStore(SessionPruning):
         ]
         for piece in chunks.split(events):
             oldest, newest = chunks.stamps(piece)
-            piece_last = piece[-1].offset
+            piece_first, piece_last = chunks.span(piece)
             args += [
                 f"{piece_last + 1}-0",
-                piece[0].offset,
-                piece_last - piece[0].offset + 1,
+                piece_first,
+                piece_last - piece_first + 1,
                 repr(oldest),
                 repr(newest),
                 chunks.encode(piece),
