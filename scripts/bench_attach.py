@@ -29,13 +29,13 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import benchhub
 import trio
 
 # The same input as the capture benchmark (run from scripts/, which is on sys.path).
@@ -108,22 +108,8 @@ print(seen, usage.ru_utime + usage.ru_stime)
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def wait_listening(port: int) -> None:
-    with trio.fail_after(60):
-        while True:
-            try:
-                stream = await trio.open_tcp_stream("127.0.0.1", port)
-            except OSError:
-                await trio.sleep(0.05)
-                continue
-            await stream.aclose()
-            return
+free_port = benchhub.free_port
+wait_listening = benchhub.wait_listening
 
 
 async def websocketd_rate(data: Path, count: int, *, raw: bool) -> tuple[float, float]:

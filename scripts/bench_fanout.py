@@ -36,7 +36,6 @@ import math
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -421,9 +420,7 @@ async def start_hub(
 
 async def start_redis(nursery: trio.Nursery, workdir: Path) -> tuple[trio.Process, str]:
     """A redis-server of its own (no persistence) on a free port: its CPU time is measured."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = benchhub.free_port()
     command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
     command += ["--appendonly", "no", "--dir", str(workdir)]
     process: trio.Process = await nursery.start(
@@ -431,15 +428,7 @@ async def start_redis(nursery: trio.Nursery, workdir: Path) -> tuple[trio.Proces
             command, stdout=subprocess.DEVNULL, check=False, task_status=task_status
         )
     )
-    with trio.fail_after(10):
-        while True:
-            try:
-                stream = await trio.open_tcp_stream("127.0.0.1", port)
-            except OSError:
-                await trio.sleep(0.05)
-                continue
-            await stream.aclose()
-            break
+    await benchhub.wait_listening(port, timeout=10)
     return process, f"redis://127.0.0.1:{port}/0"
 
 
