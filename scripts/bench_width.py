@@ -58,6 +58,7 @@ def raise_open_files(wanted: int | None = None) -> int:
 
 async def _subscribers(
     nursery: trio.Nursery,
+    http: httpx.AsyncClient,
     url: str,
     token: str,
     clients: int,
@@ -65,11 +66,14 @@ async def _subscribers(
     websockets: int,
     outputs: list[str],
 ) -> None:
-    """Start the subscriber processes (``bench_fanout``'s role, under our limits)."""
+    """Start the subscriber processes (``bench_fanout``'s role, under our limits) one
+    after the other, each once the clients of the previous ones are subscribed: all at
+    once, their connections overflow the hub's accept queue, and the kernel resets some."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
     script = str(Path(__file__).resolve())
     share = [clients // processes + (i < clients % processes) for i in range(processes)]
     ws_left = websockets
+    started = 0
     for count in share:
         # This process's share of the WebSocket clients, rounded up.
         ws = min(ws_left, -(-count * websockets // clients))
@@ -77,6 +81,16 @@ async def _subscribers(
         command = [sys.executable, script, "--role", "subscribers"]
         command += [host, port, token, str(ws), str(count - ws), "tstream"]
         nursery.start_soon(bench_fanout._collect, command, outputs)
+        started += count
+        await _connected(http, started, 60 + count / 10)
+
+
+async def _connected(http: httpx.AsyncClient, clients: int, timeout: float) -> None:
+    """Wait until the stream has ``clients`` clients (its description counts them: a
+    listing of thousands of clients, asked for again and again, would load the hub)."""
+    with trio.fail_after(timeout):
+        while (await http.get(f"/api/streams/{STREAM}")).json()["clients"] < clients:
+            await trio.sleep(0.5)
 
 
 async def _subscribed(http: httpx.AsyncClient) -> Counter[str]:
@@ -99,7 +113,10 @@ async def run(
     outputs: list[str] = []
     result: dict[str, Any] = {"clients": clients, "rate": rate, "duration": duration}
     async with trio.open_nursery() as nursery:
-        hub, url = await bench_fanout.start_hub(nursery, workdir, token, clients)
+        # Thousands of clients connecting at once wait for their request head to be
+        # read: the hub must neither drop the longest waiting nor time them out.
+        pending = ("--max-pending", str(clients + 10), "--header-timeout", "10m")
+        hub, url = await bench_fanout.start_hub(nursery, workdir, token, clients, None, *pending)
         auth = {"Authorization": f"Bearer {token}"}
         async with httpx.AsyncClient(base_url=url, headers=auth, timeout=120) as http:
             (await http.post("/api/streams", json={"id": STREAM})).raise_for_status()
@@ -108,8 +125,8 @@ async def run(
             async with trio.open_nursery() as runs:
                 started = time.perf_counter()
                 websockets = {"both": clients // 2, "websocket": clients, "sse": 0}[transport]
-                await _subscribers(runs, url, token, clients, processes, websockets, outputs)
-                await bench_fanout.wait_subscribed([http], clients, 60 + clients / 10)
+                await _subscribers(runs, http, url, token, clients, processes, websockets, outputs)
+                await bench_fanout.wait_subscribed([http], clients, 60)
                 result["connect_seconds"] = time.perf_counter() - started
                 result["transports"] = dict(await _subscribed(http))
                 await trio.sleep(settle)
