@@ -401,8 +401,14 @@ def percentile(latency: Counter[int], fraction: float) -> float:
 
 
 async def start_hub(
-    nursery: trio.Nursery, workdir: Path, token: str, clients: int, store: str | None = None
+    nursery: trio.Nursery,
+    workdir: Path,
+    token: str,
+    clients: int,
+    store: str | None = None,
+    *options: str,
 ) -> tuple[trio.Process, str]:
+    """The hub for ``clients`` subscribers, with further ``options`` of ``tstream serve``."""
     return await benchhub.start_hub(
         nursery,
         "--store",
@@ -415,6 +421,7 @@ async def start_hub(
         str(clients + 20),
         "--config",
         str(benchhub.lifted_limits(workdir / "config.yaml", publish=True)),
+        *options,
     )
 
 

@@ -16,7 +16,6 @@ the stream or other clients. It is told the last offset it was sent, so it can r
 from __future__ import annotations
 
 import time
-from collections import deque
 from typing import TYPE_CHECKING, Any, Final, final
 
 import attrs
@@ -86,6 +85,43 @@ class Client:
             connection is dropped.
     """
 
+    # A hub holds thousands of idle clients: slots, not a dict each (about 0.8 KiB).
+    __slots__ = (
+        "_wake",
+        "abort_scope",
+        "bytes_sent",
+        "catching_up",
+        "closed",
+        "commands",
+        "connected_at",
+        "control",
+        "end_reason",
+        "events_sent",
+        "filters",
+        "frames_sent",
+        "heartbeat",
+        "heartbeat_sent",
+        "id",
+        "idle_timeout",
+        "kind",
+        "last_heard",
+        "messages_received",
+        "next_heartbeat",
+        "page",
+        "pending",
+        "pending_count",
+        "position",
+        "protocol",
+        "queue_limit",
+        "queued",
+        "recovered",
+        "remote",
+        "replays",
+        "stream",
+        "subscribed",
+        "write_timeout",
+    )
+
     def __init__(
         self,
         stream: Stream,
@@ -123,8 +159,10 @@ class Client:
         self.pending: list[Batch] = []
         self.pending_count = 0
         self.control: list[Item] = []
-        self.commands: deque[Any] = deque()
-        self.replays: deque[_ReplayJob] = deque()
+        # Lists, not deques: an empty deque holds a block of 64 slots (0.6 KiB), and
+        # these hold a few items at most, mostly none.
+        self.commands: list[Any] = []
+        self.replays: list[_ReplayJob] = []
         self.end_reason: EndReason | None = None
         self.closed = False
         self.events_sent = 0
@@ -249,7 +287,7 @@ class Client:
             items.extend(self.control)
             self.control = []
             while self.commands and self.end_reason is None:
-                items.extend(await self._run_command(self.commands.popleft()))
+                items.extend(await self._run_command(self.commands.pop(0)))
             if self.catching_up is not None:
                 items.extend(await self._catch_up())
             elif self.replays:
@@ -409,7 +447,7 @@ class Client:
             job.remaining -= len(frames)
             finished = finished or job.remaining <= 0
         if finished:
-            self.replays.popleft()
+            self.replays.pop(0)
         return [Deliver([Batch(frames)] if frames else [], cursor, replay=True, done=finished)]
 
     def describe(self) -> dict[str, Any]:

@@ -156,8 +156,7 @@ async def _writer(
         recovered=recovered,
         heartbeat=client.heartbeat,
     )
-    for message in encoding.messages(stream.id, ack):
-        await websocket.send(message.decode())
+    await _send(encoding, stream.id, ack)
     # Events go out as frames shared by every client of the tick, written straight to
     # the connection.
     raw = _raw_sender(h, stream)
@@ -170,15 +169,22 @@ async def _writer(
                     await raw(frame)
                 client.delivered(item, len(frame))
                 continue
-            size = 0
-            for message in encoding.messages(stream.id, item):
-                await websocket.send(message.decode())
-                size += len(message)
-            client.delivered(item, size)
+            client.delivered(item, await _send(encoding, stream.id, item))
             if isinstance(item, Closing):
                 await websocket.close(CLOSE_CODES[item.reason], item.reason.value)
                 return item.reason.value
         items = await client.next_items()
+
+
+async def _send(encoding: Encoding, stream_id: str, item: Item) -> int:
+    """Send ``item``'s messages; return their size. A function of its own so that the
+    messages are not held while the client waits for its next items: orjson's bytes take
+    4 KiB each, however short, and an idle connection would keep its last one."""
+    size = 0
+    for message in encoding.messages(stream_id, item):
+        await websocket.send(message.decode())
+        size += len(message)
+    return size
 
 
 @blueprint.websocket("/api/streams/<stream_id>/publish")
