@@ -68,9 +68,9 @@ from .processors.base import (
 )
 from .processors.filters import Redactor
 from .publisher import Publisher, live_sessions
-from .store.base import SessionInfo, SessionStatus, Store, check_session_id
+from .store.base import SessionInfo, Store, check_session_id
 from .store.recorder import record
-from .store.sessions import status_of
+from .store.sessions import status_for_end, status_of
 from .terminal import TerminalWriter
 
 logger = logging.getLogger(__name__)
@@ -384,7 +384,8 @@ class Session:
         self.log.append([self._started_event()])
         if exc is not None:
             self.log.append([Event(EventType.ERROR, Error(str(exc), code="spawn_failed"))])
-        self.log.append([Event(EventType.SESSION_ENDED, SessionEnded(status))])
+        ended = SessionEnded(status)
+        self.log.append([Event(EventType.SESSION_ENDED, ended)])
         self.log.close()
         store = self.config.store
         if store is not None:
@@ -392,7 +393,7 @@ class Session:
             now = time.time()
             await store.update_session(
                 self.session_id,
-                status=SessionStatus.FAILED,
+                status=status_for_end(ended),
                 exit_status=status,
                 ended=now,
                 last_activity=now,
