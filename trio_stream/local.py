@@ -15,9 +15,9 @@ The hub reads history from the session's own store through :class:`SessionView`,
 answers for that one session and never changes the store; recording is the session's (the
 hub only waits until the session has recorded what its clients may ask the store for).
 
-Serving is the session's guest: it never slows the command (the bridge follows the log
-without flow control and, should it fall behind the log's memory, reads the rest from the
-store) and its failures are its own.
+Serving is the session's guest: it never slows the command (the hub's follower reads the
+log without flow control and, should it fall behind the log's memory, reads the rest from
+the store) and its failures are its own.
 """
 
 from __future__ import annotations
@@ -98,11 +98,8 @@ class SessionView(SessionPruning):
             raise UnknownSessionError(session_id)
 
     async def create_session(self, info: SessionInfo) -> SessionInfo:
-        if info.id != self._id:
-            raise HubError(f"this hub serves session {self._id} only")
-        current = await self._store.get_session(self._id)
-        # The hub's log starts at the session's first offset: the bridge publishes from it.
-        return attrs.evolve(current, status=SessionStatus.RUNNING, last_offset=-1)
+        # The session exists already: the hub only follows it (and refuses to create).
+        raise HubError(f"session {self._id} is created by its run only")
 
     async def get_session(self, session_id: str) -> SessionInfo:
         self._check(session_id)
@@ -252,7 +249,7 @@ async def _serve_session(
         # One stream, followed by a few clients: one that lags (a terminal) lags rather
         # than being cut and resuming from the store.
         client_queue=LOCAL_CLIENT_QUEUE,
-        # The bridge hands over what the session made meanwhile at once: the fan-out's
+        # The follower hands over what the session made meanwhile at once: the fan-out's
         # memory must hold it, or it would cut its clients as having fallen behind.
         history=LOCAL_HISTORY,
     )
