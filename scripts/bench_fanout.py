@@ -527,33 +527,21 @@ async def run_once(
             await process.wait()
         if redis is not None:
             redis.terminate()
-    reports = [json.loads(line) for text in outputs for line in text.splitlines() if line]
-    published = next(r["published"] for r in reports if "published" in r)
-    subscribers = [r for r in reports if "events" in r]
-    latency: Counter[int] = Counter()
-    for report in subscribers:
-        latency.update({int(k): v for k, v in report["latency"]})
+    publisher, subscribers, tallied = tally_reports(outputs, clients)
+    published = publisher["published"]
     received = [n for r in subscribers for n in r["events"]]
     results.update(
+        tallied,
         protocol=protocol,
         clients=clients,
         rate=rate,
         duration=duration,
-        published=published,
-        expected=published * clients,
-        delivered=sum(received),
         complete=sum(1 for n in received if n == published),
-        broken=[b for r in subscribers for b in r["broken"]][:5],
         frames=sum(r["frames"] for r in subscribers),
-        p50=percentile(latency, 0.50),
-        p99=percentile(latency, 0.99),
-        max=max(latency) / BUCKETS_PER_SECOND if latency else math.nan,
         elapsed=elapsed,
         cpu=cpu,
-        client_cpu=sum(r["cpu"] for r in subscribers),
-        publisher_cpu=next(r["cpu"] for r in reports if "published" in r),
-        publisher_lag=next(r["lag"] for r in reports if "published" in r),
-        publish_took=next(r["took"] for r in reports if "published" in r),
+        publisher_lag=publisher["lag"],
+        publish_took=publisher["took"],
         rss_before=rss_before,
         rss_after=rss_after,
         hubs=hubs,
@@ -561,6 +549,32 @@ async def run_once(
         redis_cpu=redis_cpu,
     )
     return results
+
+
+def tally_reports(
+    outputs: list[str], clients: int
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    """The publisher's report, the subscribers' reports, and what they add up to
+    (events published, expected and delivered, broken streams, latency percentiles and the
+    processes' CPU), from the JSON lines the role processes printed."""
+    reports = [json.loads(line) for text in outputs for line in text.splitlines() if line]
+    publisher = next(r for r in reports if "published" in r)
+    subscribers = [r for r in reports if "events" in r]
+    latency: Counter[int] = Counter()
+    for report in subscribers:
+        latency.update({int(k): v for k, v in report["latency"]})
+    tallied = {
+        "published": publisher["published"],
+        "expected": publisher["published"] * clients,
+        "delivered": sum(n for r in subscribers for n in r["events"]),
+        "broken": [b for r in subscribers for b in r["broken"]][:5],
+        "p50": percentile(latency, 0.50),
+        "p99": percentile(latency, 0.99),
+        "max": max(latency) / BUCKETS_PER_SECOND if latency else math.nan,
+        "client_cpu": sum(r["cpu"] for r in subscribers),
+        "publisher_cpu": publisher["cpu"],
+    }
+    return publisher, subscribers, tallied
 
 
 async def _profile(pid: int, duration: float, path: str) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import math
 import os
 import resource
@@ -145,24 +144,7 @@ async def run(
             result["rss_after"] = benchhub.rss_mib(hub.pid)
         hub.send_signal(signal.SIGINT)
         await hub.wait()
-    reports = [json.loads(line) for text in outputs for line in text.splitlines() if line]
-    publisher = next(r for r in reports if "published" in r)
-    subscribers = [r for r in reports if "events" in r]
-    latency: Counter[int] = Counter()
-    for report in subscribers:
-        latency.update({int(k): v for k, v in report["latency"]})
-    received = [n for r in subscribers for n in r["events"]]
-    result.update(
-        published=publisher["published"],
-        expected=publisher["published"] * clients,
-        delivered=sum(received),
-        broken=[b for r in subscribers for b in r["broken"]][:5],
-        p50=bench_fanout.percentile(latency, 0.50),
-        p99=bench_fanout.percentile(latency, 0.99),
-        max=max(latency) / bench_fanout.BUCKETS_PER_SECOND if latency else math.nan,
-        client_cpu=sum(r["cpu"] for r in subscribers),
-        publisher_cpu=publisher["cpu"],
-    )
+    result.update(bench_fanout.tally_reports(outputs, clients)[2])
     return result
 
 
