@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
+import attrs
 import httpx
 import orjson
 import pytest
@@ -20,6 +23,7 @@ from trio_stream.hub.config import HubConfig, Listen
 from trio_stream.hub.server import serve_hub
 from trio_stream.hub.sse import SSEParser
 from trio_stream.store import open_store
+from trio_stream.store.base import Store
 
 from .conftest import output, receive, texts_until_end
 
@@ -57,6 +61,32 @@ async def start_serve(
             seen += chunk
     line = next(x for x in seen.decode().splitlines() if "tstream hub listening on" in x)
     return line.rsplit(" ", 1)[1]
+
+
+@attrs.frozen
+class TwoHubs:
+    """Two hubs on one Redis, each with a store of its own, and an HTTP client of each."""
+
+    store_a: Store
+    a: httpx.AsyncClient
+    b: httpx.AsyncClient
+    ws_b: str  # hub B's base URL for WebSockets
+
+
+@contextlib.asynccontextmanager
+async def two_hubs(url: str, **settings: Any) -> AsyncIterator[TwoHubs]:
+    """Two hubs on the store at ``url``; they shut down before their stores close."""
+    async with open_store(url) as store_a, open_store(url) as store_b:
+        config = HubConfig(listen=(Listen(port=0),), **settings)
+        async with trio.open_nursery() as hubs:
+            hub_a = await hubs.start(serve_hub, config, store_a)
+            hub_b = await hubs.start(serve_hub, config, store_b)
+            async with (
+                httpx.AsyncClient(base_url=hub_a.urls[0], timeout=10) as a,
+                httpx.AsyncClient(base_url=hub_b.urls[0], timeout=10) as b,
+            ):
+                yield TwoHubs(store_a, a, b, hub_b.urls[0].replace("http://", "ws://"))
+            hubs.cancel_scope.cancel()
 
 
 async def test_what_one_hub_records_another_serves_from_any_offset(redis: RedisServer) -> None:
@@ -165,113 +195,99 @@ async def test_a_publish_while_redis_restarts_is_a_503_and_nothing_acknowledged_
 
 
 async def test_two_hubs_publishing_into_one_session_take_turns_in_redis(
-    redis: RedisServer, nursery: trio.Nursery
+    redis: RedisServer,
 ) -> None:
-    async with open_store(redis.url) as store_a, open_store(redis.url) as store_b:
-        config = HubConfig(listen=(Listen(port=0),))
-        hub_a = await nursery.start(serve_hub, config, store_a)
-        hub_b = await nursery.start(serve_hub, config, store_b)
-        async with (
-            httpx.AsyncClient(base_url=hub_a.urls[0], timeout=10) as a,
-            httpx.AsyncClient(base_url=hub_b.urls[0], timeout=10) as b,
-        ):
-            assert (await b.post("/api/streams", json={"id": "s"})).status_code == 201
+    async with two_hubs(redis.url) as hubs:
+        store_a, a, b = hubs.store_a, hubs.a, hubs.b
+        assert (await b.post("/api/streams", json={"id": "s"})).status_code == 201
 
-            async def publish(client: httpx.AsyncClient, name: str) -> list[int]:
-                firsts = []
-                for i in range(20):
-                    batch = [output(f"{name} {i}.{j}") for j in range(5)]
-                    answer = await client.post("/api/streams/s/events", json=batch)
-                    assert answer.status_code == 200, answer.text
-                    firsts.append(answer.json()["firstOffset"])
-                return firsts
+        async def publish(client: httpx.AsyncClient, name: str) -> list[int]:
+            firsts = []
+            for i in range(20):
+                batch = [output(f"{name} {i}.{j}") for j in range(5)]
+                answer = await client.post("/api/streams/s/events", json=batch)
+                assert answer.status_code == 200, answer.text
+                firsts.append(answer.json()["firstOffset"])
+            return firsts
 
-            taken: dict[str, list[int]] = {}
+        taken: dict[str, list[int]] = {}
 
-            async def run(client: httpx.AsyncClient, name: str) -> None:
-                taken[name] = await publish(client, name)
+        async def run(client: httpx.AsyncClient, name: str) -> None:
+            taken[name] = await publish(client, name)
 
-            async with trio.open_nursery() as both:
-                both.start_soon(run, a, "a")
-                both.start_soon(run, b, "b")
-            # Every batch got its own five offsets: none reused, none skipped.
-            starts = sorted(taken["a"] + taken["b"])
-            assert starts == list(range(0, 200, 5))
-            events = await store_a.read("s")
-            assert [e.offset for e in events] == list(range(200))
-            for name in "ab":
-                mine = [e.data.text for e in events if e.data.text.startswith(name)]
-                assert mine == [f"{name} {i}.{j}" for i in range(20) for j in range(5)]
-            # Both hubs serve the same history.
-            for client in (a, b):
-                history = await client.get("/api/streams/s/history", params={"limit": 500})
-                assert [e["offset"] for e in history.json()["events"]] == list(range(200))
-        nursery.cancel_scope.cancel()
+        async with trio.open_nursery() as both:
+            both.start_soon(run, a, "a")
+            both.start_soon(run, b, "b")
+        # Every batch got its own five offsets: none reused, none skipped.
+        starts = sorted(taken["a"] + taken["b"])
+        assert starts == list(range(0, 200, 5))
+        events = await store_a.read("s")
+        assert [e.offset for e in events] == list(range(200))
+        for name in "ab":
+            mine = [e.data.text for e in events if e.data.text.startswith(name)]
+            assert mine == [f"{name} {i}.{j}" for i in range(20) for j in range(5)]
+        # Both hubs serve the same history.
+        for client in (a, b):
+            history = await client.get("/api/streams/s/history", params={"limit": 500})
+            assert [e["offset"] for e in history.json()["events"]] == list(range(200))
 
 
 async def test_what_one_hub_takes_live_reaches_the_clients_of_another(
-    redis: RedisServer, nursery: trio.Nursery
+    redis: RedisServer,
 ) -> None:
-    async with open_store(redis.url) as store_a, open_store(redis.url) as store_b:
-        config = HubConfig(listen=(Listen(port=0),), tick=0.005)
-        hub_a = await nursery.start(serve_hub, config, store_a)
-        hub_b = await nursery.start(serve_hub, config, store_b)
-        async with (
-            httpx.AsyncClient(base_url=hub_a.urls[0], timeout=10) as a,
-            httpx.AsyncClient(base_url=hub_b.urls[0], timeout=10) as b,
-        ):
-            assert (await a.post("/api/streams", json={"id": "s"})).status_code == 201
-            await a.post("/api/streams/s/events", json=[output("before")])
-            ws_b = hub_b.urls[0].replace("http://", "ws://") + "/api/streams/s/ws"
-            sse_messages: list[str] = []
-            sse_open = trio.Event()
+    async with two_hubs(redis.url, tick=0.005) as hubs:
+        a, b = hubs.a, hubs.b
+        assert (await a.post("/api/streams", json={"id": "s"})).status_code == 201
+        await a.post("/api/streams/s/events", json=[output("before")])
+        ws_b = hubs.ws_b + "/api/streams/s/ws"
+        sse_messages: list[str] = []
+        sse_open = trio.Event()
 
-            async def follow_sse() -> None:
-                parser = SSEParser()
-                async with b.stream("GET", "/api/streams/s/sse?lastN=1") as sse:
-                    sse_open.set()
-                    async for chunk in sse.aiter_bytes():
-                        for message in parser.feed(chunk):
-                            event = orjson.loads(message.data) if message.data else {}
-                            if message.event == "stream_event" and event["type"] == "output":
-                                sse_messages.append(event["data"]["text"])
-                            if message.event == "end":
-                                return
+        async def follow_sse() -> None:
+            parser = SSEParser()
+            async with b.stream("GET", "/api/streams/s/sse?lastN=1") as sse:
+                sse_open.set()
+                async for chunk in sse.aiter_bytes():
+                    for message in parser.feed(chunk):
+                        event = orjson.loads(message.data) if message.data else {}
+                        if message.event == "stream_event" and event["type"] == "output":
+                            sse_messages.append(event["data"]["text"])
+                        if message.event == "end":
+                            return
 
-            async with open_websocket_url(ws_b) as ws, trio.open_nursery() as clients:
-                await receive(ws)
-                await ws.send_message(
-                    orjson.dumps({"type": "subscribe", "replayOptions": {"lastN": 1}}).decode()
-                )
-                assert (await receive(ws))["type"] == "subscribed"
-                clients.start_soon(follow_sse)
-                await sse_open.wait()
-                # A long poll on B waits for what A takes next.
-                poll = clients.start_soon
-                polled: list[dict] = []
+        async with open_websocket_url(ws_b) as ws, trio.open_nursery() as clients:
+            await receive(ws)
+            await ws.send_message(
+                orjson.dumps({"type": "subscribe", "replayOptions": {"lastN": 1}}).decode()
+            )
+            assert (await receive(ws))["type"] == "subscribed"
+            clients.start_soon(follow_sse)
+            await sse_open.wait()
+            # A long poll on B waits for what A takes next.
+            poll = clients.start_soon
+            polled: list[dict] = []
 
-                async def long_poll() -> None:
-                    answer = await b.get("/api/streams/s/poll", params={"after": 0, "timeout": 10})
-                    polled.extend(answer.json()["events"])
+            async def long_poll() -> None:
+                answer = await b.get("/api/streams/s/poll", params={"after": 0, "timeout": 10})
+                polled.extend(answer.json()["events"])
 
-                poll(long_poll)
-                for i in range(3):
-                    answer = await a.post("/api/streams/s/events", json=[output(f"live {i}")])
-                    assert answer.status_code == 200
-                await a.post(
-                    "/api/streams/s/events",
-                    json=[{"type": "session_ended", "data": {"exit_status": 0}}],
-                )
-                with trio.fail_after(10):
-                    texts = await texts_until_end(ws)
-            assert texts == ["before", "live 0", "live 1", "live 2", "session_ended"]
-            assert sse_messages == ["before", "live 0", "live 1", "live 2"]
-            assert polled and polled[0]["offset"] == 1
-            # B learns the end from the store: the stream is completed there too.
+            poll(long_poll)
+            for i in range(3):
+                answer = await a.post("/api/streams/s/events", json=[output(f"live {i}")])
+                assert answer.status_code == 200
+            await a.post(
+                "/api/streams/s/events",
+                json=[{"type": "session_ended", "data": {"exit_status": 0}}],
+            )
             with trio.fail_after(10):
-                while (await b.get("/api/streams/s")).json()["status"] != "completed":
-                    await trio.sleep(0.05)
-        nursery.cancel_scope.cancel()
+                texts = await texts_until_end(ws)
+        assert texts == ["before", "live 0", "live 1", "live 2", "session_ended"]
+        assert sse_messages == ["before", "live 0", "live 1", "live 2"]
+        assert polled and polled[0]["offset"] == 1
+        # B learns the end from the store: the stream is completed there too.
+        with trio.fail_after(10):
+            while (await b.get("/api/streams/s")).json()["status"] != "completed":
+                await trio.sleep(0.05)
 
 
 async def test_a_run_publishing_to_a_hub_killed_mid_stream_resumes_on_the_next(
@@ -359,31 +375,25 @@ async def test_a_run_publishing_to_a_hub_killed_mid_stream_resumes_on_the_next(
         nursery.cancel_scope.cancel()
 
 
-async def test_hubs_on_a_redis_cluster_fan_out_live_between_them(
-    tmp_path: Path, nursery: trio.Nursery
-) -> None:
+async def test_hubs_on_a_redis_cluster_fan_out_live_between_them(tmp_path: Path) -> None:
     with redis_cluster(tmp_path / "cluster") as servers:
         url = "redis+cluster://" + ",".join(f"127.0.0.1:{s.port}" for s in servers[:2])
-        async with open_store(url) as store_a, open_store(url) as store_b:
-            config = HubConfig(listen=(Listen(port=0),), tick=0.005)
-            hub_a = await nursery.start(serve_hub, config, store_a)
-            hub_b = await nursery.start(serve_hub, config, store_b)
-            async with httpx.AsyncClient(base_url=hub_a.urls[0], timeout=10) as a:
-                # Several sessions, so that they spread over the masters.
-                sids = [f"s{i}" for i in range(6)]
-                for sid in sids:
-                    assert (await a.post("/api/streams", json={"id": sid})).status_code == 201
-                base_b = hub_b.urls[0].replace("http://", "ws://")
-                for sid in sids:
-                    async with open_websocket_url(f"{base_b}/api/streams/{sid}/ws") as ws:
-                        await receive(ws)
-                        await ws.send_message(orjson.dumps({"type": "subscribe"}).decode())
-                        assert (await receive(ws))["type"] == "subscribed"
-                        events = [output(f"{sid} {i}") for i in range(3)]
-                        events.append({"type": "session_ended", "data": {"exit_status": 0}})
-                        answer = await a.post(f"/api/streams/{sid}/events", json=events)
-                        assert answer.status_code == 200
-                        with trio.fail_after(10):
-                            texts = await texts_until_end(ws)
-                        assert texts == [f"{sid} 0", f"{sid} 1", f"{sid} 2", "session_ended"]
-            nursery.cancel_scope.cancel()
+        async with two_hubs(url, tick=0.005) as hubs:
+            a = hubs.a
+            # Several sessions, so that they spread over the masters.
+            sids = [f"s{i}" for i in range(6)]
+            for sid in sids:
+                assert (await a.post("/api/streams", json={"id": sid})).status_code == 201
+            base_b = hubs.ws_b
+            for sid in sids:
+                async with open_websocket_url(f"{base_b}/api/streams/{sid}/ws") as ws:
+                    await receive(ws)
+                    await ws.send_message(orjson.dumps({"type": "subscribe"}).decode())
+                    assert (await receive(ws))["type"] == "subscribed"
+                    events = [output(f"{sid} {i}") for i in range(3)]
+                    events.append({"type": "session_ended", "data": {"exit_status": 0}})
+                    answer = await a.post(f"/api/streams/{sid}/events", json=events)
+                    assert answer.status_code == 200
+                    with trio.fail_after(10):
+                        texts = await texts_until_end(ws)
+                    assert texts == [f"{sid} 0", f"{sid} 1", f"{sid} 2", "session_ended"]
