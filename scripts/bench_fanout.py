@@ -2,7 +2,7 @@
 
 Starts ``tstream serve`` (SQLite store, a token, so auth is on) as its own process, creates
 one stream, connects N subscribers (half WebSocket, half SSE) spread over several
-subscriber processes, each running many clients under trio, and then a publisher process
+subscriber processes, each reading its clients with one ``epoll`` loop, and then a publisher process
 that publishes R events/s through the hub's publishing WebSocket
 (:func:`trio_stream.client.open_publisher`, one message per tick with the events due,
 two messages awaiting their ack at most) for S seconds and ends the stream. Every
@@ -35,7 +35,9 @@ import json
 import math
 import os
 import secrets
+import selectors
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -64,6 +66,11 @@ PUBLISH_TICK: Final = 0.002
 # only queue messages at the hub when it is the slower side (8 doubled p99 at R=10,000).
 WINDOW: Final = 2
 EVENT_ROOM: Final = 256
+# A subscriber process gives up after this long without a byte on any connection.
+SUBSCRIBER_SILENCE: Final = 120.0
+# Reads of at most 64 KiB: CPython allocates the whole size for each recv, and a larger
+# allocation is an mmap and munmap per read, which cost more than the read itself.
+RECV_SIZE: Final = 1 << 16
 
 
 def _client_frame(payload: bytes) -> bytes:
@@ -147,94 +154,130 @@ def _offsets(data: bytes, key: bytes, end: bytes) -> tuple[int, int]:
 # -- the subscriber processes ----------------------------------------------------------
 
 
-async def _http_head(stream: trio.SocketStream, request: str) -> bytes | None:
-    """Send ``request``; return what followed the response headers (None: refused)."""
-    await stream.send_all(request.encode())
-    buffer = b""
-    while b"\r\n\r\n" not in buffer:
-        chunk = await stream.receive_some(1 << 16)
-        if not chunk:
-            return None
-        buffer += chunk
-    head, rest = buffer.split(b"\r\n\r\n", 1)
-    if not head.startswith((b"HTTP/1.1 101", b"HTTP/1.1 200")):
-        return None
-    return rest
-
-
-async def ws_client(host: str, port: int, token: str, tally: Tally) -> None:
-    """One WebSocket subscriber: the handshake by hand, then frames parsed from bytes
-    (the hub's frames are unmasked and never fragmented; no deflate is offered). The
-    design's messages (one per event) that arrived together are counted together."""
-    stream = await trio.open_tcp_stream(host, port)
-    key = base64.b64encode(os.urandom(16)).decode()
-    design = tally.design
+def _request(kind: str, host: str, port: int, token: str, design: bool) -> bytes:
     query = f"&protocol={DESIGN}" if design else ""
-    request = (
-        f"GET /api/streams/{STREAM}/ws?after=-1&eventTypes=output{query} HTTP/1.1\r\n"
+    if kind == "ws":
+        key = base64.b64encode(os.urandom(16)).decode()
+        return (
+            f"GET /api/streams/{STREAM}/ws?after=-1&eventTypes=output{query} HTTP/1.1\r\n"
+            f"Host: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
+            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    return (
+        f"GET /api/streams/{STREAM}/sse?lastEventId=-1&eventTypes=output{query} HTTP/1.1\r\n"
         f"Host: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
-        f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n"
-    )
-    buffer = await _http_head(stream, request)
-    if buffer is None:
-        tally.broken = "WebSocket handshake refused"
-        return
-    while True:
-        now = time.time()
+        "Accept: text/event-stream\r\n\r\n"
+    ).encode()
+
+
+class Finished(Exception):
+    """The connection is done with (its end arrived, or it broke: see the tally)."""
+
+
+class Subscriber:
+    """One subscriber's parser: the response head, then WebSocket frames or SSE events,
+    scanned from the bytes as they come. :meth:`feed` returns what to send back (a ping
+    after a heartbeat) and raises :class:`Finished` at the end."""
+
+    def __init__(self, kind: str, tally: Tally) -> None:
+        self.kind = kind
+        self.tally = tally
+        self.buffer = b""
+        self.head = True
+
+    def feed(self, chunk: bytes, now: float) -> bytes:
+        tally = self.tally
+        if not chunk:
+            ending = "an end frame" if self.kind == "ws" else "an end event"
+            tally.broken = tally.broken or f"connection closed without {ending}"
+            raise Finished
+        self.buffer += chunk
+        if self.head:
+            if b"\r\n\r\n" not in self.buffer:
+                return b""
+            head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+            if not head.startswith((b"HTTP/1.1 101", b"HTTP/1.1 200")):
+                tally.broken = f"{self.kind} request refused: {head[:60]!r}"
+                raise Finished
+            self.head = False
+        return self._frames(now) if self.kind == "ws" else self._events(now)
+
+    def _frames(self, now: float) -> bytes:
+        # The hub's frames are unmasked and never fragmented; no deflate is offered. The
+        # design's messages (one per event) that arrived together are counted together.
+        tally = self.tally
+        design = tally.design
+        buffer = self.buffer
+        reply = b""
         # Frames are read at a moving position: slicing the rest of the buffer off after
         # each frame would copy it once per frame.
         at = 0
         end = len(buffer)
         # The design's event messages in a row: counted together, without a slice each.
         run: list[int] = []
-        while end - at >= 2:
-            size = buffer[at + 1] & 0x7F
-            start = at + 2
-            if size == 126:
-                size, start = int.from_bytes(buffer[at + 2 : at + 4], "big"), at + 4
-            elif size == 127:
-                size, start = int.from_bytes(buffer[at + 2 : at + 10], "big"), at + 10
-            if end < start + size:
-                break
-            opcode = buffer[at] & 0x0F
-            if design and opcode == 0x1 and buffer.startswith(b'{"type":"event"', start):
-                if not run:
-                    run.append(at)
-                run.append(start + size)
+        try:
+            while end - at >= 2:
+                size = buffer[at + 1] & 0x7F
+                start = at + 2
+                if size == 126:
+                    size, start = int.from_bytes(buffer[at + 2 : at + 4], "big"), at + 4
+                elif size == 127:
+                    size, start = int.from_bytes(buffer[at + 2 : at + 10], "big"), at + 10
+                if end < start + size:
+                    break
+                opcode = buffer[at] & 0x0F
+                if design and opcode == 0x1 and buffer.startswith(b'{"type":"event"', start):
+                    if not run:
+                        run.append(at)
+                    run.append(start + size)
+                    at = start + size
+                    continue
+                _count(tally, buffer, run, now)
+                payload = buffer[start : start + size]
                 at = start + size
-                continue
+                if opcode == 0x8:
+                    if design and payload.startswith(b"\x03\xe8stream_ended"):
+                        # The design has no end message: the stream's end is the close.
+                        raise Finished
+                    tally.broken = tally.broken or f"closed {payload[:2].hex()} {payload[2:]!r}"
+                    raise Finished
+                if opcode != 0x1:
+                    continue
+                if payload.startswith(b'{"type":"event"'):
+                    first, last = _offsets(payload, b'"offset":', b",")
+                    stamps = stamp_counts(payload)
+                    tally.frame(stamps.total(), first, last, stamps, now)
+                elif payload.startswith((b'{"type":"heartbeat"', b'{"type":"pong"')):
+                    # The hub drops a WebSocket client that stays silent after a heartbeat.
+                    reply = PING
+                elif payload.startswith(b'{"type":"end"'):
+                    raise Finished
+                elif payload.startswith(b'{"type":"error"'):
+                    tally.broken = tally.broken or payload.decode()
+        finally:
             _count(tally, buffer, run, now)
-            payload = buffer[start : start + size]
-            at = start + size
-            if opcode == 0x8:
-                if design and payload.startswith(b"\x03\xe8stream_ended"):
-                    # The design has no end message: the stream's end is the close.
-                    await stream.aclose()
-                    return
-                tally.broken = tally.broken or f"closed {payload[:2].hex()} {payload[2:]!r}"
-                return
-            if opcode != 0x1:
-                continue
-            if payload.startswith(b'{"type":"event"'):
-                first, last = _offsets(payload, b'"offset":', b",")
-                stamps = stamp_counts(payload)
-                tally.frame(stamps.total(), first, last, stamps, now)
-            elif payload.startswith((b'{"type":"heartbeat"', b'{"type":"pong"')):
-                # The hub drops a WebSocket client that stays silent after a heartbeat.
-                await stream.send_all(PING)
-            elif payload.startswith(b'{"type":"end"'):
-                await stream.aclose()
-                return
-            elif payload.startswith(b'{"type":"error"'):
-                tally.broken = tally.broken or payload.decode()
-        _count(tally, buffer, run, now)
-        buffer = buffer[at:]
-        chunk = await stream.receive_some(1 << 18)
-        if not chunk:
-            tally.broken = tally.broken or "connection closed without an end frame"
-            return
-        buffer += chunk
+            self.buffer = buffer[at:]
+        return reply
+
+    def _events(self, now: float) -> bytes:
+        # Only whole SSE events are scanned (the chunked framing sits between them).
+        tally = self.tally
+        design = tally.design
+        cut = self.buffer.rfind(b"\n\n")
+        if cut < 0:
+            return b""
+        done, self.buffer = self.buffer[: cut + 2], self.buffer[cut + 2 :]
+        count = done.count(b"\nevent: stream_event\n")
+        if count:
+            first, last = _offsets(done, b"id: ", b"\n")
+            tally.frame(count, first, last, stamp_counts(done, design), now)
+        if b"event: end\n" in done or (design and b'"code":"STREAM_ENDED"' in done):
+            raise Finished
+        if b"event: error\n" in done:
+            tally.broken = tally.broken or done.decode(errors="replace")[-300:]
+            raise Finished
+        return b""
 
 
 def _count(tally: Tally, buffer: bytes, run: list[int], now: float) -> None:
@@ -248,54 +291,51 @@ def _count(tally: Tally, buffer: bytes, run: list[int], now: float) -> None:
         run.clear()
 
 
-async def sse_client(host: str, port: int, token: str, tally: Tally) -> None:
-    """One SSE subscriber: a plain HTTP/1.1 request, the body scanned as it comes."""
-    stream = await trio.open_tcp_stream(host, port)
-    design = tally.design
-    query = f"&protocol={DESIGN}" if design else ""
-    request = (
-        f"GET /api/streams/{STREAM}/sse?lastEventId=-1&eventTypes=output{query} HTTP/1.1\r\n"
-        f"Host: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
-        "Accept: text/event-stream\r\n\r\n"
-    )
-    buffer = await _http_head(stream, request)
-    if buffer is None:
-        tally.broken = "SSE request refused"
-        return
-    while True:
-        # Only whole SSE events are scanned (the chunked framing sits between them).
-        cut = buffer.rfind(b"\n\n")
-        if cut >= 0:
-            now = time.time()
-            done, buffer = buffer[: cut + 2], buffer[cut + 2 :]
-            count = done.count(b"\nevent: stream_event\n")
-            if count:
-                first, last = _offsets(done, b"id: ", b"\n")
-                tally.frame(count, first, last, stamp_counts(done, design), now)
-            if b"event: end\n" in done or (design and b'"code":"STREAM_ENDED"' in done):
-                await stream.aclose()
-                return
-            if b"event: error\n" in done:
-                tally.broken = tally.broken or done.decode(errors="replace")[-300:]
-                return
-        chunk = await stream.receive_some(1 << 18)
-        if not chunk:
-            tally.broken = tally.broken or "connection closed without an end event"
-            return
-        buffer += chunk
-
-
-async def run_subscribers(
-    host: str, port: int, token: str, ws: int, sse: int, design: bool
+def run_subscribers(
+    host: str, port: int, token: str, ws: int, sse: int, design: bool, hub: int = 0
 ) -> None:
+    """The subscribers of one process, read with one ``epoll`` loop.
+
+    A plain readiness loop, not trio: the subscriber processes share the machine's cores
+    with the hub, and an event loop's own cost per wake-up (thousands a second) would be
+    taken from the hub being measured.
+    """
     tallies = [Tally(design) for _ in range(ws + sse)]
-    async with trio.open_nursery() as nursery:
-        for index, tally in enumerate(tallies):
-            client = ws_client if index < ws else sse_client
-            nursery.start_soon(client, host, port, token, tally)
-            if index % 50 == 49:
-                # Connect in waves so the hub's accept queue never overflows.
-                await trio.sleep(0.05)
+    selector = selectors.DefaultSelector()
+    for index, tally in enumerate(tallies):
+        kind = "ws" if index < ws else "sse"
+        sock = socket.create_connection((host, port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(_request(kind, host, port, token, design))
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ, Subscriber(kind, tally))
+        if index % 50 == 49:
+            # Connect in waves so the hub's accept queue never overflows.
+            time.sleep(0.05)
+    open_connections = len(tallies)
+    while open_connections:
+        ready = selector.select(timeout=SUBSCRIBER_SILENCE)
+        if not ready:
+            for key in selector.get_map().values():
+                key.data.tally.broken = key.data.tally.broken or "nothing came for a long time"
+            break
+        for key, _ in ready:
+            sock, subscriber = key.fileobj, key.data
+            try:
+                chunk = sock.recv(RECV_SIZE)  # type: ignore[union-attr]
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                chunk = b""
+                subscriber.tally.broken = subscriber.tally.broken or f"read failed: {exc}"
+            try:
+                reply = subscriber.feed(chunk, time.time())
+                if reply:
+                    sock.sendall(reply)  # type: ignore[union-attr]
+            except (Finished, OSError):
+                selector.unregister(sock)
+                sock.close()  # type: ignore[union-attr]
+                open_connections -= 1
     latency: Counter[int] = Counter()
     for tally in tallies:
         latency.update(tally.latency)
@@ -305,6 +345,7 @@ async def run_subscribers(
         "broken": [t.broken for t in tallies if t.broken][:5],
         "latency": list(latency.items()),
         "cpu": time.process_time(),
+        "hub": hub,
     }
     sys.stdout.write(json.dumps(report) + "\n")
 
@@ -503,6 +544,7 @@ async def run_once(
                     host, port = sub_url.removeprefix("http://").rsplit(":", 1)
                     command = [sys.executable, script, "--role", "subscribers"]
                     command += [host, port, token, str(ws), str(count - ws), protocol]
+                    command.append(str(index % hubs))
                     runs.start_soon(_collect, command, outputs)
                 await wait_subscribed(https, clients, 60 + clients / 10)
                 pids = [h.pid for h, _ in started_hubs]
@@ -561,8 +603,11 @@ def tally_reports(
     publisher = next(r for r in reports if "published" in r)
     subscribers = [r for r in reports if "events" in r]
     latency: Counter[int] = Counter()
+    by_hub: dict[int, Counter[int]] = {}
     for report in subscribers:
-        latency.update({int(k): v for k, v in report["latency"]})
+        counts = {int(k): v for k, v in report["latency"]}
+        latency.update(counts)
+        by_hub.setdefault(report.get("hub", 0), Counter()).update(counts)
     tallied = {
         "published": publisher["published"],
         "expected": publisher["published"] * clients,
@@ -573,6 +618,10 @@ def tally_reports(
         "max": max(latency) / BUCKETS_PER_SECOND if latency else math.nan,
         "client_cpu": sum(r["cpu"] for r in subscribers),
         "publisher_cpu": publisher["cpu"],
+        "by_hub": {
+            hub: (percentile(counts, 0.50), percentile(counts, 0.99))
+            for hub, counts in sorted(by_hub.items())
+        },
     }
     return publisher, subscribers, tallied
 
@@ -622,6 +671,13 @@ def show(result: dict[str, Any], bar: float | None = None) -> bool:
         f"  latency     p50 {result['p50'] * 1000:.1f} ms, p99 {result['p99'] * 1000:.1f} ms, "
         f"max {result['max'] * 1000:.1f} ms{verdict}"
     )
+    if len(result["by_hub"]) > 1:
+        parts = [
+            f"hub {hub + 1}{' (publisher)' if hub == 0 else ''} p50 {p50 * 1000:.1f} ms, "
+            f"p99 {p99 * 1000:.1f} ms"
+            for hub, (p50, p99) in result["by_hub"].items()
+        ]
+        print(f"  by hub      {'; '.join(parts)}")
     per_client = result["frames"] / max(1, result["clients"]) / max(result["elapsed"], 1e-9)
     print(
         f"  frames      {per_client:.0f} per client per second "
@@ -647,9 +703,9 @@ def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--role":
         role, args = sys.argv[2], sys.argv[3:]
         if role == "subscribers":
-            host, port, token, ws, sse, protocol = args
+            host, port, token, ws, sse, protocol, *hub = args
             design = protocol == DESIGN
-            trio.run(run_subscribers, host, int(port), token, int(ws), int(sse), design)
+            run_subscribers(host, int(port), token, int(ws), int(sse), design, int(*hub or [0]))
         else:
             url, token, rate, duration = args
             trio.run(run_publisher, url, token, float(rate), float(duration))

@@ -16,6 +16,7 @@ the stream or other clients. It is told the last offset it was sent, so it can r
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import TYPE_CHECKING, Any, Final, final
 
 import attrs
@@ -48,9 +49,14 @@ from .protocol import (
 from .protocol import Pong as ClientPong
 
 if TYPE_CHECKING:
+    from .encodings import Encoding
     from .streams import Stream
+    from .wire import RawWriter
 
 MAX_COMMANDS: Final = 64
+# Frames the fan-out wrote itself (:meth:`Client.express`): "whole", "part" (the rest left
+# to the writer task), "left" (nothing written: the writer task sends it).
+express_writes: Final[Counter[str]] = Counter()
 PAGE: Final = 1000
 
 
@@ -97,6 +103,8 @@ class Client:
         "control",
         "end_reason",
         "events_sent",
+        "express_encoding",
+        "express_writer",
         "filters",
         "frames_sent",
         "heartbeat",
@@ -108,6 +116,7 @@ class Client:
         "messages_received",
         "next_heartbeat",
         "page",
+        "parked",
         "pending",
         "pending_count",
         "position",
@@ -119,6 +128,7 @@ class Client:
         "replays",
         "stream",
         "subscribed",
+        "unsent",
         "write_timeout",
     )
 
@@ -174,6 +184,31 @@ class Client:
         self.next_heartbeat = trio.current_time() + heartbeat
         self.heartbeat_sent: float | None = None
         self._wake = trio.Event()
+        # Set by :meth:`express`; ``parked`` while its writer sleeps in :meth:`next_items`
+        # with nothing to do, ``unsent`` the rest of a frame the fan-out began to write.
+        self.express_writer: RawWriter | None = None
+        self.express_encoding: Encoding | None = None
+        self.parked = False
+        self.unsent = b""
+
+    def express(self, writer: RawWriter, encoding: Encoding) -> None:
+        """Let the stream's fan-out write this client's live events itself.
+
+        While the transport's writer task sleeps with nothing else to send, a tick's frame
+        (the bytes every client of ``encoding`` shares) goes straight from
+        :meth:`offer` to the connection with ``writer.write_now``, and the writer task is
+        not woken at all: with thousands of clients, waking one task per client per tick
+        is most of the fan-out's cost. Whatever cannot be written at once is left to the
+        writer task as before (the whole frame, or :attr:`unsent`, the rest of it, which
+        it sends before anything else).
+        """
+        self.express_writer = writer
+        self.express_encoding = encoding
+
+    def take_unsent(self) -> bytes:
+        """The rest of a frame the fan-out began to write (to be sent first)."""
+        rest, self.unsent = self.unsent, b""
+        return rest
 
     # -- called by the stream's fan-out and the broker (synchronous) --------------------
 
@@ -192,7 +227,41 @@ class Client:
                     self.end(EndReason.SLOW_CONSUMER)
                     return
             self.queued = batch.last
+        if self.parked and self._write_now():
+            return
         self._wake.set()
+
+    def _write_now(self) -> bool:
+        """Write the pending events from the fan-out, if the writer task has nothing else
+        to send before them; whether they are all on the wire (else it is woken)."""
+        writer, encoding = self.express_writer, self.express_encoding
+        if (
+            writer is None
+            or encoding is None
+            or not self.pending
+            or self.unsent
+            or self.control
+            or self.commands
+            or self.replays
+            or self.catching_up is not None
+            or self.end_reason is not None
+        ):
+            return False
+        item = Deliver(self.pending, self.queued)
+        frame = encoding.wire(self.stream.id, item)
+        written = writer.write_now(frame)
+        if written < 0 or (written == 0 and frame):
+            express_writes["left"] += 1
+            return False
+        self.pending = []
+        self.pending_count = 0
+        self.delivered(item, len(frame))
+        if written < len(frame):
+            express_writes["part"] += 1
+            self.unsent = frame[written:]
+            return False
+        express_writes["whole"] += 1
+        return True
 
     def end(self, reason: EndReason) -> None:
         """Close this client for ``reason`` (the first reason wins).
@@ -322,7 +391,7 @@ class Client:
                 and not held
             ):
                 return self._closing(items)
-            if items:
+            if items or self.unsent:
                 return items
             self._wake = trio.Event()
             if (
@@ -335,7 +404,11 @@ class Client:
                 continue
             # Woken by new items, or by the alarm at the next heartbeat or idle limit.
             self.stream.broker.alarms.set(self, self._deadline())
-            await self._wake.wait()
+            self.parked = True
+            try:
+                await self._wake.wait()
+            finally:
+                self.parked = False
 
     def _closing(self, items: list[Item]) -> list[Item]:
         assert self.end_reason is not None

@@ -101,6 +101,28 @@ class Encoding(abc.ABC):
         """Payloads as the bytes written to the connection (nothing for none)."""
 
 
+# The events of one WebSocket message, at most (unless one part alone is larger): a reader
+# that fell behind gets the ticks it missed in several messages, not one that outgrows
+# what clients take (1 MiB is the default of common WebSocket libraries).
+MESSAGE_PARTS_BYTES: Final = 512 * 1024
+
+
+def split_parts(parts: list[bytes]) -> list[tuple[list[bytes], bool]]:
+    """``parts`` (serialized events or runs) in groups of at most
+    :data:`MESSAGE_PARTS_BYTES` each, every group with whether it is the last."""
+    groups: list[list[bytes]] = []
+    current: list[bytes] = []
+    size = 0
+    for part in parts:
+        if current and size + len(part) > MESSAGE_PARTS_BYTES:
+            groups.append(current)
+            current, size = [], 0
+        current.append(part)
+        size += len(part)
+    groups.append(current)
+    return [(group, index == len(groups) - 1) for index, group in enumerate(groups)]
+
+
 class WebSocketEncoding(Encoding):
     """An encoding whose payloads are WebSocket text messages."""
 
@@ -128,8 +150,11 @@ class NativeWebSocket(WebSocketEncoding):
     protocol = NATIVE_PROTOCOL
 
     def events(self, stream_id: str, item: Deliver) -> list[bytes]:
-        joined = (b.json() for b in item.batches)
-        return [events_frame(stream_id, joined, replay=item.replay, done=item.done)]
+        groups = split_parts([b.json() for b in item.batches])
+        return [
+            events_frame(stream_id, group, replay=item.replay, done=item.done and last)
+            for group, last in groups
+        ]
 
     def control(self, stream_id: str, item: Item) -> list[bytes]:
         return [native_message(stream_id, item)]
@@ -295,7 +320,10 @@ class ColumnsWebSocket(WebSocketEncoding):
 
     def events(self, stream_id: str, item: Deliver) -> list[bytes]:
         runs = [run for b in item.batches for run in b.cached(ColumnsWebSocket, b.column_runs)]
-        return [runs_frame(stream_id, runs, replay=item.replay, done=item.done)]
+        return [
+            runs_frame(stream_id, group, replay=item.replay, done=item.done and last)
+            for group, last in split_parts(runs)
+        ]
 
     def control(self, stream_id: str, item: Item) -> list[bytes]:
         return [native_message(stream_id, item)]

@@ -223,6 +223,9 @@ class StoreFeed:
     def __init__(self, store: Any) -> None:
         self.store = store
         self._wake: dict[str, trio.Event] = {}
+        # The log each follower fills: a notification of what a log holds already (the
+        # hub's own publish, placed into it at once) wakes nobody.
+        self._logs: dict[str, SessionLog] = {}
 
     async def run(self) -> None:
         """Wake the followers the store's notifications concern (a task of the hub). It
@@ -230,8 +233,11 @@ class StoreFeed:
         listens anew, until the store is closed."""
         while not getattr(self.store, "closed", False):
             try:
-                async for session_id, _last in self.store.appends():
+                async for session_id, last in self.store.appends():
                     if session_id:
+                        log = self._logs.get(session_id)
+                        if log is not None and last <= log.last_offset:
+                            continue
                         event = self._wake.pop(session_id, None)
                         if event is not None:
                             event.set()
@@ -251,9 +257,20 @@ class StoreFeed:
 
     async def follow(self, log: SessionLog) -> AsyncIterator[EventRuns]:
         stream_id = log.session_id
+        self._logs[stream_id] = log
+        try:
+            async for runs in self._follow(log):
+                yield runs
+        finally:
+            if self._logs.get(stream_id) is log:
+                del self._logs[stream_id]
+
+    async def _follow(self, log: SessionLog) -> AsyncIterator[EventRuns]:
+        stream_id = log.session_id
         backoff = 0.05
         while not log.closed and log.ended is None:
-            # Registered before reading: an append noted meanwhile is not missed.
+            # Registered before reading: an append noted meanwhile sets it, and the wait
+            # below then returns at once.
             wake = self._wake.setdefault(stream_id, trio.Event())
             after = log.last_offset
             try:
@@ -268,7 +285,9 @@ class StoreFeed:
             backoff = 0.05
             if len(rows):
                 yield EventRuns([rows])
-                continue
+                if len(rows) >= FEED_PAGE:
+                    continue  # more may be stored than one page held
+            # One read per notification: what was appended since is told by another.
             with trio.move_on_after(FEED_POLL):
                 await wake.wait()
 

@@ -225,8 +225,12 @@ async def _body(
         first = await client.subscribe(options, filters)
         if data := frame_items(first, encoding):
             yield data
+        if raw is not None:
+            client.express(raw, encoding)
         while True:
             items = await client.next_items()
+            if client.unsent:
+                await raw.send_rest(client.take_unsent())  # type: ignore[union-attr]
             if raw is not None and len(items) == 1 and isinstance(items[0], Deliver):
                 # The common case, a tick's events alone: one chunk shared by every
                 # client, written straight to the connection.

@@ -40,7 +40,7 @@ from .protocol import (
 )
 from .sse import check_replay
 from .streams import Stream
-from .wire import RawSend, websocket_raw_send, ws_frame
+from .wire import RawWriter, websocket_raw_send, ws_frame
 
 logger = logging.getLogger("trio_stream.hub")
 blueprint = Blueprint("websocket", __name__)
@@ -55,7 +55,7 @@ CLOSE_CODES = {
 }
 
 
-def _raw_sender(h: Hub, stream: Stream | None = None) -> RawSend | None:
+def _raw_sender(h: Hub, stream: Stream | None = None) -> RawWriter | None:
     """The writer of whole frames for this connection, unless its client may have
     negotiated permessage-deflate (then wsproto compresses each message)."""
     offered = websocket.headers.get("Sec-WebSocket-Extensions", "")
@@ -160,8 +160,12 @@ async def _writer(
     # Events go out as frames shared by every client of the tick, written straight to
     # the connection.
     raw = _raw_sender(h, stream)
+    if raw is not None:
+        client.express(raw, encoding)
     items = first
     while True:
+        if client.unsent:
+            await raw.send_rest(client.take_unsent())  # type: ignore[union-attr]
         for item in items:
             if raw is not None and isinstance(item, Deliver):
                 frame = encoding.wire(stream.id, item)

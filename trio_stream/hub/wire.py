@@ -28,7 +28,7 @@ import contextvars
 import os
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, TypeAlias, final
 
 import trio
 from hypercorn.events import RawData
@@ -54,9 +54,8 @@ def _enabled_by_environment() -> bool:
 fast_path: dict[str, bool] = {"enabled": _enabled_by_environment()}
 
 
-def _counted(transport: str, send: RawSend | None) -> RawSend | None:
-    paths_taken[transport, "layers" if send is None else "fast"] += 1
-    return send
+def _counted(transport: str, writer: RawWriter | None) -> None:
+    paths_taken[transport, "layers" if writer is None else "fast"] += 1
 
 
 # The ASGI ``send`` of the HTTP request being handled, for SSE responses (the route's
@@ -102,7 +101,90 @@ def sse_retry(milliseconds: int) -> bytes:
     return b"retry: %d\n\n" % milliseconds
 
 
-def _connection_send(stream: Any) -> RawSend | None:
+@final
+class RawWriter:
+    """Whole frames written straight to one connection, the same bytes for every client.
+
+    Awaited (``await writer(data)``), it writes ``data`` as Hypercorn's connection would:
+    under its send lock, cancellable, a broken connection reported as Hypercorn expects.
+    :meth:`write_now` writes without waiting at all, for the fan-out to hand a tick's
+    frame to a client whose writer task sleeps (see :meth:`~trio_stream.hub.clients.
+    Client.express`).
+    """
+
+    __slots__ = ("_lock", "_open", "_send", "_sock", "_socket_stream")
+
+    def __init__(
+        self,
+        send: Callable[[Any], Awaitable[None]],
+        lock: trio.Lock | None,
+        socket_stream: trio.SocketStream | None,
+        is_open: Callable[[], bool] | None = None,
+    ) -> None:
+        self._send = send
+        self._lock = lock
+        self._socket_stream = socket_stream
+        self._sock = socket_stream.socket if socket_stream is not None else None
+        self._open = is_open
+
+    def write_now(self, data: bytes) -> int:
+        """Write what the socket takes of ``data`` at once: the count of bytes written, or
+        -1 when nothing may be written now (a write under way, the connection closing,
+        closed or broken), which the connection's own writer then sends or reports."""
+        if self._sock is None or self._lock is None or self._lock.locked():
+            return -1
+        if self._open is not None and not self._open():
+            return -1
+        fd = self._sock.fileno()
+        if fd < 0:
+            return -1
+        try:
+            return os.write(fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError:
+            return -1
+
+    async def __call__(self, data: bytes) -> None:
+        if self._open is not None and not self._open():
+            # Once either side has sent its close frame, no data frame may follow (the
+            # peer may be gone too).
+            return
+        if self._sock is None or self._lock is None:
+            await self._send(RawData(data=data))
+            return
+        # With nobody writing, the bytes usually fit in the socket's buffer: write them
+        # at once, without the lock's and the socket's checkpoints (each of which waits
+        # for every other runnable task, a thousand clients' writers among them). What
+        # does not fit follows through the connection's own locked, cancellable write;
+        # nothing can run in between, so no other frame lands inside this one.
+        sent = self.write_now(data)
+        if sent == len(data):
+            return
+        if sent > 0:
+            await self.send_rest(data[sent:])
+            return
+        # Full, or broken: the connection's write reports a broken one as Hypercorn
+        # expects.
+        await self._send(RawData(data=data))
+
+    async def send_rest(self, rest: bytes) -> None:
+        """Send the rest of a frame whose start :meth:`write_now` wrote.
+
+        Part of the frame is on the wire. Cancelled before the rest follows (the lock's
+        checkpoint comes before the connection's own cancellable write), the byte stream
+        is unusable: the connection is dropped, so that no other frame lands inside this
+        one.
+        """
+        try:
+            await self._send(RawData(data=rest))
+        except trio.Cancelled:
+            if self._socket_stream is not None:
+                await trio.aclose_forcefully(self._socket_stream)
+            raise
+
+
+def _connection_send(stream: Any, is_open: Callable[[], bool] | None = None) -> RawWriter | None:
     protocol = getattr(stream.send, "__self__", None)
     if not isinstance(protocol, H11Protocol):
         return None
@@ -111,55 +193,20 @@ def _connection_send(stream: Any) -> RawSend | None:
     lock = getattr(server, "send_lock", None)
     socket_stream = getattr(server, "stream", None)
     if not isinstance(lock, trio.Lock) or not isinstance(socket_stream, trio.SocketStream):
-
-        async def locked(data: bytes) -> None:
-            await send(RawData(data=data))
-
-        return locked
-    sock = socket_stream.socket
-
-    async def raw(data: bytes) -> None:
-        # With nobody writing, the bytes usually fit in the socket's buffer: write them
-        # at once, without the lock's and the socket's checkpoints (each of which waits
-        # for every other runnable task, a thousand clients' writers among them). What
-        # does not fit follows through the connection's own locked, cancellable write;
-        # nothing can run in between, so no other frame lands inside this one.
-        if not lock.locked():
-            fd = sock.fileno()
-            sent = 0
-            if fd >= 0:
-                try:
-                    sent = os.write(fd, data)
-                except OSError:
-                    # Full, or broken: the connection's write reports a broken one as
-                    # Hypercorn expects.
-                    sent = 0
-            if sent == len(data):
-                return
-            if sent:
-                # Part of the frame is on the wire. Cancelled before the rest follows
-                # (the lock's checkpoint comes before the connection's own cancellable
-                # write), the byte stream is unusable: drop the connection, so that no
-                # other frame lands inside this one.
-                try:
-                    await send(RawData(data=data[sent:]))
-                except trio.Cancelled:
-                    await trio.aclose_forcefully(socket_stream)
-                    raise
-                return
-        await send(RawData(data=data))
-
-    return raw
+        return RawWriter(send, None, None, is_open)
+    return RawWriter(send, lock, socket_stream, is_open)
 
 
-def websocket_raw_send(websocket: Any, deflate: bool) -> RawSend | None:
+def websocket_raw_send(websocket: Any, deflate: bool) -> RawWriter | None:
     """A writer of whole frames for Quart's ``websocket``, or None
     when its frames must go through wsproto (``deflate`` may be negotiated, or it is not
     served by Hypercorn over HTTP/1.1)."""
-    return _counted("websocket", _websocket_raw_send(websocket, deflate))
+    writer = _websocket_raw_send(websocket, deflate)
+    _counted("websocket", writer)
+    return writer
 
 
-def _websocket_raw_send(websocket: Any, deflate: bool) -> RawSend | None:
+def _websocket_raw_send(websocket: Any, deflate: bool) -> RawWriter | None:
     if deflate or not fast_path["enabled"]:
         return None
     # Quart keeps the ASGI send as the first argument of a partial.
@@ -167,29 +214,24 @@ def _websocket_raw_send(websocket: Any, deflate: bool) -> RawSend | None:
     stream = getattr(args[0], "__self__", None) if args else None
     if not isinstance(stream, WSStream):
         return None
-    send = _connection_send(stream)
-    if send is None:
-        return None
 
-    async def frame(data: bytes) -> None:
-        # These bytes bypass wsproto, so its state is checked here: once either side
-        # has sent its close frame, no data frame may follow (the peer may be gone too).
-        if stream.closed or stream.connection.state is not ConnectionState.OPEN:
-            return
-        await send(data)
+    def is_open() -> bool:
+        # These bytes bypass wsproto, so its state is checked here.
+        return not stream.closed and stream.connection.state is ConnectionState.OPEN
 
-    return frame
+    return _connection_send(stream, is_open)
 
 
-def sse_raw_send(http_version: str, method: str) -> RawSend | None:
+def sse_raw_send(http_version: str, method: str) -> RawWriter | None:
     """A writer of whole chunks for the SSE response being sent, or None when the body
     is not sent chunked over Hypercorn's HTTP/1.1 (or not at all: ``HEAD``)."""
-    if http_version != "1.1" or method != "GET" or not fast_path["enabled"]:
-        return _counted("sse", None)
-    stream = getattr(http_send.get(), "__self__", None)
-    if not isinstance(stream, HTTPStream):
-        return _counted("sse", None)
-    return _counted("sse", _connection_send(stream))
+    writer = None
+    if http_version == "1.1" and method == "GET" and fast_path["enabled"]:
+        stream = getattr(http_send.get(), "__self__", None)
+        if isinstance(stream, HTTPStream):
+            writer = _connection_send(stream)
+    _counted("sse", writer)
+    return writer
 
 
 def remember_http_send(app: Any) -> None:

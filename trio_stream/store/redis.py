@@ -595,23 +595,36 @@ class RedisStore(SessionPruning):
     ) -> chunks.StoredEvents:
         """Up to about ``limit`` events after ``after``, unfiltered and not built yet (a
         whole chunk more than ``limit`` at most)."""
-        floor, _ = await self._bounds(session_id)
-        after = max(after, floor)
-        bodies: list[bytes] = []
-        count = 0
         cursor = f"{after + 2}-0"
         size = FIRST_PAGE
-        while count < limit:
-            page = await self._page(session_id, cursor, False, size)
+        # The session's bounds and the first page in one round trip: a hub following a
+        # session reads after each append, and most reads are this one page.
+        await self._check_epoch()
+        with self._guard():
+            async with self._client.pipeline(transaction=False) as pipe:
+                bounds = pipe.hmget(self._meta(session_id), ["floor", "last"])
+                first = pipe.xrange(self._events(session_id), start=cursor, end="+", count=size)
+            floor, last = await bounds
+            page = [_entry(entry) for entry in await first]
+        if floor is None or last is None:
+            raise UnknownSessionError(session_id)
+        # Under a trimmed floor the page also holds events at or below it: decoding cuts them.
+        after = max(after, int(floor))
+        bodies: list[bytes] = []
+        count = 0
+        while True:
             for entry in page:
+                if entry.last <= after:
+                    continue
                 bodies.append(entry.body)
                 count += entry.last - max(entry.first, after + 1) + 1
                 if count >= limit:
                     break
-            if len(page) < size:
+            if count >= limit or len(page) < size:
                 break
             cursor = f"({page[-1].last + 1}-0"
             size = min(size * 2, PAGE_CHUNKS)
+            page = await self._page(session_id, cursor, False, size)
         with self._guard():
             try:
                 return chunks.decode_rows(session_id, bodies, after)
