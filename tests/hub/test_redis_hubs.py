@@ -20,12 +20,12 @@ from redis_helpers import RedisServer, free_port, redis_cluster
 from trio_websocket import open_websocket_url
 
 from trio_stream.hub.config import HubConfig, Listen
-from trio_stream.hub.server import serve_hub
+from trio_stream.hub.server import ServedHub, serve_hub
 from trio_stream.hub.sse import SSEParser
 from trio_stream.store import open_store
 from trio_stream.store.base import Store
 
-from .conftest import output, receive, texts_until_end
+from .conftest import output, receive, receive_until, texts_until_end
 
 TSTREAM = [str(Path(sys.executable).parent / "tstream")]
 
@@ -71,6 +71,8 @@ class TwoHubs:
     a: httpx.AsyncClient
     b: httpx.AsyncClient
     ws_b: str  # hub B's base URL for WebSockets
+    hub_b: ServedHub
+    store_b: Store
 
 
 @contextlib.asynccontextmanager
@@ -85,7 +87,8 @@ async def two_hubs(url: str, **settings: Any) -> AsyncIterator[TwoHubs]:
                 httpx.AsyncClient(base_url=hub_a.urls[0], timeout=10) as a,
                 httpx.AsyncClient(base_url=hub_b.urls[0], timeout=10) as b,
             ):
-                yield TwoHubs(store_a, a, b, hub_b.urls[0].replace("http://", "ws://"))
+                ws_b = hub_b.urls[0].replace("http://", "ws://")
+                yield TwoHubs(store_a, a, b, ws_b, hub_b, store_b)
             hubs.cancel_scope.cancel()
 
 
@@ -397,3 +400,50 @@ async def test_hubs_on_a_redis_cluster_fan_out_live_between_them(tmp_path: Path)
                     with trio.fail_after(10):
                         texts = await texts_until_end(ws)
                     assert texts == [f"{sid} 0", f"{sid} 1", f"{sid} 2", "session_ended"]
+
+
+async def test_a_hub_reads_a_session_only_while_someone_reads_it_there(
+    redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hub B holds a session it served once but has no client of: appends on hub A are
+    noted, not read; the next request on B reads once and answers up to date."""
+    async with two_hubs(redis.url, tick=0.005) as hubs:
+        assert (await hubs.a.post("/api/streams", json={"id": "s"})).status_code == 201
+        (await hubs.a.post("/api/streams/s/events", json=output("line 0"))).raise_for_status()
+        async with open_websocket_url(hubs.ws_b + "/api/streams/s/ws?after=-1") as ws:
+            assert (await receive(ws))["type"] == "connection_ack"
+            events = (await receive_until(ws, "event"))[-1]["events"]
+            assert [e["offset"] for e in events] == [0]
+        stream = hubs.hub_b.hub.broker.streams["s"]
+        with trio.fail_after(5):
+            while stream.clients:
+                await trio.sleep(0.01)
+        reads: list[int] = []
+        read_rows = hubs.store_b.read_rows
+
+        async def counted(session_id: str, after: int = -1, limit: int = 10_000) -> Any:
+            reads.append(after)
+            return await read_rows(session_id, after, limit)
+
+        monkeypatch.setattr(hubs.store_b, "read_rows", counted)
+        for i in range(1, 21):
+            answer = await hubs.a.post("/api/streams/s/events", json=output(f"line {i}"))
+            answer.raise_for_status()
+        log = stream.log
+        with trio.fail_after(5):
+            while log.known_last < 20:
+                await trio.sleep(0.01)
+        assert reads == []
+        assert log.last_offset == 0
+        # A request brings it up to date before it is answered.
+        polled = (await hubs.b.get("/api/streams/s/poll", params={"after": 0})).json()
+        assert [e["offset"] for e in polled["events"]] == list(range(1, 21))
+        assert reads == [0]
+        # A client resuming there with the newest offset it got elsewhere misses nothing.
+        async with open_websocket_url(hubs.ws_b + "/api/streams/s/ws?after=20") as ws:
+            ack = await receive(ws)
+            assert ack["recovered"] is True
+            assert ack["lastOffset"] == 20
+            (await hubs.a.post("/api/streams/s/events", json=output("line 21"))).raise_for_status()
+            events = (await receive_until(ws, "event"))[-1]["events"]
+            assert [e["offset"] for e in events] == [21]

@@ -259,6 +259,7 @@ class Broker:
         self.nursery.start_soon(self._guarded, stream, stream.record, "recorder")
         self.nursery.start_soon(self._guarded, stream, stream.pump, "fan-out")
         if isinstance(log, FedLog):
+            log.wanted = stream.wanted
             self.nursery.start_soon(self._guarded, stream, partial(self._feed, stream, log), "feed")
         return stream
 
@@ -332,6 +333,9 @@ class Broker:
         """
         stream = self.streams.get(stream_id)
         if stream is not None:
+            if isinstance(stream.log, FedLog):
+                # Left unfollowed while nobody read it here: brought up to date first.
+                await stream.log.catch_up()
             return stream
         try:
             check_session_id(stream_id)
@@ -550,6 +554,8 @@ class Broker:
             write_timeout=self.config.write_timeout,
         )
         stream.clients[client_id] = client
+        if isinstance(stream.log, FedLog):
+            stream.log.demand()
         stream.activity.opened(client)
         stream.connections += 1
         self.connections += 1

@@ -55,6 +55,13 @@ FEED_PAGE: Final = 10_000
 FEED_BACKOFF: Final = 2.0
 # Placements tried against a shared store that other hubs write too, before giving up.
 MAX_PLACE_ATTEMPTS: Final = 100
+# How long a request waits for the follower of a stream nobody followed to bring what the
+# store's notifications told of, at the most, before it is answered from what is there.
+CATCH_UP_WAIT: Final = 5.0
+
+
+def _always() -> bool:
+    return True
 
 
 @runtime_checkable
@@ -106,6 +113,35 @@ class FedLog(SessionLog):
         self.source = source
         #: The ``session_ended`` event the follower brought, once it did.
         self.ended: Event | None = None
+        #: Whether anyone on this hub reads the stream now (clients, requests waiting for
+        #: events): a source may leave a stream nobody reads unfollowed and bring it up to
+        #: date on :meth:`demand`. The broker sets it.
+        self.wanted: Callable[[], bool] = _always
+        #: The newest offset the source is known to hold (its notifications tell).
+        self.known_last = first_offset - 1
+
+    @property
+    def behind(self) -> bool:
+        """Whether the source is known to hold events this log has not brought yet."""
+        return self.known_last > self.last_offset and not self.closed
+
+    def demand(self) -> None:
+        """Someone reads the stream now: a source that left it unfollowed brings it up to
+        date (a no-op when it is)."""
+        if self.behind:
+            wake = getattr(self.source, "wake", None)
+            if wake is not None:
+                wake(self.session_id)
+
+    async def catch_up(self) -> None:
+        """Return once the log holds what the source is known to hold (or after
+        :data:`CATCH_UP_WAIT` seconds, or once it closes): a request answered from a log
+        left unfollowed would not know of the newest events."""
+        if not self.behind:
+            return
+        self.demand()
+        with trio.move_on_after(CATCH_UP_WAIT):
+            await self.wait_after(self.known_last - 1)
 
     async def place(self, events: Sequence[Event], given: Sequence[bool]) -> Placement:
         if self.closed:
@@ -128,11 +164,13 @@ class FedLog(SessionLog):
         source's round trip."""
         if placement.first_offset is None:
             return
+        self.known_last = max(self.known_last, placement.last_offset)
         if placement.first_offset == self.next_offset and not self.closed:
             placed = placement.events
             self.place_runs_now(placed if isinstance(placed, EventRuns) else EventRuns([placed]))
             if placement.ended is not None:
                 self.ended = placement.ended
+        self.demand()
         await self.wait_after(placement.last_offset - 1)
 
     async def feed(self) -> None:
@@ -213,7 +251,10 @@ class StoreFeed:
     session's newest offset, atomically, so hubs placing into one session take turns and
     never reuse or skip one); every hub follows each session it serves from the store,
     woken by the store's notification of each append (:meth:`run`), and reading again
-    every :data:`FEED_POLL` seconds in case a notification was lost.
+    every :data:`FEED_POLL` seconds in case a notification was lost. A stream that nobody
+    on this hub reads (no client, no request waiting: :attr:`FedLog.wanted`) is not read
+    on each notification: its log only notes what the store holds
+    (:attr:`FedLog.known_last`), and reads once someone asks (:meth:`FedLog.demand`).
 
     Args:
         store: a store with ``appends()`` (an async iterator of ``(session id, last
@@ -224,7 +265,8 @@ class StoreFeed:
         self.store = store
         self._wake: dict[str, trio.Event] = {}
         # The log each follower fills: a notification of what a log holds already (the
-        # hub's own publish, placed into it at once) wakes nobody.
+        # hub's own publish, placed into it at once) wakes nobody, nor does one of a
+        # stream nobody reads.
         self._logs: dict[str, SessionLog] = {}
 
     async def run(self) -> None:
@@ -236,11 +278,13 @@ class StoreFeed:
                 async for session_id, last in self.store.appends():
                     if session_id:
                         log = self._logs.get(session_id)
-                        if log is not None and last <= log.last_offset:
+                        if isinstance(log, FedLog):
+                            log.known_last = max(log.known_last, last)
+                            if last <= log.last_offset or not log.wanted():
+                                continue
+                        elif log is not None and last <= log.last_offset:
                             continue
-                        event = self._wake.pop(session_id, None)
-                        if event is not None:
-                            event.set()
+                        self.wake(session_id)
                     else:
                         self._wake_all()
             except Exception:
@@ -249,6 +293,12 @@ class StoreFeed:
                 logger.exception("listening to the store's appends failed; listening again")
             self._wake_all()
             await trio.sleep(FEED_BACKOFF)
+
+    def wake(self, session_id: str) -> None:
+        """Have the follower of ``session_id`` read now."""
+        event = self._wake.pop(session_id, None)
+        if event is not None:
+            event.set()
 
     def _wake_all(self) -> None:
         for event in self._wake.values():
@@ -267,10 +317,20 @@ class StoreFeed:
 
     async def _follow(self, log: SessionLog) -> AsyncIterator[EventRuns]:
         stream_id = log.session_id
+        wanted = log.wanted if isinstance(log, FedLog) else _always
         backoff = 0.05
+        read = True
+        wake = trio.Event()
         while not log.closed and log.ended is None:
+            if not read:
+                with trio.move_on_after(FEED_POLL):
+                    await wake.wait()
+                # Woken, or nothing heard for a while (a notification may have been lost):
+                # read, unless nobody reads the stream here.
+                read = wake.is_set() or wanted()
+                continue
             # Registered before reading: an append noted meanwhile sets it, and the wait
-            # below then returns at once.
+            # after this read then returns at once.
             wake = self._wake.setdefault(stream_id, trio.Event())
             after = log.last_offset
             try:
@@ -288,8 +348,7 @@ class StoreFeed:
                 if len(rows) >= FEED_PAGE:
                     continue  # more may be stored than one page held
             # One read per notification: what was appended since is told by another.
-            with trio.move_on_after(FEED_POLL):
-                await wake.wait()
+            read = False
 
     async def wait_stored(self, stream_id: str, offset: int) -> None:
         # What a follower brings was read from the store.

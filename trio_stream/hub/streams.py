@@ -86,6 +86,8 @@ class Stream:
             self.recorder_done.set()
         self._advanced = trio.Event()
         self._stored = trio.Event()
+        # Tasks in :meth:`wait_advanced`.
+        self.waiters = 0
 
     @property
     def last_offset(self) -> int:
@@ -145,7 +147,18 @@ class Stream:
         """Return after the next fan-out tick (or the end of the stream)."""
         if self.finished:
             return
-        await self._advanced.wait()
+        self.waiters += 1
+        try:
+            if isinstance(self.log, FedLog):
+                self.log.demand()
+            await self._advanced.wait()
+        finally:
+            self.waiters -= 1
+
+    def wanted(self) -> bool:
+        """Whether anyone on this hub reads the stream now: a client, or a request
+        waiting for its next events (a fed stream is followed only then)."""
+        return bool(self.clients) or self.waiters > 0
 
     async def record(self) -> None:
         """Write the log into the store in batches until it closes; retry store errors."""
