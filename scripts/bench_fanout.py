@@ -248,8 +248,9 @@ class Subscriber:
                     first, last = _offsets(payload, b'"offset":', b",")
                     stamps = stamp_counts(payload)
                     tally.frame(stamps.total(), first, last, stamps, now)
-                elif payload.startswith((b'{"type":"heartbeat"', b'{"type":"pong"')):
-                    # The hub drops a WebSocket client that stays silent after a heartbeat.
+                elif payload.startswith(b'{"type":"heartbeat"'):
+                    # The hub drops a WebSocket client that stays silent after a heartbeat
+                    # (a ping answers it; the hub's pong needs no answer).
                     reply = PING
                 elif payload.startswith(b'{"type":"end"'):
                     raise Finished

@@ -3,6 +3,9 @@ written as one WebSocket message or one SSE write per client."""
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import h11
 import httpx
 import orjson
@@ -52,6 +55,21 @@ def test_a_batch_is_filtered_once_per_distinct_filter() -> None:
     assert batch.select(parse_filters({"eventTypes": ["output"]})) is batch
     assert batch.select(parse_filters({"eventTypes": ["error"]})) is None
     assert batch.select(parse_filters(None)) is batch
+
+
+def test_a_batch_that_a_filter_passes_whole_is_freed_without_the_cycle_collector() -> None:
+    """A tick's batch, its frames and events must go when its clients are done with it:
+    left to the cycle collector, every tick's garbage is walked at once, stalling every
+    client of the hub for tens of milliseconds."""
+    batch = Batch(frames("a", "b"))
+    assert batch.select(parse_filters({"eventTypes": ["output"]})) is batch
+    gone = weakref.ref(batch)
+    gc.disable()
+    try:
+        del batch
+        assert gone() is None
+    finally:
+        gc.enable()
 
 
 def test_a_batch_after_an_offset_keeps_only_what_follows_it() -> None:

@@ -55,6 +55,10 @@ END_MESSAGES: Final = {
 }
 
 
+# What :meth:`Batch.select` keeps for a filter that passes every frame.
+_ALL: Final = object()
+
+
 @final
 class Batch:
     """Events fanned out together (one tick's events, or one page of history).
@@ -71,32 +75,29 @@ class Batch:
             were chosen among others (filtered, cut).
     """
 
-    __slots__ = ("_cache", "_selected", "events", "frames")
+    __slots__ = ("__weakref__", "_cache", "_selected", "events", "first", "frames", "last")
 
     def __init__(self, frames: Sequence[Frame], events: EventRuns | None = None) -> None:
         self.frames = frames
         if events is None and isinstance(frames, LazyFrames):
             events = frames.events
         self.events = events
-        self._selected: dict[EventFilter, Batch | None] = {}
+        #: The offsets of its first and last frames (read for every client of a tick).
+        if events is not None:
+            self.first: int = events.first_offset
+            self.last: int = events.last_offset
+        else:
+            self.first = frames[0].offset
+            self.last = frames[-1].offset
+        # A filter that passes every frame maps to _ALL, not to the batch itself: a batch
+        # that refers to itself is freed by the cycle collector only, which then walks
+        # every tick's frames and events at once (tens of milliseconds, all clients
+        # waiting).
+        self._selected: dict[EventFilter, Batch | object | None] = {}
         self._cache: dict[Hashable, Any] = {}
 
     def __len__(self) -> int:
         return len(self.frames)
-
-    @property
-    def first(self) -> int:
-        """The offset of its first frame."""
-        if self.events is not None:
-            return self.events.first_offset
-        return self.frames[0].offset
-
-    @property
-    def last(self) -> int:
-        """The offset of its last frame."""
-        if self.events is not None:
-            return self.events.last_offset
-        return self.frames[-1].offset
 
     def cached(self, key: Hashable, make: Callable[[], Any]) -> Any:
         """What ``make`` returns, computed once per batch for each ``key``."""
@@ -111,16 +112,15 @@ class Batch:
         if flt.empty:
             return self
         try:
-            return self._selected[flt]
+            found = self._selected[flt]
         except KeyError:
-            pass
-        kept = [f for f in self.frames if flt.matches(f.event, f.raw)]
-        if len(kept) == len(self.frames):
-            selected: Batch | None = self
-        else:
-            selected = Batch(kept) if kept else None
-        self._selected[flt] = selected
-        return selected
+            kept = [f for f in self.frames if flt.matches(f.event, f.raw)]
+            if len(kept) == len(self.frames):
+                found = _ALL
+            else:
+                found = Batch(kept) if kept else None
+            self._selected[flt] = found
+        return self if found is _ALL else found  # type: ignore[return-value]
 
     def after(self, offset: int) -> Batch | None:
         """The frames after ``offset`` (self when that is all of them)."""
