@@ -41,7 +41,14 @@ from .errors import Conflict
 from .items import ClientKind, Closing, Deliver, Item
 from .params import ReplayOptions, has_filters, query_filters, query_replay
 from .streams import Stream
-from .wire import remember_http_send, sse_comment, sse_event, sse_raw_send, sse_retry
+from .wire import (
+    http_chunk,
+    remember_http_send,
+    sse_comment,
+    sse_event,
+    sse_raw_send,
+    sse_retry,
+)
 
 __all__ = ["SSEMessage", "SSEParser", "frame_items", "sse_comment", "sse_event", "sse_retry"]
 
@@ -241,7 +248,12 @@ async def _body(
                 client.delivered(deliver, len(chunk))
                 continue
             data = frame_items(items, encoding)
-            if data:
+            if raw is not None and not any(isinstance(item, Closing) for item in items):
+                # Heartbeats and notices too, straight to the connection; the last write
+                # goes through the response, which then ends.
+                if data:
+                    await raw(http_chunk(data))
+            elif data:
                 yield data
             for index, item in enumerate(items):
                 client.delivered(item, len(data) if index == 0 else 0)
