@@ -447,3 +447,54 @@ async def test_a_hub_reads_a_session_only_while_someone_reads_it_there(
             (await hubs.a.post("/api/streams/s/events", json=output("line 21"))).raise_for_status()
             events = (await receive_until(ws, "event"))[-1]["events"]
             assert [e["offset"] for e in events] == [21]
+
+
+async def test_clients_of_another_hub_stay_connected_through_a_redis_restart(
+    tmp_path: Path,
+) -> None:
+    """Redis restarts (with its append-only file) while a WebSocket and an SSE client of hub
+    B follow a session published on hub A: they stay connected, and get what A takes once
+    Redis is back, after what they had, without a gap or a duplicate."""
+    redis = RedisServer(tmp_path / "redis", free_port())
+    durable = ("--appendonly", "yes", "--appendfsync", "always")
+    redis.start(*durable)
+    try:
+        async with two_hubs(redis.url + "?timeout=0.5", tick=0.005) as hubs:
+            assert (await hubs.a.post("/api/streams", json={"id": "s"})).status_code == 201
+            before = [output(f"line {i}") for i in range(3)]
+            (await hubs.a.post("/api/streams/s/events", json=before)).raise_for_status()
+            parser = SSEParser()
+            async with (
+                open_websocket_url(hubs.ws_b + "/api/streams/s/ws?after=-1") as ws,
+                hubs.b.stream("GET", "/api/streams/s/sse?lastEventId=-1") as sse,
+            ):
+                assert (await receive(ws))["type"] == "connection_ack"
+                chunks = sse.aiter_bytes()
+                seen: list[str] = []
+                with trio.fail_after(10):
+                    while "2" not in seen:
+                        messages = parser.feed(await anext(chunks))
+                        seen += [m.id for m in messages if m.event == "stream_event"]
+                redis.stop()
+                redis.start(*durable)
+                after = [output(f"line {i}") for i in range(3, 6)]
+                after.append({"type": "session_ended", "data": {"exit_status": 0}})
+                with trio.fail_after(15):
+                    while True:
+                        answer = await hubs.a.post("/api/streams/s/events", json=after)
+                        if answer.status_code == 200:
+                            break
+                        assert answer.status_code == 503, answer.text
+                        await trio.sleep(0.1)
+                # Well within the 5 s after which a follower reads anyway: the hub learnt
+                # that its subscription was back, and read what it had missed.
+                with trio.fail_after(3):
+                    texts = await texts_until_end(ws)
+                with trio.fail_after(3):
+                    while not seen or seen[-1] != "6":
+                        messages = parser.feed(await anext(chunks))
+                        seen += [m.id for m in messages if m.event == "stream_event"]
+            assert texts == [f"line {i}" for i in range(6)] + ["session_ended"]
+            assert seen == [str(i) for i in range(7)]
+    finally:
+        redis.stop()

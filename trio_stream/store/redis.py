@@ -46,6 +46,11 @@ import attrs
 import coredis
 import orjson
 import trio
+from coredis.retry import (
+    CompositeRetryPolicy,
+    ConstantRetryPolicy,
+    ExponentialBackoffRetryPolicy,
+)
 from coredis.tokens import PureToken
 
 from ..events import Event, EventValidationError, converter
@@ -478,15 +483,30 @@ class RedisStore(SessionPruning):
         prefix = len(pattern) - 1
         backoff = 0.05
         lost = False
+        # coredis reconnects a lost subscription by itself (and subscribes again, which
+        # is how it is seen here), with this backoff.
+        retry = CompositeRetryPolicy(
+            ExponentialBackoffRetryPolicy(
+                (coredis.exceptions.ConnectionError,),
+                retries=None,
+                base_delay=0.05,
+                max_delay=APPENDS_BACKOFF,
+                jitter=True,
+            ),
+            ConstantRetryPolicy((TimeoutError,), retries=2, delay=0.1),
+        )
         while not self._closed:
             try:
-                async with self._client.pubsub(patterns=[pattern]) as pubsub:
+                async with self._client.pubsub(patterns=[pattern], retry_policy=retry) as pubsub:
+                    subscribed = False
                     async for message in pubsub:
                         if message["type"] == "psubscribe":
                             backoff = 0.05
-                            if lost:
+                            if lost or subscribed:
+                                # Subscribed again: appends may have been missed meanwhile.
                                 lost = False
                                 yield "", -1
+                            subscribed = True
                             continue
                         if message["type"] != "pmessage":
                             continue
