@@ -8,8 +8,8 @@ store, in the same run of this script.
 
 The command is ``seq 1 N``, or with ``--line-bytes B`` ``cat FILE`` of N generated lines
 of B bytes each (newline included). The hub limits each publisher to
-``publish_per_second`` events (100,000 by default, also the burst): ``--publish-rate``
-gives the hub another limit, so that what is measured is the hub and the uplink.
+``publish_per_second`` events (1,000,000 by default, also the burst): ``--publish-rate``
+gives the hub another limit.
 
 Prints the best wall time of each case, its ratio to the baseline, and the hub's events
 per second for delivery.

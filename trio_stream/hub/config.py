@@ -179,7 +179,7 @@ class HubConfig:
     max_poll_timeout: float = attrs.field(default=60.0, validator=_positive)
     requests_per_minute: float = attrs.field(default=6000.0, validator=_positive)
     connections_per_minute: float = attrs.field(default=600.0, validator=_positive)
-    publish_per_second: float = attrs.field(default=100_000.0, validator=_positive)
+    publish_per_second: float = attrs.field(default=1_000_000.0, validator=_positive)
     sse_retry: int = attrs.field(default=2000, validator=_non_negative)
     compression_threshold: int = attrs.field(default=1024, validator=_non_negative)
     compression: bool = True
