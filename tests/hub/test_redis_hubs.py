@@ -19,6 +19,7 @@ import trio
 from redis_helpers import RedisServer, free_port, redis_cluster
 from trio_websocket import open_websocket_url
 
+from trio_stream.hub import feeds
 from trio_stream.hub.config import HubConfig, Listen
 from trio_stream.hub.server import ServedHub, serve_hub
 from trio_stream.hub.sse import SSEParser
@@ -407,6 +408,8 @@ async def test_a_hub_reads_a_session_only_while_someone_reads_it_there(
 ) -> None:
     """Hub B holds a session it served once but has no client of: appends on hub A are
     noted, not read; the next request on B reads once and answers up to date."""
+    # No read on a timer during the test (one comes every FEED_POLL seconds otherwise).
+    monkeypatch.setattr(feeds, "FEED_POLL", 60.0)
     async with two_hubs(redis.url, tick=0.005) as hubs:
         assert (await hubs.a.post("/api/streams", json={"id": "s"})).status_code == 201
         (await hubs.a.post("/api/streams/s/events", json=output("line 0"))).raise_for_status()
@@ -435,6 +438,9 @@ async def test_a_hub_reads_a_session_only_while_someone_reads_it_there(
                 await trio.sleep(0.01)
         assert reads == []
         assert log.last_offset == 0
+        # Meanwhile its listing is the store's.
+        listed = (await hubs.b.get("/api/streams")).json()["streams"]
+        assert [(s["id"], s["lastOffset"], s["live"]) for s in listed] == [("s", 20, True)]
         # A request brings it up to date before it is answered.
         polled = (await hubs.b.get("/api/streams/s/poll", params={"after": 0})).json()
         assert [e["offset"] for e in polled["events"]] == list(range(1, 21))
@@ -498,3 +504,26 @@ async def test_clients_of_another_hub_stay_connected_through_a_redis_restart(
             assert seen == [str(i) for i in range(7)]
     finally:
         redis.stop()
+
+
+async def test_a_session_nobody_reads_on_a_hub_leaves_it_once_it_ends_elsewhere(
+    redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While appends come, a hub reads a session nobody reads there every FEED_POLL
+    seconds, not at each append: it learns that the session ended on another hub, and
+    lets it go from memory."""
+    monkeypatch.setattr(feeds, "FEED_POLL", 0.2)
+    async with two_hubs(redis.url, tick=0.005) as hubs:
+        assert (await hubs.a.post("/api/streams", json={"id": "s"})).status_code == 201
+        (await hubs.a.post("/api/streams/s/events", json=output("line 0"))).raise_for_status()
+        polled = (await hubs.b.get("/api/streams/s/poll", params={"after": -1})).json()
+        assert [e["offset"] for e in polled["events"]] == [0]
+        broker = hubs.hub_b.hub.broker
+        assert "s" in broker.streams
+        ended = {"type": "session_ended", "data": {"exit_status": 0}}
+        (await hubs.a.post("/api/streams/s/events", json=ended)).raise_for_status()
+        with trio.fail_after(5):
+            while "s" in broker.streams:
+                await trio.sleep(0.05)
+        listed = (await hubs.b.get("/api/streams")).json()["streams"]
+        assert [(s["id"], s["status"], s["live"]) for s in listed] == [("s", "completed", False)]

@@ -253,8 +253,10 @@ class StoreFeed:
     woken by the store's notification of each append (:meth:`run`), and reading again
     every :data:`FEED_POLL` seconds in case a notification was lost. A stream that nobody
     on this hub reads (no client, no request waiting: :attr:`FedLog.wanted`) is not read
-    on each notification: its log only notes what the store holds
-    (:attr:`FedLog.known_last`), and reads once someone asks (:meth:`FedLog.demand`).
+    on each notification: its log notes what the store holds (:attr:`FedLog.known_last`)
+    and reads what it missed once someone asks (:meth:`FedLog.demand`), or every
+    :data:`FEED_POLL` seconds while appends come (so that it learns its session ended,
+    and leaves the hub's memory).
 
     Args:
         store: a store with ``appends()`` (an async iterator of ``(session id, last
@@ -325,9 +327,12 @@ class StoreFeed:
             if not read:
                 with trio.move_on_after(FEED_POLL):
                     await wake.wait()
-                # Woken, or nothing heard for a while (a notification may have been lost):
-                # read, unless nobody reads the stream here.
-                read = wake.is_set() or wanted()
+                # Woken, or nothing heard for a while: read if someone reads the stream
+                # here (a notification may have been lost), or if appends were noted
+                # since the last read (so a stream nobody reads is read at most every
+                # FEED_POLL seconds, and learns that its session ended).
+                behind = isinstance(log, FedLog) and log.behind
+                read = wake.is_set() or wanted() or behind
                 continue
             # Registered before reading: an append noted meanwhile sets it, and the wait
             # after this read then returns at once.

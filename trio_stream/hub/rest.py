@@ -154,14 +154,16 @@ async def list_streams() -> Response:
     out = []
     for info in infos:
         live = h.broker.in_memory(info.id)
-        if live is not None:
+        if live is not None and not live.behind:
             out.append({**live.describe(), "events": info.events})
         else:
+            # Not in memory, or a stream on a shared store that this hub has not read
+            # since its last appends: the store's row is the newer.
             out.append(
                 {
                     "id": info.id,
                     "status": info.status.value,
-                    "live": False,
+                    "live": live is not None and not live.finished,
                     "workflowSessionId": info.workflow_session_id,
                     "command": info.command,
                     "created": info.created,

@@ -155,6 +155,12 @@ class Stream:
         finally:
             self.waiters -= 1
 
+    @property
+    def behind(self) -> bool:
+        """Whether the store holds events this hub has not read yet (a stream on a shared
+        store that nobody here reads): what it describes of itself may be out of date."""
+        return isinstance(self.log, FedLog) and self.log.behind
+
     def wanted(self) -> bool:
         """Whether anyone on this hub reads the stream now: a client, or a request
         waiting for its next events (a fed stream is followed only then)."""
