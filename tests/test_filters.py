@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import re
+import weakref
 
 import pytest
 
@@ -90,3 +92,16 @@ def test_a_store_query_without_filters_has_no_matcher() -> None:
     assert q.matcher(HistoryQuery(after=3, limit=2)) is None
     matches = q.matcher(HistoryQuery(search_text="Needle"))
     assert matches is not None and matches(_events()[4])
+
+
+def test_equal_filters_in_use_are_one_instance_and_go_with_their_last_user() -> None:
+    first = EventFilter(types=frozenset({EventType.OUTPUT}), sources=frozenset({"stdout"}))
+    second = EventFilter(types=frozenset({EventType.OUTPUT}), sources=frozenset({"stdout"}))
+    assert first is not second
+    kept = first.interned()
+    assert second.interned() is kept is first
+    assert not kept.empty and EventFilter().empty
+    gone = weakref.ref(kept)
+    del first, second, kept
+    gc.collect()
+    assert gone() is None

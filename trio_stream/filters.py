@@ -15,6 +15,7 @@ per event, the same for events on their way to clients and events read back.
 from __future__ import annotations
 
 import re
+import weakref
 from typing import TYPE_CHECKING, Any, Final, Protocol, final
 
 import attrs
@@ -61,7 +62,7 @@ def _always(event: Event, raw: bytes | None = None) -> bool:
 
 
 @final
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class EventFilter:
     """Which events a client wants; the empty filter passes everything.
 
@@ -80,9 +81,31 @@ class EventFilter:
     # Several filters (the design's StreamFilter[]): an event passes if any passes it.
     alternatives: tuple[EventFilter, ...] | None = None
     matches: Matcher = attrs.field(init=False, eq=False, repr=False)
+    #: Whether this filter passes everything (read for every client of every tick).
+    empty: bool = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "matches", _matcher(self))
+        object.__setattr__(self, "empty", all(field is None for field in self._fields()))
+
+    def _fields(self) -> tuple[Any, ...]:
+        """What it compares equal by."""
+        return (
+            self.types,
+            self.sources,
+            self.start_time,
+            self.end_time,
+            self.search_text,
+            self.pattern,
+            self.sessions,
+            self.alternatives,
+        )
+
+    def interned(self) -> EventFilter:
+        """The one instance of the filters equal to this one that are in use: a tick's
+        batch keeps what each distinct filter selects, and finding it by identity spares
+        a comparison of every field for every client of every tick."""
+        return _INTERNED.setdefault(self._fields(), self)
 
     @classmethod
     def of_query(cls, query: HistoryQuery) -> EventFilter:
@@ -95,11 +118,6 @@ class EventFilter:
             query.end_time,
             None if search is None else fold(search),
         )
-
-    @property
-    def empty(self) -> bool:
-        """Whether this filter passes everything."""
-        return self == _EMPTY
 
     @property
     def exact(self) -> bool:
@@ -243,4 +261,8 @@ def _loosest(filters: tuple[EventFilter, ...]) -> EventFilter:
     )
 
 
-_EMPTY: Final = EventFilter()
+# Filters in use, each once (:meth:`EventFilter.interned`), by their fields (a key that
+# held the filter itself would keep it forever); gone with their last user.
+_INTERNED: Final[weakref.WeakValueDictionary[tuple[Any, ...], EventFilter]] = (
+    weakref.WeakValueDictionary()
+)

@@ -152,7 +152,7 @@ class Client:
         self.heartbeat = heartbeat
         self.idle_timeout = idle_timeout
         self.connected_at = time.time()
-        self.filters = stream.settings.filters
+        self.filters = stream.settings.filters.interned()
         # The encoding its transport chose (its ``protocol``): tstream's, or the
         # Executor Streamer design's.
         self.protocol = "tstream"
@@ -448,7 +448,7 @@ class Client:
             self.pending_count = 0
             return [Unsubscribed()]
         if isinstance(message, SetFilter):
-            self.filters = message.filters
+            self.filters = message.filters.interned()
             return [FilterSet(message.filters)]
         if isinstance(message, Replay):
             self.request_replay(message.replay, message.filters, message.limit)
@@ -468,7 +468,7 @@ class Client:
         self.stream.unregister(self)
         self.pending = []
         self.pending_count = 0
-        self.filters = self.stream.settings.filters if filters is None else filters
+        self.filters = (self.stream.settings.filters if filters is None else filters).interned()
         if options is not None and options.selects:
             start, recovered = await self.stream.resolve_start(None)
             self.request_replay(options, self.filters, None, until=start)

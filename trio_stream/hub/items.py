@@ -243,7 +243,10 @@ class Deliver:
     @property
     def count(self) -> int:
         """How many events it carries."""
-        return sum(len(b) for b in self.batches)
+        batches = self.batches
+        if len(batches) == 1:
+            return len(batches[0])
+        return sum([len(b) for b in batches])
 
     @property
     def shared(self) -> Batch | None:
