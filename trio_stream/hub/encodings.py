@@ -77,6 +77,13 @@ class Encoding(abc.ABC):
             return found
         return self.control(stream_id, item)
 
+    def written(self, stream_id: str, item: Item) -> bytes:
+        """``item`` as the bytes of one write to the connection: a tick's events framed
+        once for every client (:meth:`wire`), any other item framed for this client."""
+        if isinstance(item, Deliver):
+            return self.wire(stream_id, item)
+        return self.frame(self.control(stream_id, item))
+
     def wire(self, stream_id: str, item: Deliver) -> bytes:
         """``item``'s events framed for the connection, for one write (shared by every
         client of this encoding when the item is one tick's batch alone)."""

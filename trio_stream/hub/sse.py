@@ -38,11 +38,10 @@ from ..filters import EventFilter
 from .context import Hub, access, hub, remote_of
 from .encodings import NATIVE_SSE, Encoding, choose
 from .errors import Conflict
-from .items import ClientKind, Closing, Deliver, Item
+from .items import ClientKind, Closing, Item
 from .params import ReplayOptions, has_filters, query_filters, query_replay
 from .streams import Stream
 from .wire import (
-    http_chunk,
     remember_http_send,
     sse_comment,
     sse_event,
@@ -61,8 +60,6 @@ _EOL: Final = re.compile(rb"\r\n|\r|\n")
 
 
 # -- framing ---------------------------------------------------------------------------
-
-
 
 
 @final
@@ -238,22 +235,18 @@ async def _body(
             items = await client.next_items()
             if client.unsent:
                 await raw.send_rest(client.take_unsent())  # type: ignore[union-attr]
-            if raw is not None and len(items) == 1 and isinstance(items[0], Deliver):
-                # The common case, a tick's events alone: one chunk shared by every
-                # client, written straight to the connection.
-                deliver = items[0]
-                chunk = encoding.wire(client.stream.id, deliver)
-                if chunk:
-                    await raw(chunk)
-                client.delivered(deliver, len(chunk))
+            if raw is not None and not any(isinstance(item, Closing) for item in items):
+                # A tick's events (one chunk shared by every client), heartbeats and
+                # notices, straight to the connection; the last write goes through the
+                # response, which then ends.
+                for item in items:
+                    chunk = encoding.written(client.stream.id, item)
+                    if chunk:
+                        await raw(chunk)
+                    client.delivered(item, len(chunk))
                 continue
             data = frame_items(items, encoding)
-            if raw is not None and not any(isinstance(item, Closing) for item in items):
-                # Heartbeats and notices too, straight to the connection; the last write
-                # goes through the response, which then ends.
-                if data:
-                    await raw(http_chunk(data))
-            elif data:
+            if data:
                 yield data
             for index, item in enumerate(items):
                 client.delivered(item, len(data) if index == 0 else 0)

@@ -29,7 +29,7 @@ from .context import Hub, access, host_of, hub, remote_of
 from .encodings import COLUMNS_PROTOCOL, NATIVE_PROTOCOL, Encoding, choose
 from .errors import HubError, NotFound, ProtocolError
 from .ingest import publish, published
-from .items import ClientKind, Closing, ConnectionAck, Deliver, EndReason, Item
+from .items import ClientKind, Closing, ConnectionAck, EndReason, Item
 from .params import ReplayOptions, has_filters, parse_offset, query_epoch, query_filters
 from .protocol import (
     CloseCode,
@@ -158,7 +158,8 @@ async def _writer(
     )
     await _send(encoding, stream.id, ack)
     # Events go out as frames shared by every client of the tick, written straight to
-    # the connection.
+    # the connection, and so do heartbeats, pongs and the other small messages (ten
+    # thousand clients' heartbeats fall due together); the close goes through Quart.
     raw = _raw_sender(h, stream)
     if raw is not None:
         client.express(raw, encoding)
@@ -167,16 +168,8 @@ async def _writer(
         if client.unsent:
             await raw.send_rest(client.take_unsent())  # type: ignore[union-attr]
         for item in items:
-            if raw is not None and isinstance(item, Deliver):
-                frame = encoding.wire(stream.id, item)
-                if frame:
-                    await raw(frame)
-                client.delivered(item, len(frame))
-                continue
             if raw is not None and not isinstance(item, Closing):
-                # Heartbeats, pongs and the other small messages too: ten thousand
-                # clients' heartbeats fall due together.
-                frame = encoding.frame(encoding.messages(stream.id, item))
+                frame = encoding.written(stream.id, item)
                 if frame:
                     await raw(frame)
                 client.delivered(item, len(frame))
