@@ -11,7 +11,10 @@ baseline measured in the same run:
   streaming figures include a consumer that follows the session (``Session.events()``)
   and receives every line with its source, offset and timestamp;
 * streaming with one ``block`` processor, and ``tstream run --quiet`` end to end (process
-  start-up and recording into a SQLite store included).
+  start-up and recording into a SQLite store included). The end-to-end row is compared with
+  the bare loop twice: in this process (baseline B), and as a program of its own started
+  the same way (``python -c``: the interpreter's start-up and trio's import included, as
+  tstream's are; baseline B2).
 
 Usage: ``python scripts/bench_capture.py [--lines N] [--repeat R]``; each figure is the best
 of R runs, the rows taking turns. A ratio is the baseline's time over the row's: above 1 is
@@ -76,6 +79,34 @@ async def bare_loop(command: list[str]) -> int:
             lines += len([p.decode() for p in parts])
     await process.wait()
     return lines
+
+
+BARE_PROGRAM = """
+import subprocess, sys, trio
+
+async def main(command):
+    lines = 0
+    held = b""
+    process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE)
+    async with process.stdout:
+        while chunk := await process.stdout.receive_some(65536):
+            parts = (held + chunk).split(b"\\n")
+            held = parts.pop()
+            lines += len([p.decode() for p in parts])
+    await process.wait()
+    print(lines)
+
+trio.run(main, sys.argv[1:])
+"""
+
+
+def bare_program(command: list[str], expected: int) -> None:
+    """:func:`bare_loop` as a program of its own: ``python -c`` with the loop."""
+    done = subprocess.run(
+        [sys.executable, "-c", BARE_PROGRAM, *command], check=True, capture_output=True
+    )
+    if int(done.stdout) != expected:
+        raise SystemExit(f"the bare program captured {done.stdout!r} lines, not {expected}")
 
 
 class Noop:
@@ -195,6 +226,7 @@ def main() -> None:
         # (label, the call, the baseline's label or None)
         rows: list[tuple[str, Callable[[], object], str | None]] = []
         bare = "bare trio loop: 64 KiB, split, decode (baseline B)"
+        bare_as_program = "the same loop as a program, python -c (baseline B2)"
         if groups & {"library", "run"}:
             rows.append((bare, timed(bare_loop, command, n), None))
         if "library" in groups:
@@ -209,13 +241,11 @@ def main() -> None:
                     bare,
                 ),
             ]
+        run_row = "tstream run --quiet (end to end, recorded)"
         if "run" in groups:
+            rows.append((run_row, lambda: tstream_run(["--quiet"], command, store), bare))
             rows.append(
-                (
-                    "tstream run --quiet (end to end, recorded)",
-                    lambda: tstream_run(["--quiet"], command, store),
-                    bare,
-                )
+                (bare_as_program, lambda: bare_program(command, n), None),
             )
         if "pty" in groups:
             script = "script -qec 'cat FILE' /dev/null (baseline C)"
@@ -254,6 +284,13 @@ def main() -> None:
             print(
                 f"{label:<52} {n / took:>12,.0f}  {took:6.3f}s  {ratios[0]:>5}  "
                 f"{used:6.3f}s  {ratios[1]:>5}"
+            )
+        if "run" in groups:
+            took = elapsed[run_row]
+            print(
+                f"{run_row} against baseline B2, start-up on both sides: "
+                f"ratio {elapsed[bare_as_program] / took:.3f} (elapsed), "
+                f"{cpu[bare_as_program] / cpu[run_row]:.3f} (CPU)"
             )
 
 

@@ -1,5 +1,7 @@
 import pytest
 
+from trio_stream.batches import EventRuns, OutputBatch
+from trio_stream.lines import Lines
 from trio_stream.store import HistoryQuery, MemoryStore, SessionInfo, StoreError
 
 from .conftest import lines
@@ -12,6 +14,27 @@ async def test_ring_keeps_the_newest_events_and_counts_offsets_on():
     assert [e.data.text for e in await store.read("s")] == ["c", "d", "e"]
     assert await store.last_offset("s") == 4
     assert [e.offset for e in await store.read("s", HistoryQuery(after=3))] == [4]
+
+
+async def test_a_batch_larger_than_the_ring_builds_only_the_events_it_keeps(monkeypatch):
+    built = []
+    event = OutputBatch.event
+    monkeypatch.setattr(OutputBatch, "event", lambda self, i: built.append(i) or event(self, i))
+    store = MemoryStore(max_history=3)
+    await store.create_session(SessionInfo("s"))
+    texts = [str(i) for i in range(100_000)]
+    first = OutputBatch("s", 0, 1000.0, "stdout", 0, Lines(texts[:60_000]))
+    second = OutputBatch("s", 60_000, 1001.0, "stderr", 60_000, Lines(texts[60_000:]))
+    await store.append("s", EventRuns([first, second]))
+    kept = await store.read("s")
+    assert [(e.offset, e.data.text, e.data.source) for e in kept] == [
+        (99_997, "99997", "stderr"),
+        (99_998, "99998", "stderr"),
+        (99_999, "99999", "stderr"),
+    ]
+    assert await store.last_offset("s") == 99_999
+    # The kept three, and the newest once more for the time of last activity.
+    assert len(built) <= 4
 
 
 def test_ring_size_must_be_positive():

@@ -64,6 +64,35 @@ async def test_a_new_store_has_large_pages_and_an_older_one_keeps_its_own(tmp_pa
     assert sqlite3.connect(older).execute(page_size).fetchone()[0] == 4096
 
 
+async def test_checkpoints_run_beside_the_writer_and_keep_the_wal_bounded(db, monkeypatch):
+    # Small thresholds: a checkpoint every 64 KiB committed, the writer's own past 256 KiB.
+    monkeypatch.setattr(sqlite_store, "CHECKPOINT_BYTES", 64 * 1024)
+    monkeypatch.setattr(sqlite_store, "WAL_LIMIT_BYTES", 256 * 1024)
+    wal = db.with_name(db.name + "-wal")
+    text = "x" * 1000
+    async with open_store(db) as store:
+        await store.create_session(SessionInfo("s"))
+        # SQLite's own checkpoint inside a commit is off on the writer.
+        assert store._writer.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        size_before = db.stat().st_size
+        offset = 0
+        for _ in range(200):
+            await store.append("s", lines("s", offset, [text] * 32))
+            offset += 32
+        # 6.4 MB were committed: checkpoints copied them into the database file while
+        # the store stayed open, and the log was started over rather than grown.
+        await trio.to_thread.run_sync(store._checkpoint_done.wait)
+        assert db.stat().st_size > size_before + 4_000_000
+        assert wal.stat().st_size < 2_000_000
+        # A reader of another connection sees every commit meanwhile.
+        events = await store.read("s")
+        assert len(events) == offset and events[-1].data.text == text
+    # Closing the last connection leaves no log behind, and nothing was lost.
+    assert not wal.exists()
+    async with open_store(db) as store:
+        assert len(await store.read("s")) == offset
+
+
 async def test_exact_bytes_and_line_endings_round_trip(db):
     odd = make_event(
         EventType.OUTPUT,

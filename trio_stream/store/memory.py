@@ -133,7 +133,10 @@ class MemoryStore(SessionPruning):
         if not events:
             return
         last = check_batch(session_id, events, held.info.last_offset)
-        held.events.extend(events)
+        # Only the newest events stay in the ring: the others are not built (a batch of
+        # lines holds its lines as columns until an event is asked for).
+        kept = held.events.maxlen
+        held.events.extend(events if kept is None or len(events) <= kept else events[-kept:])
         held.info.last_offset = last
         held.info.last_activity = max(held.info.last_activity, events[-1].ts, time.time())
 

@@ -16,6 +16,13 @@ Layout and rules:
   A store created before keeps its pages.
 * ``synchronous=NORMAL`` in WAL mode: a committed batch survives the death of the process
   (``kill -9``); only a power loss may lose the last commits.
+* Checkpoints (copying the WAL back into the database file, and the ``fsync`` that makes
+  the copy durable) run in a thread of their own, with a connection of their own, once
+  :data:`CHECKPOINT_BYTES` were committed since the last one: SQLite's own automatic
+  checkpoint ran inside the commit that crossed its threshold, and held the writer (and so
+  a recording command) for a third of the time of a large recording. A WAL that the
+  background checkpoints never catch up with is checkpointed by the writer itself before
+  its next transaction once it holds :data:`WAL_LIMIT_BYTES`, so that the log starts over.
 * The schema is versioned (``PRAGMA user_version``) and migrated forward on open; a file
   written by a newer tstream, or a database that is not a tstream store, is refused with
   :class:`StoreError`, never rewritten.
@@ -25,9 +32,11 @@ Layout and rules:
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -61,8 +70,14 @@ READ_CONNECTIONS: Final = 4
 # than a chain of two dozen, each written to the WAL, checksummed and copied back on its
 # own. A commit of a few lines writes a few pages too, 16 KiB each rather than 4 KiB.
 PAGE_SIZE: Final = 16384
+# Bytes committed after which a background checkpoint starts (SQLite's own threshold is
+# 1000 pages: 16 MiB with the pages above).
+CHECKPOINT_BYTES: Final = 16 << 20
+# A WAL this large is checkpointed by the writer before its next transaction.
+WAL_LIMIT_BYTES: Final = 64 << 20
 
 _T = TypeVar("_T")
+logger = logging.getLogger(__name__)
 
 # Each entry upgrades the schema from version N-1 to N; applied in order, in one transaction.
 MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
@@ -182,6 +197,13 @@ class SQLiteStore(SessionPruning):
         self._all_readers: list[sqlite3.Connection] = []
         self._read_limiter = trio.CapacityLimiter(READ_CONNECTIONS)
         self._closed = False
+        self._page_size = PAGE_SIZE
+        # Bytes committed since the last checkpoint started (an estimate: what was written).
+        self._committed = 0
+        # The WAL's size as the last checkpoint found it.
+        self._wal_bytes = 0
+        self._checkpointer: sqlite3.Connection | None = None
+        self._checkpoint_done: threading.Event | None = None
 
     @classmethod
     async def open(cls, path: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> SQLiteStore:
@@ -257,6 +279,9 @@ class SQLiteStore(SessionPruning):
             raise StoreError(f"cannot open store {self.path}: directory {directory} does not exist")
         self._writer = conn = self._connect()
         self._guard(lambda: self._migrate(conn))
+        # Checkpoints are this store's to start (see the module's notes).
+        self._guard(lambda: conn.execute("PRAGMA wal_autocheckpoint = 0"))
+        self._page_size = self._guard(lambda: conn.execute("PRAGMA page_size").fetchone()[0])
         row = self._guard(
             lambda: conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
         )
@@ -336,13 +361,21 @@ class SQLiteStore(SessionPruning):
         if self._closed or self._writer is None:
             raise StoreError(f"store {self.path} is closed")
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``fn(conn)`` in one write transaction, in a worker thread."""
+    async def _write(
+        self, fn: Callable[[sqlite3.Connection], _T], size: Callable[[], int] | None = None
+    ) -> _T:
+        """Run ``fn(conn)`` in one write transaction, in a worker thread.
+
+        ``size``, once the transaction is done, tells about how many bytes it wrote (at
+        least a page is counted): what decides when the next checkpoint starts.
+        """
         self._check_open()
         conn = self._writer
         assert conn is not None
 
         def transaction() -> _T:
+            if self._wal_bytes >= WAL_LIMIT_BYTES:
+                self._checkpoint_sync(conn)
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(conn)
@@ -354,7 +387,46 @@ class SQLiteStore(SessionPruning):
             return result
 
         async with self._write_lock:
-            return await trio.to_thread.run_sync(self._guard, transaction)
+            result = await trio.to_thread.run_sync(self._guard, transaction)
+            self._committed += max(size() if size else 0, self._page_size)
+            if self._committed >= CHECKPOINT_BYTES:
+                self._start_checkpoint()
+            return result
+
+    def _checkpoint_sync(self, conn: sqlite3.Connection) -> None:
+        """A passive checkpoint on ``conn``: it copies what no reader still needs, waits
+        for nobody, and notes how large the WAL was."""
+        busy, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        self._wal_bytes = max(0, frames) * self._page_size if not busy else self._wal_bytes
+
+    def _start_checkpoint(self) -> None:
+        """Start a checkpoint in a thread of its own, unless one is still running."""
+        if self._checkpoint_done is not None and not self._checkpoint_done.is_set():
+            return
+        self._committed = 0
+        done = self._checkpoint_done = threading.Event()
+
+        def checkpoint() -> None:
+            if self._checkpointer is None:
+                self._checkpointer = self._connect()
+            self._checkpoint_sync(self._checkpointer)
+            # SQLite syncs the database file only after a checkpoint that copied the whole
+            # WAL, which one running beside a busy writer rarely does: what it copied would
+            # otherwise be synced all at once when the store closes.
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+
+        def finished(result: Any) -> None:
+            # A failed checkpoint loses nothing: the WAL keeps every commit, and the next
+            # checkpoint (or the writer's) copies it.
+            if hasattr(result, "error"):
+                logger.warning("store %s: checkpoint failed: %r", self.path, result.error)
+            done.set()
+
+        trio.lowlevel.start_thread_soon(checkpoint, finished)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``fn(conn)`` on a read connection, in a worker thread."""
@@ -520,8 +592,10 @@ class SQLiteStore(SessionPruning):
             return
         last = check_batch(session_id, events, events[0].offset - 1)
         newest = max(events[-1].ts, time.time())
+        written = 0
 
         def append(conn: sqlite3.Connection) -> None:
+            nonlocal written
             row = conn.execute(
                 "SELECT sid, last_offset FROM sessions WHERE id = ?", (session_id,)
             ).fetchone()
@@ -537,13 +611,14 @@ class SQLiteStore(SessionPruning):
                     (sid, *chunks.span(piece), len(piece), oldest, newest_ts, chunks.encode(piece))
                 )
             conn.executemany(_INSERT_CHUNK, rows)
+            written = sum(len(row[-1]) for row in rows)
             conn.execute(
                 "UPDATE sessions SET events = events + ?, last_offset = ?, "
                 "last_activity = max(last_activity, ?) WHERE sid = ?",
                 (len(events), last, newest, sid),
             )
 
-        await self._write(append)
+        await self._write(append, lambda: written)
 
     @staticmethod
     def _scan(
@@ -750,8 +825,19 @@ class SQLiteStore(SessionPruning):
             return
         self._closed = True
         async with self._write_lock:
-            for conn in [*self._all_readers, *([self._writer] if self._writer else [])]:
+            done = self._checkpoint_done
+            if done is not None and not done.is_set():
+                # Its connection is closed below: the checkpoint finishes first (it copies
+                # what one threshold's worth of commits wrote).
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(done.wait)
+            connections = [self._checkpointer] if self._checkpointer else []
+            connections += self._all_readers
+            # The writer last: closing the last connection checkpoints what is left.
+            connections += [self._writer] if self._writer else []
+            for conn in connections:
                 conn.close()
+        self._checkpointer = None
         self._readers.clear()
         self._all_readers.clear()
         self._writer = None
