@@ -17,6 +17,7 @@ from wsproto.events import AcceptConnection, Request, TextMessage
 from wsproto.handshake import H11Handshake
 
 from trio_stream.events import Event, EventType, Output, Status
+from trio_stream.hub import streams
 from trio_stream.hub.broker import Broker
 from trio_stream.hub.config import HubConfig
 from trio_stream.hub.encodings import DESIGN, DESIGN_SSE
@@ -153,6 +154,33 @@ async def test_events_appended_within_a_tick_reach_a_client_as_one_delivery(
     items = await client.next_items()
     assert len(items) == 1 and isinstance(items[0], Deliver)
     assert [f.offset for f in items[0].frames] == [0, 1, 2]
+
+
+@pytest.mark.parametrize(("took", "waits"), [(0.002, 0.005), (0.08, 0.04), (10.0, 0.1)])
+async def test_a_tick_waits_half_as_long_as_the_last_fan_out_took(
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    took: float,
+    waits: float,
+) -> None:
+    """With many clients a fan-out takes long: the next tick waits half that (at least the
+    configured tick, at most MAX_TICK), so that more events share each client's write."""
+    clock = iter(range(1_000_000))
+    monkeypatch.setattr(streams.time, "perf_counter", lambda: next(clock) * took)
+    broker = Broker(MemoryStore(), HubConfig(tick=0.005), nursery)
+    stream = await broker.create_stream("s")
+    client = broker.attach(stream, ClientKind.WEBSOCKET, "test")
+    await client.subscribe(None, parse_filters(None))
+    await client.next_items()
+    assert stream.log is not None
+    stream.log.append([line("a")])
+    await stream.settle()
+    appended = trio.current_time()
+    stream.log.append([line("b")])
+    await stream.settle()
+    assert trio.current_time() - appended == pytest.approx(waits)
+    assert [f.offset for d in client.pending for f in d.frames] == [0, 1]
 
 
 async def test_clients_with_equal_filters_are_queued_the_same_batch(
