@@ -15,25 +15,35 @@ inherits ours. The subscriber processes share the machine's cores with the hub: 
 each side used is printed, and a run where the hub fell behind (p99 over 250 ms) without
 a core of its own says that the machine, rather than the hub, was the limit.
 
+With ``--floor``, the same number of idle connections (the same transports) is first made
+to Hypercorn alone, serving a trivial ASGI app in a process of its own (a WebSocket that is
+accepted and then only waits; an SSE response whose head is sent and then only waits): the
+least any application served by Hypercorn's trio worker costs a connection, against which
+the hub's figure is compared.
+
 Usage::
 
     .venv/bin/python scripts/bench_width.py --clients 1000
+    .venv/bin/python scripts/bench_width.py --clients 10000 --floor
     .venv/bin/python scripts/bench_width.py --clients 10000 --processes 8 --rate 10 --duration 30
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import gc
 import math
 import os
 import resource
 import secrets
 import signal
+import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -57,6 +67,135 @@ def raise_open_files(wanted: int | None = None) -> int:
     if target != soft:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return target
+
+
+async def trivial_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The floor's ASGI app: accept and wait; for HTTP, an SSE head and then nothing."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["type"] == "websocket":
+        await receive()
+        await send({"type": "websocket.accept"})
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+        return
+    await receive()
+    head = [(b"content-type", b"text/event-stream")]
+    await send({"type": "http.response.start", "status": 200, "headers": head})
+    await send({"type": "http.response.body", "body": b": idle\n\n", "more_body": True})
+    await trio.sleep_forever()
+
+
+def floor_server(port: int) -> None:
+    """The floor's server: Hypercorn's trio worker, as the hub configures it, serving
+    :func:`trivial_app` on ``port`` until interrupted."""
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.backlog = 4096
+    config.accesslog = None
+    config.loglevel = "WARNING"
+    config.keep_alive_timeout = 600
+    config.include_server_header = False
+
+    async def main() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(partial(serve, trivial_app, config))
+                sys.stdout.write("ready\n")
+                sys.stdout.flush()
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+async def _idle_connections(port: int, websockets: int, sse: int, keep: trio.Event) -> None:
+    """Open idle connections to the floor's server (their heads answered) and hold them
+    until ``keep`` is set; a few at a time, so that the accept queue never overflows."""
+    held: list[trio.SocketStream] = []
+    ws_head = (
+        "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    sse_head = b"GET /sse HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
+    limit = trio.Semaphore(64)
+
+    async def one(kind: str) -> None:
+        async with limit:
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            key = base64.b64encode(os.urandom(16)).decode()
+            await stream.send_all(ws_head.format(key=key).encode() if kind == "ws" else sse_head)
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                answer += await stream.receive_some(4096)
+            expected = b"HTTP/1.1 101" if kind == "ws" else b"HTTP/1.1 200"
+            if not answer.startswith(expected):
+                raise SystemExit(f"the floor's server answered {answer[:40]!r}")
+            held.append(stream)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for kind in ["ws"] * websockets + ["sse"] * sse:
+                nursery.start_soon(one, kind)
+        await keep.wait()
+    finally:
+        for stream in held:
+            await stream.aclose()
+
+
+async def floor(clients: int, websockets: int, settle: float) -> dict[str, float]:
+    """The RSS growth of Hypercorn alone over ``clients`` idle connections."""
+    port = benchhub.free_port()
+    command = [sys.executable, str(Path(__file__).resolve()), "--role", "floor", str(port)]
+    server = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE)
+    try:
+        assert server.stdout is not None
+        with trio.fail_after(30):
+            ready = b""
+            while b"ready" not in ready:
+                chunk = await server.stdout.receive_some(100)
+                if not chunk:
+                    raise SystemExit("the floor's server did not start")
+                ready += chunk
+        await trio.sleep(settle)
+        empty = benchhub.rss_mib(server.pid)
+        keep = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_idle_connections, port, websockets, clients - websockets, keep)
+            while len(_established(server.pid)) < clients:
+                await trio.sleep(0.5)
+            await trio.sleep(settle)
+            idle = benchhub.rss_mib(server.pid)
+            keep.set()
+    finally:
+        server.send_signal(signal.SIGINT)
+        with trio.move_on_after(10):
+            await server.wait()
+        if server.returncode is None:
+            server.kill()
+    return {"floor_empty": empty, "floor_idle": idle}
+
+
+def _established(pid: int) -> list[str]:
+    """The descriptors of ``pid`` that are sockets (its listener among them)."""
+    fds = Path(f"/proc/{pid}/fd")
+    found = []
+    for fd in fds.iterdir():
+        try:
+            if os.readlink(fd).startswith("socket:"):
+                found.append(fd.name)
+        except OSError:
+            continue
+    return found
 
 
 async def _subscribers(
@@ -109,12 +248,16 @@ async def run(
     duration: float,
     settle: float,
     transport: str = "both",
+    with_floor: bool = False,
 ) -> dict[str, Any]:
     token = secrets.token_urlsafe(24)
     workdir = Path(tempfile.mkdtemp(prefix="bench-width-"))
     script = str(Path(__file__).resolve())
     outputs: list[str] = []
     result: dict[str, Any] = {"clients": clients, "rate": rate, "duration": duration}
+    websockets = {"both": clients // 2, "websocket": clients, "sse": 0}[transport]
+    if with_floor:
+        result.update(await floor(clients, websockets, settle))
     async with trio.open_nursery() as nursery:
         # Thousands of clients connecting at once wait for their request head to be
         # read: the hub must neither drop the longest waiting nor time them out.
@@ -127,7 +270,6 @@ async def run(
             result["rss_empty"] = benchhub.rss_mib(hub.pid)
             async with trio.open_nursery() as runs:
                 started = time.perf_counter()
-                websockets = {"both": clients // 2, "websocket": clients, "sse": 0}[transport]
                 await _subscribers(runs, http, url, token, clients, processes, websockets, outputs)
                 await bench_fanout.wait_subscribed([http], clients, 60)
                 result["connect_seconds"] = time.perf_counter() - started
@@ -160,6 +302,14 @@ def show(result: dict[str, Any]) -> bool:
         f"  hub RSS     {result['rss_empty']:.1f} MiB with no client, {result['rss_idle']:.1f} "
         f"with them: {grown * 1024 / clients:.1f} KiB per client"
     )
+    if "floor_idle" in result:
+        floor_grown = result["floor_idle"] - result["floor_empty"]
+        print(
+            f"  Hypercorn alone, trivial ASGI app, the same connections: "
+            f"{floor_grown * 1024 / clients:.1f} KiB per client "
+            f"({result['floor_empty']:.1f} MiB with none, {result['floor_idle']:.1f} with "
+            f"them); the hub's own share {(grown - floor_grown) * 1024 / clients:.1f} KiB"
+        )
     lost = result["expected"] - result["delivered"]
     ok = lost == 0 and not result["broken"]
     for broken in result["broken"]:
@@ -199,6 +349,9 @@ def show(result: dict[str, Any]) -> bool:
 
 def main() -> None:
     raise_open_files()
+    if len(sys.argv) > 2 and sys.argv[1:3] == ["--role", "floor"]:
+        floor_server(int(sys.argv[3]))
+        return
     if len(sys.argv) > 2 and sys.argv[1] == "--role":
         # A subscriber or publisher process: bench_fanout's, under our raised limit.
         bench_fanout.main()
@@ -219,6 +372,11 @@ def main() -> None:
     parser.add_argument(
         "--settle", type=float, default=3, help="seconds to wait before reading the RSS"
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="first measure Hypercorn alone (a trivial ASGI app) with the same connections",
+    )
     args = parser.parse_args()
     soft = raise_open_files()
     per_process = math.ceil(args.clients / max(1, args.processes))
@@ -233,6 +391,7 @@ def main() -> None:
         args.duration,
         args.settle,
         args.transport,
+        args.floor,
     )
     sys.exit(0 if show(result) else 1)
 
