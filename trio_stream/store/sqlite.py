@@ -22,7 +22,8 @@ Layout and rules:
   checkpoint ran inside the commit that crossed its threshold, and held the writer (and so
   a recording command) for a third of the time of a large recording. A WAL that the
   background checkpoints never catch up with is checkpointed by the writer itself before
-  its next transaction once it holds :data:`WAL_LIMIT_BYTES`, so that the log starts over.
+  its next transaction once it holds :data:`WAL_LIMIT_BYTES` (after the background one in
+  progress), so that the log starts over: a smaller file, quicker to remove at the end.
 * The schema is versioned (``PRAGMA user_version``) and migrated forward on open; a file
   written by a newer tstream, or a database that is not a tstream store, is refused with
   :class:`StoreError`, never rewritten.
@@ -74,7 +75,7 @@ PAGE_SIZE: Final = 16384
 # 1000 pages: 16 MiB with the pages above).
 CHECKPOINT_BYTES: Final = 16 << 20
 # A WAL this large is checkpointed by the writer before its next transaction.
-WAL_LIMIT_BYTES: Final = 64 << 20
+WAL_LIMIT_BYTES: Final = 32 << 20
 
 _T = TypeVar("_T")
 logger = logging.getLogger(__name__)
@@ -375,6 +376,11 @@ class SQLiteStore(SessionPruning):
 
         def transaction() -> _T:
             if self._wal_bytes >= WAL_LIMIT_BYTES:
+                # The WAL starts over only after a checkpoint that copied all of it, which
+                # one running beside this writer never does: this one, after it.
+                running = self._checkpoint_done
+                if running is not None:
+                    running.wait()
                 self._checkpoint_sync(conn)
             conn.execute("BEGIN IMMEDIATE")
             try:
