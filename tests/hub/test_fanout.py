@@ -19,6 +19,7 @@ from wsproto.handshake import H11Handshake
 from trio_stream.events import Event, EventType, Output, Status
 from trio_stream.hub import streams
 from trio_stream.hub.broker import Broker
+from trio_stream.hub.clients import Client
 from trio_stream.hub.config import HubConfig
 from trio_stream.hub.encodings import DESIGN, DESIGN_SSE
 from trio_stream.hub.frames import Frame
@@ -26,6 +27,7 @@ from trio_stream.hub.items import Batch, ClientKind, Deliver
 from trio_stream.hub.params import parse_filters
 from trio_stream.hub.server import ServedHub
 from trio_stream.hub.sse import SSEParser, frame_items, sse_event
+from trio_stream.hub.streams import Stream
 from trio_stream.hub.wire import http_chunk, ws_frame
 from trio_stream.store.memory import MemoryStore
 
@@ -139,14 +141,22 @@ def line(text: str) -> Event:
     return Event(EventType.OUTPUT, Output("stdout", text))
 
 
-async def test_events_appended_within_a_tick_reach_a_client_as_one_delivery(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
-) -> None:
-    broker = Broker(MemoryStore(), HubConfig(tick=0.05), nursery)
+async def subscribed(nursery: trio.Nursery, tick: float) -> tuple[Stream, Client]:
+    """A live stream of a hub with this tick, and a WebSocket client subscribed to it (its
+    acknowledgement taken)."""
+    broker = Broker(MemoryStore(), HubConfig(tick=tick), nursery)
     stream = await broker.create_stream("s")
     client = broker.attach(stream, ClientKind.WEBSOCKET, "test")
     await client.subscribe(None, parse_filters(None))
     await client.next_items()
+    assert stream.log is not None
+    return stream, client
+
+
+async def test_events_appended_within_a_tick_reach_a_client_as_one_delivery(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    stream, client = await subscribed(nursery, 0.05)
     assert stream.log is not None
     for text in ("a", "b", "c"):
         stream.log.append([line(text)])
@@ -168,11 +178,7 @@ async def test_a_tick_waits_half_as_long_as_the_last_fan_out_took(
     configured tick, at most MAX_TICK), so that more events share each client's write."""
     clock = iter(range(1_000_000))
     monkeypatch.setattr(streams.time, "perf_counter", lambda: next(clock) * took)
-    broker = Broker(MemoryStore(), HubConfig(tick=0.005), nursery)
-    stream = await broker.create_stream("s")
-    client = broker.attach(stream, ClientKind.WEBSOCKET, "test")
-    await client.subscribe(None, parse_filters(None))
-    await client.next_items()
+    stream, client = await subscribed(nursery, 0.005)
     assert stream.log is not None
     stream.log.append([line("a")])
     await stream.settle()

@@ -419,7 +419,11 @@ class SQLiteStore(SessionPruning):
             # SQLite syncs the database file only after a checkpoint that copied the whole
             # WAL, which one running beside a busy writer rarely does: what it copied would
             # otherwise be synced all at once when the store closes.
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                # Not a file of its own (an in-memory database), or gone: nothing to sync.
+                return
             try:
                 os.fdatasync(fd)
             finally:
