@@ -309,22 +309,18 @@ class SessionLog:
         while self.next_offset - 1 <= after and not self._closed:
             await self._next_change()
 
-    async def follow(
-        self, after: int = -1, *, tick: float | Callable[[], float] = 0.0
-    ) -> AsyncIterator[Since]:
+    async def follow(self, after: int = -1, *, tick: float = 0.0) -> AsyncIterator[Since]:
         """Yield batches of events after ``after`` until the log closes.
 
         Args:
             after: the last offset the follower already has.
             tick: after a wake-up, wait this long so that one batch carries every event
-                of the tick (a follower wakes once per tick, not once per event); or a
-                function giving that time anew for each tick.
+                of the tick (a follower wakes once per tick, not once per event).
         """
         while True:
             await self.wait_after(after)
-            wait = tick() if callable(tick) else tick
-            if wait > 0 and not self._closed:
-                await trio.sleep(wait)
+            if tick > 0 and not self._closed:
+                await trio.sleep(tick)
             batch = self.since(after)
             if batch.events:
                 after = self.next_offset - 1

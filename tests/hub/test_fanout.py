@@ -166,27 +166,47 @@ async def test_events_appended_within_a_tick_reach_a_client_as_one_delivery(
     assert [f.offset for f in items[0].frames] == [0, 1, 2]
 
 
-@pytest.mark.parametrize(("took", "waits"), [(0.002, 0.005), (0.08, 0.04), (10.0, 0.1)])
-async def test_a_tick_waits_half_as_long_as_the_last_fan_out_took(
+async def test_events_taken_during_a_round_reach_the_clients_not_yet_visited_in_it(
     nursery: trio.Nursery,
     autojump_clock: trio.testing.MockClock,
     monkeypatch: pytest.MonkeyPatch,
-    took: float,
-    waits: float,
 ) -> None:
-    """With many clients a fan-out takes long: the next tick waits half that (at least the
-    configured tick, at most MAX_TICK), so that more events share each client's write."""
-    clock = iter(range(1_000_000))
-    monkeypatch.setattr(streams.time, "perf_counter", lambda: next(clock) * took)
-    stream, client = await subscribed(nursery, 0.005)
+    """A round visits the clients a step at a time; what the log takes meanwhile joins the
+    round for those not yet visited, and reaches the others first thing in the next."""
+    monkeypatch.setattr(streams, "FANOUT_STEP", 2)
+    broker = Broker(MemoryStore(), HubConfig(tick=0.001), nursery)
+    stream = await broker.create_stream("s")
+    clients = [broker.attach(stream, ClientKind.WEBSOCKET, "test") for _ in range(5)]
+    for client in clients:
+        await client.subscribe(None, parse_filters(None))
+        await client.next_items()
     assert stream.log is not None
-    stream.log.append([line("a")])
+    log = stream.log
+    offer = Client.offer
+
+    def offer_then_publish(client: Client, batch: Batch) -> None:
+        # The second client's turn in the first round: a publisher's next event arrives.
+        offer(client, batch)
+        if client is clients[1] and log.last_offset == 0:
+            log.append([line("b")])
+
+    monkeypatch.setattr(Client, "offer", offer_then_publish)
+    log.append([line("a")])
     await stream.settle()
-    appended = trio.current_time()
-    stream.log.append([line("b")])
-    await stream.settle()
-    assert trio.current_time() - appended == pytest.approx(waits)
-    assert [f.offset for d in client.pending for f in d.frames] == [0, 1]
+    await stream.wait_advanced()
+    delivered = [[[f.offset for f in batch.frames] for batch in c.pending] for c in clients]
+    assert delivered == [[[0], [1]], [[0], [1]], [[0, 1]], [[0, 1]], [[0, 1]]]
+    # The later clients share one batch, and the earlier ones the one that follows.
+    assert clients[2].pending[0] is clients[4].pending[0]
+    assert clients[0].pending[1] is clients[1].pending[1]
+
+
+def test_what_follows_an_offset_in_a_batch_is_made_once() -> None:
+    batch = Batch(frames("a", "b", "c"))
+    rest = batch.after(0)
+    assert rest is not None and [f.offset for f in rest.frames] == [1, 2]
+    assert batch.after(0) is rest
+    assert batch.after(-1) is batch and batch.after(2) is None
 
 
 async def test_clients_with_equal_filters_are_queued_the_same_batch(

@@ -214,19 +214,20 @@ class Client:
 
     def offer(self, batch: Batch) -> None:
         """Queue what this client wants of ``batch`` (a tick's events, shared by every
-        client): no per-event work unless the batch overlaps what it already has."""
-        if self.end_reason is not None:
+        client): no per-event work unless the batch overlaps what it already has, and
+        nothing at all when it has every event of it (a fan-out round offers the clients
+        it visited late what the others still lacked)."""
+        if self.end_reason is not None or batch.last <= self.queued:
             return
-        if batch.last > self.queued:
-            fresh = batch if batch.first > self.queued else batch.after(self.queued)
-            selected = fresh.select(self.filters) if fresh is not None else None
-            if selected is not None:
-                self.pending.append(selected)
-                self.pending_count += len(selected)
-                if self.pending_count > self.queue_limit:
-                    self.end(EndReason.SLOW_CONSUMER)
-                    return
-            self.queued = batch.last
+        fresh = batch if batch.first > self.queued else batch.after(self.queued)
+        selected = fresh.select(self.filters) if fresh is not None else None
+        if selected is not None:
+            self.pending.append(selected)
+            self.pending_count += len(selected)
+            if self.pending_count > self.queue_limit:
+                self.end(EndReason.SLOW_CONSUMER)
+                return
+        self.queued = batch.last
         if self.parked and self._write_now():
             return
         self._wake.set()

@@ -133,9 +133,7 @@ class HubConfig:
         history: events kept in memory per live stream.
         client_queue: events waiting for one client before it is cut as a slow consumer.
         write_timeout: seconds a cut client's last frame may take before it is dropped.
-        tick: seconds a woken client waits so that one frame carries the whole tick (a
-            tick also waits half as long as the stream's last fan-out took, at most
-            100 ms; 0: no waiting at all).
+        tick: seconds a woken client waits so that one frame carries the whole tick.
         max_message_size: largest WebSocket message a client may send (bytes).
         max_body_size: largest HTTP request body (bytes).
         max_batch: most events in one publish request.

@@ -123,11 +123,15 @@ class Batch:
         return self if found is _ALL else found  # type: ignore[return-value]
 
     def after(self, offset: int) -> Batch | None:
-        """The frames after ``offset`` (self when that is all of them)."""
+        """The frames after ``offset`` (self when that is all of them), made once per
+        offset: the clients that have the same part of a batch share what follows it."""
         if self.first > offset:
             return self
         if offset >= self.last:
             return None
+        return self.cached(("after", offset), lambda: self._after(offset))  # type: ignore[no-any-return]
+
+    def _after(self, offset: int) -> Batch:
         rest = None if self.events is None else self.events.after(offset)
         if isinstance(self.frames, LazyFrames) and rest is not None:
             return Batch(LazyFrames(rest))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import time
 from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final, final
@@ -42,8 +41,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("trio_stream.hub")
 
 RECORD_TICK: Final = 0.02
-# The longest a tick waits for the last fan-out's length (see Stream.pump).
-MAX_TICK: Final = 0.1
+# Clients written between two looks at the log in a fan-out round (see Stream.pump).
+FANOUT_STEP: Final = 512
 # A pattern is matched by the hub, not the store; at most this many events are scanned.
 MAX_PATTERN_SCAN: Final = 1_000_000
 
@@ -91,8 +90,6 @@ class Stream:
         self._stored = trio.Event()
         # Tasks in :meth:`wait_advanced`.
         self.waiters = 0
-        # How long the last tick's fan-out took (seconds).
-        self.fanout_took = 0.0
 
     @property
     def last_offset(self) -> int:
@@ -116,41 +113,75 @@ class Stream:
     # -- the fan-out ---------------------------------------------------------------------
 
     async def pump(self) -> None:
-        """Follow the log: serialize each tick's events once and queue them for clients."""
-        assert self.log is not None
+        """Follow the log: serialize each tick's events once and hand them to clients.
+
+        The clients are visited in rounds, :data:`FANOUT_STEP` at a time; between two
+        steps the hub's other tasks run (a publisher's next events among them), and what
+        the log took meanwhile joins the round for the clients not yet visited. Those
+        visited before get it at the start of the next round, at once. With thousands
+        of clients a round takes long (one write to each): an event then waits for at
+        most one round, not for the rest of the round in progress and then its own
+        place in the next.
+        """
+        log = self.log
+        assert log is not None
         tick = self.broker.config.tick
-
-        def next_tick() -> float:
-            # A tick waits half as long as the last fan-out took (up to MAX_TICK): with
-            # thousands of clients, where one write a client is most of a fan-out's
-            # cost, more events share each write, and the fan-out takes at most about
-            # two thirds of the hub's time however many clients listen. The latency
-            # added is a third of what waiting for the fan-out in progress costs anyway.
-            return max(tick, min(self.fanout_took * 0.5, MAX_TICK)) if tick else 0.0
-
-        async for batch in self.log.follow(self.pumped, tick=next_tick):
-            frames = frames_of(batch.events)
-            if not batch.complete:
-                # The fan-out fell behind the log's memory: live clients would miss
-                # events, so they are cut and resume from the store.
-                self.frames.clear()
-                for client in list(self.live.values()):
-                    client.end(EndReason.SLOW_CONSUMER)
-            self.frames.extend(frames)
-            self.pumped = frames[-1].offset
-            self.largest_event = max(self.largest_event, max(len(f.raw) for f in frames))
-            shared = Batch(frames, batch.events)
-            self.broker.metrics_events(len(frames), len(shared.json()) - len(frames) + 1)
-            started = time.perf_counter()
-            for client in list(self.live.values()):
-                client.offer(shared)
-            self.fanout_took = time.perf_counter() - started
+        # What the clients visited early in the last round have not been given yet.
+        owed: Batch | None = None
+        while True:
+            if owed is None:
+                await log.wait_after(self.pumped)
+                if tick > 0 and not log.closed:
+                    await trio.sleep(tick)
+            taken, whole = self._take()
+            batch = _joined(owed, taken) if whole else taken
+            owed = None
+            if batch is None:
+                if log.closed:
+                    break
+                continue
+            clients = list(self.live.values())
+            for start in range(0, len(clients), FANOUT_STEP):
+                if start:
+                    await trio.lowlevel.checkpoint()
+                    more, whole = self._take()
+                    if not whole:
+                        # Every live client was cut: nothing before it is owed to anyone.
+                        batch, owed = more, None
+                    elif more is not None:
+                        batch = _joined(batch, more)
+                        owed = _joined(owed, more)
+                for client in clients[start : start + FANOUT_STEP]:
+                    client.offer(batch)
             self._advance()
         self.finished = True
         for client in list(self.live.values()):
             client.end(EndReason.STREAM_ENDED)
         self._advance()
         self.broker.forget_if_idle(self)
+
+    def _take(self) -> tuple[Batch | None, bool]:
+        """The log's events after :attr:`pumped` as one batch, framed once and kept in
+        memory for replays (None when there is none), and whether they follow it at once
+        (when not, the log no longer held what the fan-out had not taken, and every live
+        client was cut)."""
+        assert self.log is not None
+        since = self.log.since(self.pumped)
+        if not since.events:
+            return None, True
+        frames = frames_of(since.events)
+        if not since.complete:
+            # The fan-out fell behind the log's memory: live clients would miss
+            # events, so they are cut and resume from the store.
+            self.frames.clear()
+            for client in list(self.live.values()):
+                client.end(EndReason.SLOW_CONSUMER)
+        self.frames.extend(frames)
+        self.pumped = frames[-1].offset
+        self.largest_event = max(self.largest_event, max(len(f.raw) for f in frames))
+        batch = Batch(frames, since.events)
+        self.broker.metrics_events(len(frames), len(batch.json()) - len(frames) + 1)
+        return batch, since.complete
 
     def wake(self) -> None:
         """Wake whoever waits for the next fan-out tick."""
@@ -439,3 +470,15 @@ class Stream:
             "clients": len(self.clients),
             "epoch": self.broker.store.epoch,
         }
+
+
+def _joined(first: Batch | None, then: Batch | None) -> Batch | None:
+    """The events of two batches of consecutive offsets as one (either may be None)."""
+    if first is None:
+        return then
+    if then is None:
+        return first
+    assert first.events is not None and then.events is not None
+    return Batch(
+        list(first.frames) + list(then.frames), EventRuns(first.events.runs + then.events.runs)
+    )
