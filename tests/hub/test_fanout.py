@@ -141,22 +141,25 @@ def line(text: str) -> Event:
     return Event(EventType.OUTPUT, Output("stdout", text))
 
 
-async def subscribed(nursery: trio.Nursery, tick: float) -> tuple[Stream, Client]:
-    """A live stream of a hub with this tick, and a WebSocket client subscribed to it (its
-    acknowledgement taken)."""
+async def subscribed(
+    nursery: trio.Nursery, tick: float, count: int = 1
+) -> tuple[Stream, list[Client]]:
+    """A live stream of a hub with this tick, and ``count`` WebSocket clients subscribed to
+    it (their acknowledgements taken)."""
     broker = Broker(MemoryStore(), HubConfig(tick=tick), nursery)
     stream = await broker.create_stream("s")
-    client = broker.attach(stream, ClientKind.WEBSOCKET, "test")
-    await client.subscribe(None, parse_filters(None))
-    await client.next_items()
+    clients = [broker.attach(stream, ClientKind.WEBSOCKET, "test") for _ in range(count)]
+    for client in clients:
+        await client.subscribe(None, parse_filters(None))
+        await client.next_items()
     assert stream.log is not None
-    return stream, client
+    return stream, clients
 
 
 async def test_events_appended_within_a_tick_reach_a_client_as_one_delivery(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    stream, client = await subscribed(nursery, 0.05)
+    stream, [client] = await subscribed(nursery, 0.05)
     assert stream.log is not None
     for text in ("a", "b", "c"):
         stream.log.append([line(text)])
@@ -174,12 +177,7 @@ async def test_events_taken_during_a_round_reach_the_clients_not_yet_visited_in_
     """A round visits the clients a step at a time; what the log takes meanwhile joins the
     round for those not yet visited, and reaches the others first thing in the next."""
     monkeypatch.setattr(streams, "FANOUT_STEP", 2)
-    broker = Broker(MemoryStore(), HubConfig(tick=0.001), nursery)
-    stream = await broker.create_stream("s")
-    clients = [broker.attach(stream, ClientKind.WEBSOCKET, "test") for _ in range(5)]
-    for client in clients:
-        await client.subscribe(None, parse_filters(None))
-        await client.next_items()
+    stream, clients = await subscribed(nursery, 0.001, 5)
     assert stream.log is not None
     log = stream.log
     offer = Client.offer
@@ -240,12 +238,7 @@ def _frames(data: bytes) -> list[bytes]:
 async def test_the_design_encoding_of_a_tick_is_made_once_and_written_at_once(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    broker = Broker(MemoryStore(), HubConfig(tick=0.01), nursery)
-    stream = await broker.create_stream("s")
-    clients = [broker.attach(stream, ClientKind.WEBSOCKET, "test") for _ in range(2)]
-    for client in clients:
-        await client.subscribe(None, parse_filters(None))
-        await client.next_items()
+    stream, clients = await subscribed(nursery, 0.01, 2)
     assert stream.log is not None
     stream.log.append([line("a"), Event(EventType.STATUS, Status("working"))])
     await stream.settle()
@@ -267,11 +260,7 @@ async def test_the_design_encoding_of_a_tick_is_made_once_and_written_at_once(
 async def test_a_lagging_client_gets_every_pending_tick_in_one_delivery(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    broker = Broker(MemoryStore(), HubConfig(tick=0.01), nursery)
-    stream = await broker.create_stream("s")
-    client = broker.attach(stream, ClientKind.WEBSOCKET, "test")
-    await client.subscribe(None, parse_filters(None))
-    await client.next_items()
+    stream, [client] = await subscribed(nursery, 0.01)
     assert stream.log is not None
     for text in ("a", "b", "c"):
         stream.log.append([line(text)])
