@@ -4,6 +4,7 @@ under the pinned releases, and the hub behaves the same with it off."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,10 +13,21 @@ import httpx
 import orjson
 import pytest
 import trio
+import trio.testing
 from trio_websocket import open_websocket_url
 
+from trio_stream.events import Event, EventType, Output
 from trio_stream.hub import clients, patches, wire
+from trio_stream.hub.broker import Broker
+from trio_stream.hub.clients import Client
+from trio_stream.hub.config import HubConfig
+from trio_stream.hub.encodings import NATIVE
+from trio_stream.hub.frames import Frame
+from trio_stream.hub.items import Batch, ClientKind, Deliver, Item
+from trio_stream.hub.params import parse_filters
 from trio_stream.hub.server import ServedHub
+from trio_stream.hub.streams import Stream
+from trio_stream.store.memory import MemoryStore
 
 from .conftest import create, output, receive, texts_until_end, ws_url
 
@@ -120,3 +132,91 @@ async def test_frames_the_fan_out_writes_itself_arrive_whole_when_the_reader_sta
     taken = clients.express_writes - before
     assert taken["whole"] >= 2, taken
     assert taken["part"] > 0, taken
+
+
+async def _parked_clients(
+    nursery: trio.Nursery, count: int, filters: dict[str, object] | None = None
+) -> tuple[Stream, list[Client], list[socket.socket], list[list[Item]]]:
+    """A live stream and ``count`` WebSocket clients whose writer tasks sleep with
+    nothing to send, each with a direct writer to one end of a socket pair (the other
+    end returned); what their writer tasks were handed is collected."""
+    broker = Broker(MemoryStore(), HubConfig(tick=0.001), nursery)
+    stream = await broker.create_stream("p")
+    parked, peers, handed = [], [], []
+    for _ in range(count):
+        client = broker.attach(stream, ClientKind.WEBSOCKET, "test")
+        await client.subscribe(None, parse_filters(filters))
+        ours, peer = socket.socketpair()
+        ours.setblocking(False)
+        peer.setblocking(False)
+        sock = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+        client.express(wire.RawWriter(_never_sent, trio.Lock(), sock), NATIVE)
+        items: list[Item] = []
+
+        async def writer(client: Client = client, items: list[Item] = items) -> None:
+            while True:
+                items += await client.next_items()
+
+        nursery.start_soon(writer)
+        parked.append(client)
+        peers.append(peer)
+        handed.append(items)
+    await trio.testing.wait_all_tasks_blocked()
+    assert all(c.parked and c.catching_up is None for c in parked)
+    return stream, parked, peers, handed
+
+
+def _frame(offset: int, text: str) -> Frame:
+    return Frame.of(Event(EventType.OUTPUT, Output("stdout", text)).with_offset("p", offset))
+
+
+async def _never_sent(data: object) -> None:
+    raise AssertionError("the writer task was not to send anything")
+
+
+def _received(peer: socket.socket) -> bytes:
+    data = b""
+    while True:
+        try:
+            data += peer.recv(1 << 20)
+        except BlockingIOError:
+            return data
+
+
+async def test_the_fan_out_writes_the_shared_frame_to_sleeping_clients_itself(
+    nursery: trio.Nursery,
+) -> None:
+    """Clients with nothing queued and their writer asleep are written the batch's one
+    frame by the fan-out (their writers never wake); a client whose socket is full gets
+    it queued for its writer after one try; one whose filter passes nothing, nothing."""
+    _, parked, peers, handed = await _parked_clients(nursery, 3)
+    # The first client's peer reads nothing: its side of the pair fills up.
+    writer = parked[0].express_writer
+    assert writer is not None
+    while writer.write_now(b"x" * 65536) > 0:
+        pass
+    before = clients.express_writes.copy()
+    batch = Batch([_frame(0, "a"), _frame(1, "b")])
+    for client in parked:
+        client.offer(batch)
+    frame = batch.wire_frame(NATIVE, "p", 1)
+    assert _received(peers[1]) == frame and _received(peers[2]) == frame
+    taken = clients.express_writes - before
+    assert taken == {"whole": 2, "left": 1}
+    for client in parked[1:]:
+        assert (client.events_sent, client.frames_sent, client.position) == (2, 1, 1)
+        assert not client.pending and client.queued == 1
+    # The full one: queued once for its writer, which is woken.
+    assert parked[0].pending == [batch] and parked[0].events_sent == 0
+    await trio.testing.wait_all_tasks_blocked()
+    assert [type(i) for i in handed[0]] == [Deliver] and handed[1:] == [[], []]
+
+
+async def test_a_sleeping_client_whose_filter_passes_nothing_is_not_woken(
+    nursery: trio.Nursery,
+) -> None:
+    _, [client], [peer], [handed] = await _parked_clients(nursery, 1, {"eventTypes": ["status"]})
+    client.offer(Batch([_frame(0, "a")]))
+    assert client.queued == 0 and not client.pending and not client._wake.is_set()
+    await trio.testing.wait_all_tasks_blocked()
+    assert handed == [] and _received(peer) == b""

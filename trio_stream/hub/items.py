@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any, Final, TypeAlias, final
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, final
 
 import attrs
 import orjson
@@ -25,6 +25,9 @@ from ..batches import EventRuns, OutputBatch
 from ..store.chunks import lines_item
 from .frames import Frame, LazyFrames, frames_of
 from .protocol import EventFilter
+
+if TYPE_CHECKING:
+    from .encodings import Encoding
 
 
 class ClientKind(enum.StrEnum):
@@ -106,6 +109,15 @@ class Batch:
         except KeyError:
             value = self._cache[key] = make()
             return value
+
+    def wire_frame(self, encoding: Encoding, stream_id: str, last: int) -> bytes:
+        """This batch alone as the bytes of one write to a client of ``encoding`` (whose
+        events up to ``last`` it carries), made once for all of them."""
+        try:
+            frame: bytes = self._cache[encoding]
+        except KeyError:
+            frame = self._cache[encoding] = encoding.wire(stream_id, Deliver([self], last))
+        return frame
 
     def select(self, flt: EventFilter) -> Batch | None:
         """The frames ``flt`` passes (None if none), computed once per distinct filter."""
