@@ -11,8 +11,15 @@ import pytest
 import trio
 from trio_websocket import WebSocketConnection
 
+from trio_stream.events import Event, EventType, Output
+from trio_stream.hub.broker import Broker
+from trio_stream.hub.clients import Client
 from trio_stream.hub.config import HubConfig, Listen
+from trio_stream.hub.frames import Frame
+from trio_stream.hub.items import ClientKind
+from trio_stream.hub.params import parse_filters
 from trio_stream.hub.server import ServedHub, serve_hub
+from trio_stream.hub.streams import Stream
 from trio_stream.store.memory import MemoryStore
 
 StartHub = Callable[..., Awaitable[ServedHub]]
@@ -108,3 +115,27 @@ async def texts_until_end(ws: WebSocketConnection) -> list[str]:
         if message["type"] == "event":
             texts.extend(e["data"].get("text", e["type"]) for e in message["events"])
     return texts
+
+
+async def subscribed(
+    nursery: trio.Nursery, tick: float, count: int = 1, filters: dict[str, Any] | None = None
+) -> tuple[Stream, list[Client]]:
+    """A live stream of a hub with this tick, and ``count`` WebSocket clients subscribed to
+    it with ``filters`` (their acknowledgements taken)."""
+    broker = Broker(MemoryStore(), HubConfig(tick=tick), nursery)
+    stream = await broker.create_stream("s")
+    clients = [broker.attach(stream, ClientKind.WEBSOCKET, "test") for _ in range(count)]
+    for client in clients:
+        await client.subscribe(None, parse_filters(filters))
+        await client.next_items()
+    assert stream.log is not None
+    return stream, clients
+
+
+def frames(*texts: str, first: int = 0, source: str = "stdout") -> list[Frame]:
+    """The frames of output lines of stream ``s``, from offset ``first``."""
+    events = [
+        Event(EventType.OUTPUT, Output(source, text)).with_offset("s", first + i)
+        for i, text in enumerate(texts)
+    ]
+    return [Frame.of(e) for e in events]

@@ -22,29 +22,19 @@ from trio_stream.hub.broker import Broker
 from trio_stream.hub.clients import Client
 from trio_stream.hub.config import HubConfig
 from trio_stream.hub.encodings import DESIGN, DESIGN_SSE
-from trio_stream.hub.frames import Frame
 from trio_stream.hub.items import Batch, ClientKind, Deliver
 from trio_stream.hub.params import parse_filters
 from trio_stream.hub.server import ServedHub
 from trio_stream.hub.sse import SSEParser, frame_items, sse_event
-from trio_stream.hub.streams import Stream
 from trio_stream.hub.wire import http_chunk, ws_frame
 from trio_stream.store.memory import MemoryStore
 
-from .conftest import create, output
+from .conftest import create, frames, output, subscribed
 
 
 @pytest.fixture
 def autojump_clock() -> trio.testing.MockClock:
     return trio.testing.MockClock(autojump_threshold=0)
-
-
-def frames(*texts: str, first: int = 0, source: str = "stdout") -> list[Frame]:
-    events = [
-        Event(EventType.OUTPUT, Output(source, text)).with_offset("s", first + i)
-        for i, text in enumerate(texts)
-    ]
-    return [Frame.of(e) for e in events]
 
 
 # -- batches ---------------------------------------------------------------------------
@@ -139,21 +129,6 @@ def test_an_http_chunk_is_what_a_client_reads_as_the_body(size: int) -> None:
 
 def line(text: str) -> Event:
     return Event(EventType.OUTPUT, Output("stdout", text))
-
-
-async def subscribed(
-    nursery: trio.Nursery, tick: float, count: int = 1
-) -> tuple[Stream, list[Client]]:
-    """A live stream of a hub with this tick, and ``count`` WebSocket clients subscribed to
-    it (their acknowledgements taken)."""
-    broker = Broker(MemoryStore(), HubConfig(tick=tick), nursery)
-    stream = await broker.create_stream("s")
-    clients = [broker.attach(stream, ClientKind.WEBSOCKET, "test") for _ in range(count)]
-    for client in clients:
-        await client.subscribe(None, parse_filters(None))
-        await client.next_items()
-    assert stream.log is not None
-    return stream, clients
 
 
 async def test_events_appended_within_a_tick_reach_a_client_as_one_delivery(

@@ -16,20 +16,14 @@ import trio
 import trio.testing
 from trio_websocket import open_websocket_url
 
-from trio_stream.events import Event, EventType, Output
 from trio_stream.hub import clients, patches, wire
-from trio_stream.hub.broker import Broker
 from trio_stream.hub.clients import Client
-from trio_stream.hub.config import HubConfig
 from trio_stream.hub.encodings import NATIVE
-from trio_stream.hub.frames import Frame
-from trio_stream.hub.items import Batch, ClientKind, Deliver, Item
-from trio_stream.hub.params import parse_filters
+from trio_stream.hub.items import Batch, Deliver, Item
 from trio_stream.hub.server import ServedHub
 from trio_stream.hub.streams import Stream
-from trio_stream.store.memory import MemoryStore
 
-from .conftest import create, output, receive, texts_until_end, ws_url
+from .conftest import create, frames, output, receive, subscribed, texts_until_end, ws_url
 
 HERE = Path(__file__).parent
 
@@ -140,12 +134,9 @@ async def _parked_clients(
     """A live stream and ``count`` WebSocket clients whose writer tasks sleep with
     nothing to send, each with a direct writer to one end of a socket pair (the other
     end returned); what their writer tasks were handed is collected."""
-    broker = Broker(MemoryStore(), HubConfig(tick=0.001), nursery)
-    stream = await broker.create_stream("p")
-    parked, peers, handed = [], [], []
-    for _ in range(count):
-        client = broker.attach(stream, ClientKind.WEBSOCKET, "test")
-        await client.subscribe(None, parse_filters(filters))
+    stream, parked = await subscribed(nursery, 0.001, count, filters)
+    peers, handed = [], []
+    for client in parked:
         ours, peer = socket.socketpair()
         ours.setblocking(False)
         peer.setblocking(False)
@@ -158,16 +149,11 @@ async def _parked_clients(
                 items += await client.next_items()
 
         nursery.start_soon(writer)
-        parked.append(client)
         peers.append(peer)
         handed.append(items)
     await trio.testing.wait_all_tasks_blocked()
     assert all(c.parked and c.catching_up is None for c in parked)
     return stream, parked, peers, handed
-
-
-def _frame(offset: int, text: str) -> Frame:
-    return Frame.of(Event(EventType.OUTPUT, Output("stdout", text)).with_offset("p", offset))
 
 
 async def _never_sent(data: object) -> None:
@@ -196,10 +182,10 @@ async def test_the_fan_out_writes_the_shared_frame_to_sleeping_clients_itself(
     while writer.write_now(b"x" * 65536) > 0:
         pass
     before = clients.express_writes.copy()
-    batch = Batch([_frame(0, "a"), _frame(1, "b")])
+    batch = Batch(frames("a", "b"))
     for client in parked:
         client.offer(batch)
-    frame = batch.wire_frame(NATIVE, "p", 1)
+    frame = batch.wire_frame(NATIVE, "s", 1)
     assert _received(peers[1]) == frame and _received(peers[2]) == frame
     taken = clients.express_writes - before
     assert taken == {"whole": 2, "left": 1}
@@ -216,7 +202,7 @@ async def test_a_sleeping_client_whose_filter_passes_nothing_is_not_woken(
     nursery: trio.Nursery,
 ) -> None:
     _, [client], [peer], [handed] = await _parked_clients(nursery, 1, {"eventTypes": ["status"]})
-    client.offer(Batch([_frame(0, "a")]))
+    client.offer(Batch(frames("a")))
     assert client.queued == 0 and not client.pending and not client._wake.is_set()
     await trio.testing.wait_all_tasks_blocked()
     assert handed == [] and _received(peer) == b""

@@ -222,19 +222,15 @@ class Client:
         fresh = batch if batch.first > self.queued else batch.after(self.queued)
         selected = fresh.select(self.filters) if fresh is not None else None
         if self.parked and not self.pending:
-            written = self._express(selected, batch.last)
-            if written:
+            # Nothing queued and the writer task asleep: the fan-out writes it itself.
+            if self._express(selected, batch.last):
                 return
-            if written is None:
-                # Not writable now: queued below for the writer task, not tried again.
-                self._queue(selected, batch.last)
-                self._wake.set()
-                return
-        self._queue(selected, batch.last)
-        if self.end_reason is None:
+            self._queue(selected, batch.last)
+        else:
+            self._queue(selected, batch.last)
             if self.parked and self._write_now():
                 return
-            self._wake.set()
+        self._wake.set()
 
     def _queue(self, selected: Batch | None, last: int) -> None:
         if selected is not None:
@@ -245,83 +241,78 @@ class Client:
                 return
         self.queued = last
 
-    def _express(self, selected: Batch | None, last: int) -> bool | None:
+    def _direct(self) -> tuple[RawWriter, Encoding] | None:
+        """The connection's direct writer and encoding, when the writer task has nothing
+        to send before a tick's events (no rest of a frame, no answer, command or replay
+        waiting, no catching up); None when it has, or there is no direct writer."""
+        writer, encoding = self.express_writer, self.express_encoding
+        if (
+            writer is None
+            or encoding is None
+            or self.unsent
+            or self.control
+            or self.commands
+            or self.replays
+            or self.catching_up is not None
+        ):
+            return None
+        return writer, encoding
+
+    def _write_direct(self, writer: RawWriter, frame: bytes) -> bool:
+        """Write what the socket takes of ``frame`` at once; False when nothing could be
+        (the writer task sends it), the rest of a frame cut short left in :attr:`unsent`."""
+        written = writer.write_now(frame)
+        if written < 0 or (written == 0 and frame):
+            express_writes["left"] += 1
+            return False
+        if written < len(frame):
+            express_writes["part"] += 1
+            self.unsent = frame[written:]
+        else:
+            express_writes["whole"] += 1
+        return True
+
+    def _express(self, selected: Batch | None, last: int) -> bool:
         """Write a tick's shared frame from the fan-out, for a client with nothing queued
-        whose writer task sleeps: True when done with (on the wire, the rest of it left
-        in :attr:`unsent` with the writer woken, or nothing of the batch is for this
-        client), None when it cannot be written now, False when this client's writer
-        must take it (other items to send first, no direct writer).
+        whose writer task sleeps; whether it is done with (on the wire, the rest of it
+        left in :attr:`unsent` with the writer woken, or nothing of the batch is for this
+        client). When not, the writer task takes it.
 
         The common case of a fan-out to thousands of clients, kept to a few attribute
         reads and one ``write``: the frame is the one every client of the same encoding
         and filter shares, found in the batch's cache.
         """
-        writer, encoding = self.express_writer, self.express_encoding
-        if (
-            writer is None
-            or encoding is None
-            or self.unsent
-            or self.control
-            or self.commands
-            or self.replays
-            or self.catching_up is not None
-        ):
+        direct = self._direct()
+        if direct is None:
             return False
         if selected is None:
             self.queued = last
             return True
+        writer, encoding = direct
         frame = selected.wire_frame(encoding, self.stream.id, last)
-        written = writer.write_now(frame) if frame else 0
-        if written <= 0 and frame:
-            express_writes["left"] += 1
-            return None
+        if not self._write_direct(writer, frame):
+            return False
         self.queued = last
-        count = len(selected)
-        size = len(frame)
-        self.frames_sent += 1
-        self.bytes_sent += size
-        self.events_sent += count
-        self.position = last
-        self.stream.activity.sent(count, size, time.time())
-        if written < size:
-            express_writes["part"] += 1
-            self.unsent = frame[written:]
+        self._counted(len(selected), len(frame), last)
+        if self.unsent:
             self._wake.set()
-            return True
-        express_writes["whole"] += 1
         return True
 
     def _write_now(self) -> bool:
         """Write the pending events from the fan-out, if the writer task has nothing else
         to send before them; whether they are all on the wire (else it is woken)."""
-        writer, encoding = self.express_writer, self.express_encoding
-        if (
-            writer is None
-            or encoding is None
-            or not self.pending
-            or self.unsent
-            or self.control
-            or self.commands
-            or self.replays
-            or self.catching_up is not None
-            or self.end_reason is not None
-        ):
+        direct = self._direct()
+        if direct is None or not self.pending or self.end_reason is not None:
             return False
+        writer, encoding = direct
         item = Deliver(self.pending, self.queued)
         frame = encoding.wire(self.stream.id, item)
-        written = writer.write_now(frame)
-        if written < 0 or (written == 0 and frame):
-            express_writes["left"] += 1
+        if not self._write_direct(writer, frame):
             return False
         self.pending = []
         self.pending_count = 0
         self.delivered(item, len(frame))
-        if written < len(frame):
-            express_writes["part"] += 1
-            self.unsent = frame[written:]
-            return False
-        express_writes["whole"] += 1
-        return True
+        return not self.unsent
 
     def end(self, reason: EndReason) -> None:
         """Close this client for ``reason`` (the first reason wins).
@@ -391,14 +382,18 @@ class Client:
 
     def delivered(self, item: Item, size: int) -> None:
         """The transport wrote ``item`` (``size`` bytes)."""
+        if isinstance(item, Deliver):
+            self._counted(item.count, size, -1 if item.replay else item.position)
+        else:
+            self._counted(0, size, -1)
+
+    def _counted(self, events: int, size: int, position: int) -> None:
+        """A write of ``events`` events in ``size`` bytes, live ones up to ``position``."""
         self.frames_sent += 1
         self.bytes_sent += size
-        count = item.count if isinstance(item, Deliver) else 0
-        self.stream.activity.sent(count, size, time.time())
-        if isinstance(item, Deliver):
-            self.events_sent += count
-            if not item.replay:
-                self.position = max(self.position, item.position)
+        self.events_sent += events
+        self.stream.activity.sent(events, size, time.time())
+        self.position = max(self.position, position)
 
     async def next_items(self) -> list[Item]:
         """Everything due now, waiting until something is.

@@ -90,9 +90,8 @@ class Encoding(abc.ABC):
         shared = item.shared
         if shared is None:
             return self.frame(self.events(stream_id, item))
-        framed: bytes = shared.cached(
-            (self, "wire"), lambda: self.frame(self.messages(stream_id, item))
-        )
+        # Kept under the encoding itself, where :meth:`Batch.wire_frame` finds it.
+        framed: bytes = shared.cached(self, lambda: self.frame(self.messages(stream_id, item)))
         return framed
 
     @abc.abstractmethod

@@ -112,11 +112,12 @@ class Batch:
 
     def wire_frame(self, encoding: Encoding, stream_id: str, last: int) -> bytes:
         """This batch alone as the bytes of one write to a client of ``encoding`` (whose
-        events up to ``last`` it carries), made once for all of them."""
+        events up to ``last`` it carries): what :meth:`Encoding.wire` made of it once for
+        all of them, read from the cache without a delivery built first."""
         try:
             frame: bytes = self._cache[encoding]
         except KeyError:
-            frame = self._cache[encoding] = encoding.wire(stream_id, Deliver([self], last))
+            frame = encoding.wire(stream_id, Deliver([self], last))
         return frame
 
     def select(self, flt: EventFilter) -> Batch | None:
