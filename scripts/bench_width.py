@@ -31,7 +31,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import base64
 import gc
 import math
 import os
@@ -122,18 +121,13 @@ async def _idle_connections(port: int, websockets: int, sse: int, keep: trio.Eve
     """Open idle connections to the floor's server (their heads answered) and hold them
     until ``keep`` is set; a few at a time, so that the accept queue never overflows."""
     held: list[trio.SocketStream] = []
-    ws_head = (
-        "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    sse_head = b"GET /sse HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
     limit = trio.Semaphore(64)
 
     async def one(kind: str) -> None:
         async with limit:
             stream = await trio.open_tcp_stream("127.0.0.1", port)
-            key = base64.b64encode(os.urandom(16)).decode()
-            await stream.send_all(ws_head.format(key=key).encode() if kind == "ws" else sse_head)
+            # The subscribers' own request heads, which the server keeps as the hub does.
+            await stream.send_all(bench_fanout._request(kind, "127.0.0.1", port, "floor", False))
             answer = b""
             while b"\r\n\r\n" not in answer:
                 answer += await stream.receive_some(4096)
