@@ -173,3 +173,33 @@ def terminal_output(draw):
 def test_terminal_lines_split_as_defined_however_they_are_read(case):
     data, chunks = case
     assert split_all(chunks) == reference_lines(data)
+
+
+def test_whole_lines_read_together_are_held_as_one_text_until_asked_for():
+    lines = LineSplitter().feed_lines(b"one\n\ntwo\nthr")
+    # Their count is known without a string per line; the texts come on first asking.
+    assert len(lines) == 3
+    assert lines.joined_text() == ("one\n\ntwo", "\n")
+    assert lines.texts == ["one", "", "two"]
+    assert lines.eols is None and not lines.partial and not lines.raw
+    assert lines.written() == b"one\n\ntwo\n"
+    assert list(lines[1:]) == [Line(""), Line("two")]
+
+
+def test_terminal_lines_read_together_are_held_as_one_text():
+    splitter = LineSplitter()
+    lines = splitter.feed_lines(b"a\x0bb\r\n\r\nc\xc2\x85d\r\ne\r")
+    assert len(lines) == 3
+    assert lines.joined_text() == ("a\x0bb\r\n\r\nc\x85d", "\r\n")
+    # Only "\r\n" ends a line here: a vertical tab or NEL is text.
+    assert list(lines) == [Line("a\x0bb", "\r\n"), Line("", "\r\n"), Line("c\x85d", "\r\n")]
+    assert lines.written() == b"a\x0bb\r\n\r\nc\xc2\x85d\r\n"
+    # A lone "\r" or "\n" is a line ending of its own: not one text.
+    assert splitter.feed_lines(b"\nf\rg\r\n").joined_text() is None
+
+
+def test_lines_that_are_not_whole_and_valid_are_not_held_as_one_text():
+    assert LineSplitter().feed_lines(b"bad \xff\nok\n").joined_text() is None
+    assert LineSplitter(4).feed_lines(b"toolong\n").joined_text() is None
+    assert LineSplitter().feed_lines(b"a\r\nb\n").joined_text() is None
+    assert Lines(["a", "b"]).joined_text() is None

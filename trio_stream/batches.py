@@ -252,7 +252,7 @@ class OutputBatch(EventBatch):
         )
 
     def __len__(self) -> int:
-        return len(self.lines.texts)
+        return len(self.lines)
 
 
 @final

@@ -77,7 +77,7 @@ class Lines(Sequence[Line]):
         raw: the exact bytes of each line that is not valid UTF-8, by index.
     """
 
-    __slots__ = ("eols", "partial", "raw", "texts")
+    __slots__ = ("_count", "_joined", "_sep", "_texts", "eols", "partial", "raw")
 
     def __init__(
         self,
@@ -86,10 +86,44 @@ class Lines(Sequence[Line]):
         partial: frozenset[int] = _NO_INDEXES,
         raw: Mapping[int, bytes] = _NO_RAW,
     ) -> None:
-        self.texts = texts
+        self._texts: list[str] | None = texts
+        self._count = len(texts)
+        self._joined: str | None = None
+        self._sep = "\n"
         self.eols = eols
         self.partial = partial
         self.raw = raw
+
+    @classmethod
+    def joined(cls, text: str, sep: str, count: int) -> Lines:
+        """``count`` lines that all end with ``sep`` (``"\\n"`` or ``"\\r\\n"``), whole and
+        valid, held as the one text they make joined by ``sep`` (without the last line's
+        ending): their list of texts is made when first asked for."""
+        lines = cls.__new__(cls)
+        lines._texts = None
+        lines._count = count
+        lines._joined = text
+        lines._sep = sep
+        lines.eols = None if sep == "\n" else [sep] * count
+        lines.partial = _NO_INDEXES
+        lines.raw = _NO_RAW
+        return lines
+
+    @property
+    def texts(self) -> list[str]:
+        """The decoded text of each line."""
+        texts = self._texts
+        if texts is None:
+            assert self._joined is not None
+            texts = self._texts = self._joined.split(self._sep)
+        return texts
+
+    def joined_text(self) -> tuple[str, str] | None:
+        """The lines as one text and the ending that joins them, when they were read as
+        such (every line ending with it): see :meth:`joined`."""
+        if self._joined is None:
+            return None
+        return self._joined, self._sep
 
     @classmethod
     def of(cls, lines: Iterable[Line]) -> Lines:
@@ -116,7 +150,7 @@ class Lines(Sequence[Line]):
 
     def part(self, start: int, stop: int) -> Lines:
         """Lines ``start`` to ``stop`` (not negative) as columns of their own."""
-        if start == 0 and stop >= len(self.texts):
+        if start == 0 and stop >= self._count:
             return self
         partial = self.partial
         raw = self.raw
@@ -130,6 +164,8 @@ class Lines(Sequence[Line]):
     def written(self) -> bytes:
         """The exact bytes of every line, line endings included (as :attr:`Line.data`
         of each, joined), from the columns."""
+        if self._joined is not None:
+            return (self._joined + self._sep).encode() if self._count else b""
         texts, eols, raw = self.texts, self.eols, self.raw
         if raw:
             return b"".join(
@@ -143,7 +179,7 @@ class Lines(Sequence[Line]):
         return "".join([t + e for t, e in zip(texts, eols, strict=True)]).encode()
 
     def __len__(self) -> int:
-        return len(self.texts)
+        return self._count
 
     @overload
     def __getitem__(self, index: int) -> Line: ...
@@ -153,20 +189,20 @@ class Lines(Sequence[Line]):
 
     def __getitem__(self, index: int | slice) -> Line | Lines:
         if isinstance(index, slice):
-            start, stop, step = index.indices(len(self.texts))
+            start, stop, step = index.indices(self._count)
             if step != 1:
                 return Lines.of([self.line(i) for i in range(start, stop, step)])
             return self.part(start, max(start, stop))
         if index < 0:
-            index += len(self.texts)
-        if not 0 <= index < len(self.texts):
+            index += self._count
+        if not 0 <= index < self._count:
             raise IndexError("line index out of range")
         return self.line(index)
 
     def __iter__(self) -> Iterator[Line]:
         if self.eols is None and not self.partial and not self.raw:
             return map(Line, self.texts)
-        return map(self.line, range(len(self.texts)))
+        return map(self.line, range(self._count))
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Lines):
@@ -296,11 +332,15 @@ class LineSplitter:
             elif len(buf) - last - 1 <= limit:
                 # The fast path: whole lines that are valid UTF-8 and short enough.
                 try:
-                    texts = _decode_head(buf, last).split("\n")
+                    text = _decode_head(buf, last)
                 except UnicodeDecodeError:
                     pass
                 else:
-                    if last <= limit or all(len(t) * 4 <= limit for t in texts):
+                    if last <= limit:
+                        self._buf = buf[last + 1 :]
+                        return Lines.joined(text, "\n", text.count("\n") + 1)
+                    texts = text.split("\n")
+                    if all(len(t) * 4 <= limit for t in texts):
                         self._buf = buf[last + 1 :]
                         return Lines(texts)
         else:
@@ -338,15 +378,14 @@ class LineSplitter:
             text = _decode_head(buf, last + 1)
         except UnicodeDecodeError:
             return None
-        texts = text.splitlines()
-        # Every line break splitlines found was a "\r\n": a lone "\r" or "\n" (or "\f",
-        # "\x85"...) is a line more than there are "\r\n" (which cannot overlap).
-        if len(texts) != text.count("\r\n"):
+        count = text.count("\r\n")
+        # Every "\r" and "\n" is part of a "\r\n": a lone one ends a line of its own.
+        if text.count("\n") != count or text.count("\r") != count:
             return None
-        if last > limit and not all(len(t) * 4 <= limit for t in texts):
+        if last > limit and not all(len(t) * 4 <= limit for t in text[:-2].split("\r\n")):
             return None
         self._buf = buf[last + 1 :]
-        return Lines(texts, ["\r\n"] * len(texts))
+        return Lines.joined(text[:-2], "\r\n", count)
 
     def close_lines(self) -> Lines:
         """End of stream: the final line(s) still held, if any, as columns."""

@@ -518,6 +518,9 @@ class Session:
         # Parts no larger than a follower's allowed lag, appended only once every follower
         # is within that lag: a follower is then never more than half the history behind.
         step = max(1, min(_MAX_APPEND, self.config.history // 4))
+        if not self._cursors and not self._feeds:
+            # Nobody follows: the lines go to the log whole, as read.
+            step = max(step, len(lines))
         for start in range(0, len(lines), step):
             part = lines.part(start, start + step)
             if self._cursors:

@@ -8,6 +8,7 @@ import pytest
 import trio
 
 from trio_stream.events import EventType, Output, make_event
+from trio_stream.session import StreamConfig, run_session
 from trio_stream.store import (
     HistoryQuery,
     SessionInfo,
@@ -130,6 +131,37 @@ async def test_a_schema_1_store_is_upgraded_and_keeps_its_history(db):
         await store.append("s", lines("s", 2, ["c"]))
         assert [e.data.text for e in await store.read("s")] == ["a", "b", "c"]
     assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+async def test_lines_read_together_are_recorded_as_one_text_and_read_back(db):
+    # A command's output read in pieces of up to 256 KiB: each read's lines go to the
+    # store as the one text they were read as, whole (a read holds up to about 3,200 of
+    # these lines, more than a chunk's usual 1,000 events).
+    program = "import sys; sys.stdout.write(''.join(f'{n:>80}\\n' for n in range(50000)))"
+    async with open_store(db) as store:
+        config = StreamConfig(store=store, session_id="many")
+        await run_session([sys.executable, "-c", program], config)
+        texts = [e.data.text for e in await store.read("many") if e.type is EventType.OUTPUT]
+        assert texts == [f"{n:>80}" for n in range(50000)]
+    conn = sqlite3.connect(db)
+    bodies = [body for (body,) in conn.execute("SELECT body FROM chunks")]
+    assert all(b'"x"' not in body for body in bodies)
+    assert sum(body.count(b'"j"') for body in bodies) >= 50000 * 81 // (256 * 1024)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+
+
+async def test_a_schema_2_store_is_upgraded_so_that_older_readers_stop(db):
+    # Schema 2 readers do not know lines held as one text: the version stops them.
+    async with open_store(db) as store:
+        await store.create_session(SessionInfo("s"))
+        await store.append("s", lines("s", 0, ["a"]))
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+    async with open_store(db) as store:
+        assert [e.data.text for e in await store.read("s")] == ["a"]
+    assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == 3
 
 
 def test_stores_created_at_once_by_several_processes_all_open(tmp_path):

@@ -12,15 +12,21 @@ one JSON array (orjson) of items:
   ``"r": [[index, raw in base64], ...]`` of lines that are not valid UTF-8. Ids are not
   stored: they are made from the key and the numbers (see
   :func:`~trio_stream.batches.batch_event_ids`);
+* lines read together as one text (:meth:`~trio_stream.lines.Lines.joined`: whole, valid
+  lines that all end with ``"\n"``, or all with ``"\r\n"``), in the SQLite store from
+  schema 3: the same object with that text instead of a list, ``"j": text`` (the lines
+  joined by their ending), ``"n": count`` and ``"d": "\r\n"`` when that is the ending.
+  Such a batch goes to its chunk whole (up to :data:`MAX_JOINED_CHUNK_EVENTS` lines), so
+  recording it makes no string per line;
 * any other line: ``[offset, id, ts, source, text, eol, line, partial, raw]`` (``raw`` in
   base64 or null), the only form of schema 1 stores;
 * any other event: ``[offset, id, ts, type, data]``.
 
 Readers see every item as its events' arrays (:func:`rows`). Columns make a chunk of
 lines about a third of the bytes of arrays and a hundred times cheaper to encode.
-Chunks are small enough (at most :data:`MAX_CHUNK_EVENTS` events, about
-:data:`MAX_CHUNK_BYTES` of text) that decoding the one holding a given offset takes well
-under a millisecond.
+Chunks are small enough (at most :data:`MAX_CHUNK_EVENTS` events, or one batch of
+joined lines, and about :data:`MAX_CHUNK_BYTES` of text) that decoding the one holding a
+given offset takes about a millisecond at most.
 """
 
 from __future__ import annotations
@@ -47,6 +53,9 @@ from ..events import (
 from ..lines import Lines
 
 MAX_CHUNK_EVENTS: Final = 1000
+# A batch of lines read as one text is kept whole in a chunk up to this many lines (a
+# read of 256 KiB holds about 4,000 lines of 60 bytes).
+MAX_JOINED_CHUNK_EVENTS: Final = 16_384
 MAX_CHUNK_BYTES: Final = 1 << 20
 
 _TYPES: Final = {t.value: t for t in EventType}
@@ -55,7 +64,12 @@ _OUTPUT: Final = EventType.OUTPUT
 
 def split(events: Sequence[Event]) -> Iterator[Sequence[Event]]:
     """Cut ``events`` into runs of at most MAX_CHUNK_EVENTS events and about
-    MAX_CHUNK_BYTES of line text (a single longer event is a chunk of its own)."""
+    MAX_CHUNK_BYTES of line text (a single longer event is a chunk of its own).
+
+    A batch of lines read as one text (:meth:`~trio_stream.lines.Lines.joined`) of at most
+    :data:`MAX_JOINED_CHUNK_EVENTS` lines and MAX_CHUNK_BYTES is never cut, so that its
+    text is stored as it is, without a string per line: its chunk may hold up to that
+    many events."""
     if isinstance(events, EventRuns):
         yield from _split_runs(events)
         return
@@ -82,6 +96,22 @@ def _split_runs(events: EventRuns) -> Iterator[EventRuns]:
     count = 0
     size = 0
     for run in events.runs:
+        joined = run.lines.joined_text() if isinstance(run, OutputBatch) else None
+        grown = -1 if joined is None else len(joined[0])
+        if 0 <= grown <= MAX_CHUNK_BYTES and len(run) <= MAX_JOINED_CHUNK_EVENTS:
+            # Lines read as one text go to a chunk whole: their texts are never split.
+            if pieces and (
+                count + len(run) > MAX_JOINED_CHUNK_EVENTS or size + grown > MAX_CHUNK_BYTES
+            ):
+                yield EventRuns(pieces)
+                pieces, count, size = [], 0, 0
+            pieces.append(run)
+            count += len(run)
+            size += grown
+            if count >= MAX_CHUNK_EVENTS or size >= MAX_CHUNK_BYTES:
+                yield EventRuns(pieces)
+                pieces, count, size = [], 0, 0
+            continue
         texts = run.lines.texts if isinstance(run, OutputBatch) else None
         sizes: Sequence[int] | None = None
         start = 0
@@ -165,6 +195,39 @@ def lines_item(run: OutputBatch) -> dict[str, Any]:
     return item
 
 
+def _stored_lines_item(run: OutputBatch) -> dict[str, Any]:
+    """A chunk's item of a batch of lines: :func:`lines_item`, or, for lines read as one
+    text (:meth:`~trio_stream.lines.Lines.joined`), that text (``"j"``), the ending that
+    joins them (``"d"``, when not ``"\\n"``) and their count (``"n"``)."""
+    joined = run.lines.joined_text()
+    if joined is None:
+        return lines_item(run)
+    key, base = run.id_origin
+    item: dict[str, Any] = {
+        "o": run.first_offset,
+        "k": key.hex(),
+        "b": base,
+        "t": run.ts,
+        "s": run.source,
+        "l": run.first_line,
+        "n": len(run),
+        "j": joined[0],
+    }
+    if joined[1] != "\n":
+        item["d"] = joined[1]
+    return item
+
+
+def _joined_lines(item: Any) -> Lines:
+    """The lines of a stored item of joined text (see :func:`_stored_lines_item`)."""
+    text, sep, count = item["j"], item.get("d", "\n"), item["n"]
+    if type(text) is not str or sep not in ("\n", "\r\n") or type(count) is not int:
+        raise ValueError("lines: joined text, ending or count of the wrong type")
+    if text.count(sep) + 1 != count:
+        raise ValueError(f"lines: {text.count(sep) + 1} joined lines, not {count}")
+    return Lines.joined(text, sep, count)
+
+
 _EOL_TEXTS: Final = frozenset({"\n", "\r\n", "\r", ""})
 
 
@@ -181,6 +244,16 @@ def lines_batch(session_id: str, item: Any, *, check: bool = False) -> OutputBat
         ValueError: naming what does not fit (also without ``check``, for a missing
             field or columns of different lengths).
     """
+    if not check and "j" in item:
+        try:
+            lines = _joined_lines(item)
+            batch = OutputBatch(
+                session_id, item["o"], float(item["t"]), item["s"], item["l"], lines
+            )
+            batch.adopt_ids(bytes.fromhex(item["k"]), item["b"])
+        except (TypeError, ValueError, LookupError, AttributeError) as exc:
+            raise ValueError(f"lines: {exc}") from None
+        return batch
     try:
         texts = item["x"]
         count = len(texts)
@@ -262,11 +335,15 @@ def decode_runs(session_id: str, bodies: Iterable[bytes], after: int = -1) -> Ev
 
 def _lines_rows(item: dict[str, Any]) -> Iterable[tuple[Any, ...]]:
     """The event arrays of a chunk item of lines (see :func:`lines_item`)."""
-    texts = item["x"]
+    if "j" in item:
+        lines = _joined_lines(item)
+        texts, eols = lines.texts, lines.eols
+    else:
+        texts = item["x"]
+        eols = item.get("e")
     count = len(texts)
     offset = item["o"]
     first_line = item["l"]
-    eols = item.get("e")
     if eols is not None and len(eols) != count:
         raise ValueError(f"{len(eols)} line endings for {count} lines")
     partial: Iterable[bool] = repeat(False)
@@ -316,14 +393,20 @@ def rows(body: bytes) -> list[Any]:
     return found
 
 
-def encode(events: Sequence[Event]) -> bytes:
-    """One chunk's bytes for ``events``."""
+def encode(events: Sequence[Event], *, joined: bool = False) -> bytes:
+    """One chunk's bytes for ``events``.
+
+    Args:
+        joined: keep lines read as one text as that text (``"j"``, see
+            :func:`_stored_lines_item`), which readers of schema 3 understand; else as a
+            list of texts (``"x"``).
+    """
     items: list[Any] = []
     append = items.append
     if isinstance(events, EventRuns):
         for run in events.runs:
             if isinstance(run, OutputBatch):
-                append(lines_item(run))
+                append(_stored_lines_item(run) if joined else lines_item(run))
             else:
                 _encode_events(run, append)
     else:

@@ -63,7 +63,7 @@ from .base import (
 from .retention import SessionPruning
 from .sessions import apply_changes, check_batch, new_session, process_alive, process_start_time
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 APPLICATION_ID: Final = 0x74737472  # "tstr": marks a database as a tstream store
 DEFAULT_BUSY_TIMEOUT: Final = 15.0
 READ_CONNECTIONS: Final = 4
@@ -121,6 +121,9 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     # Chunks may hold lines as columns (see chunks.py), which schema 1 readers cannot read:
     # the version stops them with a clear error instead.
     2: (),
+    # Chunks may hold lines read together as one text (see chunks.py), which schema 2
+    # readers cannot read.
+    3: (),
 }
 
 _SESSION_COLUMNS: Final = (
@@ -618,7 +621,14 @@ class SQLiteStore(SessionPruning):
             for piece in chunks.split(events):
                 oldest, newest_ts = chunks.stamps(piece)
                 rows.append(
-                    (sid, *chunks.span(piece), len(piece), oldest, newest_ts, chunks.encode(piece))
+                    (
+                        sid,
+                        *chunks.span(piece),
+                        len(piece),
+                        oldest,
+                        newest_ts,
+                        chunks.encode(piece, joined=True),
+                    )
                 )
             conn.executemany(_INSERT_CHUNK, rows)
             written = sum(len(row[-1]) for row in rows)
