@@ -119,6 +119,40 @@ def test_show_gives_back_the_exact_bytes_on_each_stream(tstream):
     assert result.stderr_bytes == b"warning: unused\n"
 
 
+def test_show_writes_a_long_session_from_its_chunks_in_pages(db, tstream, monkeypatch):
+    # Lines recorded as they were read (one text a batch, more than a page of them), then
+    # an event of another kind: shown as the terminal saw them, and as JSON, page by page.
+    from trio_stream.batches import EventRuns, OutputBatch
+    from trio_stream.cli import history
+    from trio_stream.lines import Lines
+
+    monkeypatch.setattr(history, "SHOW_PAGE", 2500)
+    texts = [f"line {n}" for n in range(12_000)]
+
+    async def record():
+        async with open_store(db) as store:
+            await store.create_session(SessionInfo("long", created=4000.0))
+            runs = [
+                OutputBatch(
+                    "long", n, 4000.0, "stdout", n, Lines.joined("\n".join(part), "\n", 3000)
+                )
+                for n in range(0, 12_000, 3000)
+                for part in [texts[n : n + 3000]]
+            ]
+            await store.append("long", EventRuns(runs))
+            status = make_event(EventType.STATUS, Status("done"), session="long", ts=4001.0)
+            await store.append("long", [status.with_offset("long", 12_000)])
+
+    trio.run(record)
+    shown = tstream("show", "long")
+    assert shown.exit_code == 0
+    assert shown.stdout_bytes == "".join(t + "\n" for t in texts).encode()
+    as_json = [orjson.loads(line) for line in tstream("show", "long", "--json").stdout.splitlines()]
+    assert [e["offset"] for e in as_json] == list(range(12_001))
+    assert [e["data"]["text"] for e in as_json[:-1]] == texts
+    assert as_json[-1]["type"] == "status"
+
+
 def test_show_json_with_filters(tstream):
     def offsets(*args):
         result = tstream("show", "build-1", "--json", *args)

@@ -20,9 +20,11 @@ then ``text.encode() + eol``).
 
 Any way of cutting the same bytes into chunks gives the same lines.
 
-Speed: a chunk of ``\\n``-terminated, valid UTF-8 lines (the usual case) is decoded once
-and split once, and its lines come back as :class:`Lines`, a list of texts with no object
-per line; :class:`Line` objects are made only when someone indexes or iterates them.
+Speed: a chunk of ``\\n``-terminated (or all ``\\r\\n``-terminated), valid UTF-8 lines
+(the usual case) is decoded once and its lines counted, and they come back as
+:class:`Lines` holding that one text (:meth:`Lines.joined`): the list of their texts is
+made by one split when first asked for, and :class:`Line` objects only when someone
+indexes or iterates them.
 """
 
 from __future__ import annotations
@@ -70,8 +72,11 @@ class Line:
 class Lines(Sequence[Line]):
     """Lines read together, held as columns; a sequence of :class:`Line` made on access.
 
+    Lines read whole as one text (:meth:`joined`) keep that text, and make the list of
+    their texts only when :attr:`texts` is first read.
+
     Attributes:
-        texts: the decoded text of each line.
+        texts: the decoded text of each line (a list; not to be changed in place).
         eols: the line ending of each line, or None when every line ends with ``"\\n"``.
         partial: the indexes of the pieces of cut lines that are not their line's last.
         raw: the exact bytes of each line that is not valid UTF-8, by index.

@@ -14,7 +14,7 @@ import shlex
 import sys
 import time
 from collections.abc import AsyncIterator, Iterable
-from typing import IO, Any
+from typing import IO, Any, Final
 
 import attrs
 import click
@@ -29,6 +29,7 @@ from ..store import (
     SessionStatus,
     Store,
 )
+from ..store.base import RunStore
 from ..store.file import export_session, import_session
 from ..store.query import read_batches
 from ..store.retention import DEFAULT_MAX_EVENTS, DEFAULT_RETENTION, prune_once
@@ -48,6 +49,9 @@ from .common import (
     store_option,
     valid_session_id,
 )
+
+# Events ``tstream show`` reads from the store at a time.
+SHOW_PAGE: Final = 10_000
 
 # -- formatting --------------------------------------------------------------------
 
@@ -240,6 +244,17 @@ def show(
 
     async def main(store: Store) -> None:
         info = await store.resolve(session)
+        if query == HistoryQuery() and isinstance(store, RunStore):
+            # All of it: lines go from the chunks' text to stdout, without an event each.
+            recorded = await store.last_offset(info.id)
+            after = -1
+            while after < recorded:
+                runs = await store.read_runs(info.id, after, SHOW_PAGE)
+                if not runs:
+                    break
+                printer.write(runs)
+                after = runs.last_offset
+            return
         async for events in read_batches(store, info.id, query):
             printer.write(events)
 

@@ -603,8 +603,13 @@ class SQLiteStore(SessionPruning):
         if not events:
             self._check_open()
             return
-        last = check_batch(session_id, events, events[0].offset - 1)
-        newest = max(events[-1].ts, time.time())
+        # The first offset and the newest time without building events of runs.
+        first = chunks.span(events)[0]
+        last = check_batch(session_id, events, first - 1)
+        newest = max(
+            chunks.stamps(events)[1] if isinstance(events, EventRuns) else events[-1].ts,
+            time.time(),
+        )
         written = 0
 
         def append(conn: sqlite3.Connection) -> None:
@@ -615,8 +620,8 @@ class SQLiteStore(SessionPruning):
             if row is None:
                 raise UnknownSessionError(session_id)
             sid, stored = row
-            if events[0].offset <= stored:
-                raise OffsetConflictError(session_id, events[0].offset, stored)
+            if first <= stored:
+                raise OffsetConflictError(session_id, first, stored)
             rows = []
             for piece in chunks.split(events):
                 oldest, newest_ts = chunks.stamps(piece)
