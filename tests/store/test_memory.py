@@ -33,8 +33,35 @@ async def test_a_batch_larger_than_the_ring_builds_only_the_events_it_keeps(monk
         (99_999, "99999", "stderr"),
     ]
     assert await store.last_offset("s") == 99_999
-    # The kept three, and the newest once more for the time of last activity.
-    assert len(built) <= 4
+    # Only the kept three.
+    assert len(built) == 3
+
+
+async def test_batches_are_built_into_the_ring_only_when_it_is_read(monkeypatch):
+    built = []
+    event = OutputBatch.event
+    monkeypatch.setattr(OutputBatch, "event", lambda self, i: built.append(i) or event(self, i))
+    store = MemoryStore(max_history=5)
+    await store.create_session(SessionInfo("s"))
+    offset = 0
+    # A recorder's appends: many batches, far more events than the ring keeps.
+    for size in (3, 4, 2, 1000, 3, 1, 2):
+        texts = [f"{offset + i}" for i in range(size)]
+        batch = OutputBatch("s", offset, 1000.0, "stdout", offset, Lines(texts))
+        await store.append("s", EventRuns([batch]))
+        offset += size
+    assert (await store.get_session("s")).events == 5
+    assert await store.last_offset("s") == offset - 1
+    assert built == []
+    assert [e.data.text for e in await store.read("s")] == [str(n) for n in range(1010, 1015)]
+    assert len(built) == 5
+    # Events appended as a list are kept as they were when appended.
+    more = lines("s", offset, ["x", "y"])
+    await store.append("s", more)
+    more.clear()
+    assert [e.data.text for e in await store.read("s")] == ["1012", "1013", "1014", "x", "y"]
+    await store.clear("s")
+    assert await store.read("s") == [] and (await store.get_session("s")).events == 0
 
 
 def test_ring_size_must_be_positive():

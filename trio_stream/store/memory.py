@@ -10,7 +10,9 @@ from typing import Any, Final, final
 
 import attrs
 
+from ..batches import EventRuns
 from ..events import Event
+from . import chunks
 from . import query as q
 from .base import (
     AmbiguousSessionError,
@@ -29,8 +31,53 @@ DEFAULT_MAX_HISTORY: Final = 10_000
 
 @attrs.define
 class _Held:
+    """A session and its ring of newest events.
+
+    Appended events wait as the runs they came in (``pending``), built into the ring only
+    when something reads it: a recorder appending a million lines in batches of columns
+    builds none of them, and runs the ring would drop whole are dropped unbuilt.
+    """
+
     info: SessionInfo
-    events: deque[Event]
+    ring: deque[Event]
+    pending: deque[Sequence[Event]] = attrs.Factory(deque)
+    pending_count: int = 0
+
+    @property
+    def events(self) -> deque[Event]:
+        """The ring, every appended event in it (the newest ``maxlen``)."""
+        if self.pending:
+            self._settle()
+        return self.ring
+
+    def count(self) -> int:
+        """The events the ring holds, without building them."""
+        assert self.ring.maxlen is not None
+        return min(self.ring.maxlen, len(self.ring) + self.pending_count)
+
+    def add(self, events: Sequence[Event]) -> None:
+        maxlen = self.ring.maxlen
+        assert maxlen is not None
+        pending = self.pending
+        pending.append(events)
+        self.pending_count += len(events)
+        while self.pending_count - len(pending[0]) >= maxlen:
+            self.pending_count -= len(pending.popleft())
+
+    def clear(self) -> None:
+        self.ring.clear()
+        self.pending.clear()
+        self.pending_count = 0
+
+    def _settle(self) -> None:
+        assert self.ring.maxlen is not None
+        # Only the first run can hold events that fall off the ring at once.
+        skip = max(0, self.pending_count - self.ring.maxlen)
+        for run in self.pending:
+            self.ring.extend(run[skip:] if skip else run)
+            skip = 0
+        self.pending.clear()
+        self.pending_count = 0
 
 
 @final
@@ -70,7 +117,7 @@ class MemoryStore(SessionPruning):
     def _snapshot(self, held: _Held) -> SessionInfo:
         return attrs.evolve(
             held.info,
-            events=len(held.events),
+            events=held.count(),
             command=list(held.info.command),
             metadata=dict(held.info.metadata),
             tags=list(held.info.tags),
@@ -133,12 +180,12 @@ class MemoryStore(SessionPruning):
         if not events:
             return
         last = check_batch(session_id, events, held.info.last_offset)
-        # Only the newest events stay in the ring: the others are not built (a batch of
-        # lines holds its lines as columns until an event is asked for).
-        kept = held.events.maxlen
-        held.events.extend(events if kept is None or len(events) <= kept else events[-kept:])
+        # Only the newest events stay in the ring, built when it is read (a batch of lines
+        # holds its lines as columns until an event is asked for).
+        held.add(events if isinstance(events, EventRuns) else list(events))
         held.info.last_offset = last
-        held.info.last_activity = max(held.info.last_activity, events[-1].ts, time.time())
+        newest = chunks.stamps(events)[1] if isinstance(events, EventRuns) else events[-1].ts
+        held.info.last_activity = max(held.info.last_activity, newest, time.time())
 
     async def read(self, session_id: str, query: HistoryQuery = HistoryQuery()) -> list[Event]:
         return q.select(self._held(session_id).events, query)
@@ -150,7 +197,7 @@ class MemoryStore(SessionPruning):
         return self._held(session_id).info.last_offset
 
     async def clear(self, session_id: str) -> None:
-        self._held(session_id).events.clear()
+        self._held(session_id).clear()
 
     async def compact(self, session_id: str, keep_last: int) -> int:
         if keep_last < 0:
