@@ -119,7 +119,7 @@ def test_show_gives_back_the_exact_bytes_on_each_stream(tstream):
     assert result.stderr_bytes == b"warning: unused\n"
 
 
-def test_show_writes_a_long_session_from_its_chunks_in_pages(db, tstream, monkeypatch):
+def test_show_and_export_write_a_long_session_from_its_chunks_in_pages(db, tstream, monkeypatch):
     # Lines recorded as they were read (one text a batch, more than a page of them), then
     # an event of another kind: shown as the terminal saw them, and as JSON, page by page.
     from trio_stream.batches import EventRuns, OutputBatch
@@ -151,6 +151,15 @@ def test_show_writes_a_long_session_from_its_chunks_in_pages(db, tstream, monkey
     assert [e["offset"] for e in as_json] == list(range(12_001))
     assert [e["data"]["text"] for e in as_json[:-1]] == texts
     assert as_json[-1]["type"] == "status"
+    # Export writes the same events, byte for byte as event_to_json would.
+    exported = tstream("export", "long").stdout_bytes
+    assert exported == tstream("show", "long", "--json").stdout_bytes
+
+    async def stored():
+        async with open_store(db) as store:
+            return await store.read("long")
+
+    assert exported.splitlines() == [event_to_json(e) for e in trio.run(stored)]
 
 
 def test_show_json_with_filters(tstream):
