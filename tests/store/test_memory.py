@@ -16,10 +16,16 @@ async def test_ring_keeps_the_newest_events_and_counts_offsets_on():
     assert [e.offset for e in await store.read("s", HistoryQuery(after=3))] == [4]
 
 
-async def test_a_batch_larger_than_the_ring_builds_only_the_events_it_keeps(monkeypatch):
-    built = []
+@pytest.fixture
+def built(monkeypatch):
+    """The indexes of the events built from batches of lines, in turn."""
+    indexes: list[int] = []
     event = OutputBatch.event
-    monkeypatch.setattr(OutputBatch, "event", lambda self, i: built.append(i) or event(self, i))
+    monkeypatch.setattr(OutputBatch, "event", lambda self, i: indexes.append(i) or event(self, i))
+    return indexes
+
+
+async def test_a_batch_larger_than_the_ring_builds_only_the_events_it_keeps(built):
     store = MemoryStore(max_history=3)
     await store.create_session(SessionInfo("s"))
     texts = [str(i) for i in range(100_000)]
@@ -37,10 +43,7 @@ async def test_a_batch_larger_than_the_ring_builds_only_the_events_it_keeps(monk
     assert len(built) == 3
 
 
-async def test_batches_are_built_into_the_ring_only_when_it_is_read(monkeypatch):
-    built = []
-    event = OutputBatch.event
-    monkeypatch.setattr(OutputBatch, "event", lambda self, i: built.append(i) or event(self, i))
+async def test_batches_are_built_into_the_ring_only_when_it_is_read(built):
     store = MemoryStore(max_history=5)
     await store.create_session(SessionInfo("s"))
     offset = 0

@@ -173,19 +173,24 @@ def stamps(events: Sequence[Event]) -> tuple[float, float]:
     return min(found), max(found)
 
 
-def lines_item(run: OutputBatch) -> dict[str, Any]:
-    """The chunk item of a batch of lines: its columns."""
-    lines = run.lines
+def _lines_head(run: OutputBatch) -> dict[str, Any]:
+    """What a chunk item of a batch of lines says of it besides its lines."""
     key, base = run.id_origin
-    item: dict[str, Any] = {
+    return {
         "o": run.first_offset,
         "k": key.hex(),
         "b": base,
         "t": run.ts,
         "s": run.source,
         "l": run.first_line,
-        "x": lines.texts,
     }
+
+
+def lines_item(run: OutputBatch) -> dict[str, Any]:
+    """The chunk item of a batch of lines: its columns."""
+    lines = run.lines
+    item = _lines_head(run)
+    item["x"] = lines.texts
     if lines.eols is not None:
         item["e"] = lines.eols
     if lines.partial:
@@ -202,17 +207,9 @@ def _stored_lines_item(run: OutputBatch) -> dict[str, Any]:
     joined = run.lines.joined_text()
     if joined is None:
         return lines_item(run)
-    key, base = run.id_origin
-    item: dict[str, Any] = {
-        "o": run.first_offset,
-        "k": key.hex(),
-        "b": base,
-        "t": run.ts,
-        "s": run.source,
-        "l": run.first_line,
-        "n": len(run),
-        "j": joined[0],
-    }
+    item = _lines_head(run)
+    item["n"] = len(run)
+    item["j"] = joined[0]
     if joined[1] != "\n":
         item["d"] = joined[1]
     return item
