@@ -182,7 +182,8 @@ class MemoryStore(SessionPruning):
         last = check_batch(session_id, events, held.info.last_offset)
         # Only the newest events stay in the ring, built when it is read (a batch of lines
         # holds its lines as columns until an event is asked for).
-        held.add(events if isinstance(events, EventRuns) else list(events))
+        # A list may change once appended: the ring keeps a copy of it.
+        held.add(list(events) if isinstance(events, list) else events)
         held.info.last_offset = last
         newest = chunks.stamps(events)[1] if isinstance(events, EventRuns) else events[-1].ts
         held.info.last_activity = max(held.info.last_activity, newest, time.time())
