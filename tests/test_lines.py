@@ -3,6 +3,7 @@
 import itertools
 import re
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -126,11 +127,11 @@ def test_columns_keep_every_line_field():
 
 
 @settings(max_examples=200, deadline=None)
-@given(chunked(), st.integers(4, 12))
-def test_columns_give_the_same_lines_as_line_objects(case, limit):
+@given(chunked(), st.integers(4, 12), st.booleans())
+def test_columns_give_the_same_lines_as_line_objects(case, limit, lazy):
     data, chunks = case
     splitter = LineSplitter(limit)
-    columns = [line for chunk in chunks for line in splitter.feed_lines(chunk)]
+    columns = [line for chunk in chunks for line in splitter.feed_lines(chunk, lazy=lazy)]
     columns.extend(splitter.close_lines())
     assert columns == split_all([data], limit)
 
@@ -173,12 +174,18 @@ def terminal_output(draw):
 def test_terminal_lines_split_as_defined_however_they_are_read(case):
     data, chunks = case
     assert split_all(chunks) == reference_lines(data)
+    splitter = LineSplitter()
+    lazily = [line for chunk in chunks for line in splitter.feed_lines(chunk, lazy=True)]
+    assert lazily + list(splitter.close_lines()) == reference_lines(data)
 
 
-def test_whole_lines_read_together_are_held_as_one_text_until_asked_for():
-    lines = LineSplitter().feed_lines(b"one\n\ntwo\nthr")
-    # Their count is known without a string per line; the texts come on first asking.
+@pytest.mark.parametrize("lazy", [False, True])
+def test_whole_lines_read_together_are_held_as_one_text(lazy):
+    lines = LineSplitter().feed_lines(b"one\n\ntwo\nthr", lazy=lazy)
+    # Lazy: their count is known without a string per line; the texts come on first
+    # asking.
     assert len(lines) == 3
+    assert (lines._texts is None) is lazy
     assert lines.joined_text() == ("one\n\ntwo", "\n")
     assert lines.texts == ["one", "", "two"]
     assert lines.eols is None and not lines.partial and not lines.raw
@@ -186,16 +193,18 @@ def test_whole_lines_read_together_are_held_as_one_text_until_asked_for():
     assert list(lines[1:]) == [Line(""), Line("two")]
 
 
-def test_terminal_lines_read_together_are_held_as_one_text():
+@pytest.mark.parametrize("lazy", [False, True])
+def test_terminal_lines_read_together_are_held_as_one_text(lazy):
     splitter = LineSplitter()
-    lines = splitter.feed_lines(b"a\x0bb\r\n\r\nc\xc2\x85d\r\ne\r")
+    lines = splitter.feed_lines(b"a\x0bb\r\n\r\nc\xc2\x85d\r\ne\r", lazy=lazy)
+    assert (lines._texts is None) is lazy
     assert len(lines) == 3
     assert lines.joined_text() == ("a\x0bb\r\n\r\nc\x85d", "\r\n")
     # Only "\r\n" ends a line here: a vertical tab or NEL is text.
     assert list(lines) == [Line("a\x0bb", "\r\n"), Line("", "\r\n"), Line("c\x85d", "\r\n")]
     assert lines.written() == b"a\x0bb\r\n\r\nc\xc2\x85d\r\n"
     # A lone "\r" or "\n" is a line ending of its own: not one text.
-    assert splitter.feed_lines(b"\nf\rg\r\n").joined_text() is None
+    assert splitter.feed_lines(b"\nf\rg\r\n", lazy=lazy).joined_text() is None
 
 
 def test_lines_that_are_not_whole_and_valid_are_not_held_as_one_text():

@@ -100,12 +100,13 @@ class Lines(Sequence[Line]):
         self.raw = raw
 
     @classmethod
-    def joined(cls, text: str, sep: str, count: int) -> Lines:
+    def joined(cls, text: str, sep: str, count: int, texts: list[str] | None = None) -> Lines:
         """``count`` lines that all end with ``sep`` (``"\\n"`` or ``"\\r\\n"``), whole and
         valid, held as the one text they make joined by ``sep`` (without the last line's
-        ending): their list of texts is made when first asked for."""
+        ending): their list of ``texts`` (``text.split(sep)``) is made when first asked
+        for, unless given."""
         lines = cls.__new__(cls)
-        lines._texts = None
+        lines._texts = texts
         lines._count = count
         lines._joined = text
         lines._sep = sep
@@ -320,8 +321,14 @@ class LineSplitter:
         """End of stream: return the final line(s) still held, if any."""
         return list(self.close_lines())
 
-    def feed_lines(self, data: bytes | bytearray) -> Lines:
-        """Take the next chunk; return the lines it completes, in order, as columns."""
+    def feed_lines(self, data: bytes | bytearray, *, lazy: bool = False) -> Lines:
+        """Take the next chunk; return the lines it completes, in order, as columns.
+
+        Whole, valid lines (each ending with ``"\\n"``, or each with ``"\\r\\n"``) come
+        as :meth:`Lines.joined`, their list of texts made at once; with ``lazy``, only
+        when first asked for (their count is then one more pass over the text: worth it
+        when nobody may ask).
+        """
         if self._closed:
             raise RuntimeError("feed() after close()")
         if not data:
@@ -343,13 +350,16 @@ class LineSplitter:
                 else:
                     if last <= limit:
                         self._buf = buf[last + 1 :]
-                        return Lines.joined(text, "\n", text.count("\n") + 1)
+                        if lazy:
+                            return Lines.joined(text, "\n", text.count("\n") + 1)
+                        texts = text.split("\n")
+                        return Lines.joined(text, "\n", len(texts), texts)
                     texts = text.split("\n")
                     if all(len(t) * 4 <= limit for t in texts):
                         self._buf = buf[last + 1 :]
                         return Lines(texts)
         else:
-            lines = self._crlf_lines(buf)
+            lines = self._crlf_lines(buf, lazy)
             if lines is not None:
                 return lines
         out = _Builder()
@@ -366,7 +376,7 @@ class LineSplitter:
         self._buf = held
         return out.build()
 
-    def _crlf_lines(self, buf: bytes) -> Lines | None:
+    def _crlf_lines(self, buf: bytes, lazy: bool) -> Lines | None:
         """The fast path of a pseudo-terminal's output: whole lines that all end with
         ``\\r\\n``, valid UTF-8 and short enough. None, having changed nothing, otherwise.
         """
@@ -383,14 +393,16 @@ class LineSplitter:
             text = _decode_head(buf, last + 1)
         except UnicodeDecodeError:
             return None
-        count = text.count("\r\n")
+        joined = text[:-2]
+        texts = None if lazy else joined.split("\r\n")
+        count = text.count("\r\n") if texts is None else len(texts)
         # Every "\r" and "\n" is part of a "\r\n": a lone one ends a line of its own.
         if text.count("\n") != count or text.count("\r") != count:
             return None
-        if last > limit and not all(len(t) * 4 <= limit for t in text[:-2].split("\r\n")):
+        if last > limit and not all(len(t) * 4 <= limit for t in texts or joined.split("\r\n")):
             return None
         self._buf = buf[last + 1 :]
-        return Lines.joined(text[:-2], "\r\n", count)
+        return Lines.joined(joined, "\r\n", count, texts)
 
     def close_lines(self) -> Lines:
         """End of stream: the final line(s) still held, if any, as columns."""

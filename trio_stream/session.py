@@ -494,7 +494,8 @@ class Session:
                     ts = time.time()
                     if terminal is not None:
                         await terminal.write(fd, data)
-                    lines = splitter.feed_lines(data)
+                    # Lines nobody may read one by one are split only when asked for.
+                    lines = splitter.feed_lines(data, lazy=not (self._cursors or self._feeds))
                     if lines:
                         await self._deliver(source, lines, ts)
             lines = splitter.close_lines()
