@@ -33,7 +33,7 @@ from .events import Event, EventType, SessionEnded, event_from_dict
 from .filters import EventFilter
 from .registry import LiveSession, find_live, forget, match_ref, pid_alive
 from .store import HistoryQuery, SessionInfo, SessionStatus, Store, UnknownSessionError
-from .store.base import RowStore
+from .store.base import RowStore, RunStore
 
 # Reconnections in a row before a hub counts as gone (about 30 s with the backoff).
 RETRIES: Final = 10
@@ -348,9 +348,16 @@ class Feed:
     async def _store_pass(self, store: Store, session_id: str, query: HistoryQuery) -> None:
         """Deliver what the store holds after the cursor, and move the cursor past it."""
         recorded = await store.last_offset(session_id)
-        if isinstance(store, RowStore) and query == HistoryQuery():
+        if isinstance(store, RunStore | RowStore) and query == HistoryQuery():
+            # Lines as the chunks hold them (their text, or their columns, or rows),
+            # written out without an event each.
             while True:
-                rows = await store.read_rows(session_id, self.after, PAGE)
+                if isinstance(store, RunStore):
+                    rows: EventRuns | RowEvents = await store.read_runs(
+                        session_id, self.after, PAGE
+                    )
+                else:
+                    rows = await store.read_rows(session_id, self.after, PAGE)
                 await self._deliver(rows)
                 if not rows or rows.last_offset >= recorded:
                     break
