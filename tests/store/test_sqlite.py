@@ -94,6 +94,31 @@ async def test_checkpoints_run_beside_the_writer_and_keep_the_wal_bounded(db, mo
         assert len(await store.read("s")) == offset
 
 
+async def test_another_process_closing_the_store_never_removes_the_wal_of_a_writer(db, monkeypatch):
+    # The background checkpoints sync the database file through a descriptor of their own.
+    # Closing such a descriptor drops every POSIX lock the process holds on the file,
+    # SQLite's too: another process closing its connection then took itself for the last
+    # one, checkpointed and removed the WAL, and what the writer committed next was lost.
+    monkeypatch.setattr(sqlite_store, "CHECKPOINT_BYTES", 64 * 1024)
+    text = "x" * 1000
+    offset = 0
+    async with open_store(db) as store:
+        await store.create_session(SessionInfo("s"))
+        for _ in range(20):
+            await store.append("s", lines("s", offset, [text] * 32))
+            offset += 32
+        await trio.to_thread.run_sync(store._checkpoint_done.wait)
+        other = "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute(sys.argv[2])"
+        query = "SELECT count(*) FROM sessions"
+        await trio.run_process([sys.executable, "-c", other, str(db), query])
+        assert db.with_name(db.name + "-wal").exists()
+        await store.append("s", lines("s", offset, ["after"]))
+        offset += 1
+    async with open_store(db) as store:
+        events = await store.read("s")
+    assert len(events) == offset and events[-1].data.text == "after"
+
+
 async def test_exact_bytes_and_line_endings_round_trip(db):
     odd = make_event(
         EventType.OUTPUT,

@@ -208,6 +208,12 @@ class SQLiteStore(SessionPruning):
         self._wal_bytes = 0
         self._checkpointer: sqlite3.Connection | None = None
         self._checkpoint_done: threading.Event | None = None
+        # The database file, opened once to sync what checkpoints copy (None: not yet; -1:
+        # not a file of its own). Closed only after every connection: closing any
+        # descriptor of a file drops all the POSIX locks this process holds on it,
+        # SQLite's included, and another process would then take the database for its own
+        # and remove the WAL this one still writes to.
+        self._sync_fd: int | None = None
 
     @classmethod
     async def open(cls, path: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> SQLiteStore:
@@ -422,15 +428,14 @@ class SQLiteStore(SessionPruning):
             # SQLite syncs the database file only after a checkpoint that copied the whole
             # WAL, which one running beside a busy writer rarely does: what it copied would
             # otherwise be synced all at once when the store closes.
-            try:
-                fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
-                # Not a file of its own (an in-memory database), or gone: nothing to sync.
-                return
-            try:
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
+            if self._sync_fd is None:
+                try:
+                    self._sync_fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                except OSError:
+                    # Not a file of its own (an in-memory database): nothing to sync.
+                    self._sync_fd = -1
+            if self._sync_fd >= 0:
+                os.fdatasync(self._sync_fd)
 
         def finished(result: Any) -> None:
             # A failed checkpoint loses nothing: the WAL keeps every commit, and the next
@@ -860,8 +865,14 @@ class SQLiteStore(SessionPruning):
             connections += self._all_readers
             # The writer last: closing the last connection checkpoints what is left.
             connections += [self._writer] if self._writer else []
-            for conn in connections:
-                conn.close()
+            try:
+                for conn in connections:
+                    conn.close()
+            finally:
+                # After every connection (see _sync_fd).
+                if self._sync_fd is not None and self._sync_fd >= 0:
+                    os.close(self._sync_fd)
+                self._sync_fd = None
         self._checkpointer = None
         self._readers.clear()
         self._all_readers.clear()
