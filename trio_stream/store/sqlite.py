@@ -24,6 +24,9 @@ Layout and rules:
   background checkpoints never catch up with is checkpointed by the writer itself before
   its next transaction once it holds :data:`WAL_LIMIT_BYTES` (after the background one in
   progress), so that the log starts over: a smaller file, quicker to remove at the end.
+  What a background checkpoint copied is synced through one descriptor of the database
+  file, opened once and closed after every connection: closing a descriptor of a file
+  drops all the POSIX locks the process holds on it, SQLite's included.
 * The schema is versioned (``PRAGMA user_version``) and migrated forward on open; a file
   written by a newer tstream, or a database that is not a tstream store, is refused with
   :class:`StoreError`, never rewritten.
