@@ -31,9 +31,10 @@ from .batches import EventRuns, RowEvents
 from .client import HubClientError, filter_query, follow_stream, get_json
 from .events import Event, EventType, SessionEnded, event_from_dict
 from .filters import EventFilter
-from .registry import LiveSession, find_live, forget, match_ref, pid_alive
+from .registry import LiveSession, find_live, forget, match_ref
 from .store import HistoryQuery, SessionInfo, SessionStatus, Store, UnknownSessionError
 from .store.base import RowStore, RunStore
+from .store.sessions import process_alive
 
 # Reconnections in a row before a hub counts as gone (about 30 s with the backoff).
 RETRIES: Final = 10
@@ -317,7 +318,7 @@ class Feed:
     async def _watch(self, live: LiveSession, scope: trio.CancelScope) -> None:
         # Only the death of the run counts: its socket goes as it ends normally too, and
         # then the hub still sends the end of the session.
-        while pid_alive(live.pid):
+        while process_alive(live.pid):
             await trio.sleep(WATCH_INTERVAL)
         scope.cancel()
 
@@ -409,7 +410,7 @@ def _running(info: SessionInfo) -> bool:
     """Whether the process recording ``info`` still runs (as far as this host can tell)."""
     if info.pid is None or (info.host and info.host != socket.gethostname()):
         return True
-    return pid_alive(info.pid)
+    return process_alive(info.pid)
 
 
 @asynccontextmanager

@@ -274,6 +274,31 @@ async def test_reused_pid_does_not_keep_a_session_running(db):
         assert (await store.get_session("s")).status is SessionStatus.INTERRUPTED
 
 
+async def test_a_recorder_that_ended_unwaited_does_not_keep_a_session_running(db):
+    # A process that has exited but that its parent has not waited for yet (a zombie)
+    # records nothing more: its sessions are interrupted, and attach does not wait on it.
+    import os
+
+    from trio_stream.store.sessions import process_alive, process_start_time
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
+        assert not process_alive(child.pid)
+        assert not process_alive(child.pid, process_start_time(child.pid))
+        async with open_store(db) as store:
+            await store.create_session(SessionInfo("s"))
+        conn = sqlite3.connect(db)
+        conn.execute("UPDATE sessions SET pid = ?", (child.pid,))
+        conn.commit()
+        conn.close()
+        async with open_store(db) as store:
+            assert (await store.get_session("s")).status is SessionStatus.INTERRUPTED
+    finally:
+        child.wait()
+    assert process_alive(os.getpid())
+
+
 async def test_reader_sees_a_consistent_prefix_while_a_writer_appends(db):
     async with open_store(db) as store:
         await store.create_session(SessionInfo("s"))

@@ -95,21 +95,33 @@ def apply_changes(info: SessionInfo, changes: Mapping[str, Any]) -> SessionInfo:
     return attrs.evolve(info, **changes)
 
 
+def _stat(pid: int) -> list[bytes] | None:
+    """The fields of ``/proc/PID/stat`` after the command's name (Linux), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def process_start_time(pid: int) -> int | None:
     """When process ``pid`` started, in clock ticks since boot (Linux), or None.
 
     Used with the pid to tell the recording process from a later one that reused its pid.
     """
+    fields = _stat(pid)
     try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            fields = stat.read().rsplit(b")", 1)[1].split()
-        return int(fields[19])
-    except (OSError, IndexError, ValueError):
+        return None if fields is None else int(fields[19])
+    except (IndexError, ValueError):
         return None
 
 
 def process_alive(pid: int, start_time: int | None = None) -> bool:
-    """Whether ``pid`` is a live process (and the same one, when ``start_time`` is known)."""
+    """Whether ``pid`` is a live process (and the same one, when ``start_time`` is known).
+
+    A process that has ended but that its parent has not waited for yet (a zombie) is not
+    alive: it records nothing more.
+    """
     if pid <= 0:
         return False
     try:
@@ -118,10 +130,15 @@ def process_alive(pid: int, start_time: int | None = None) -> bool:
         return False
     except PermissionError:
         pass  # alive, owned by someone else
-    if start_time is not None:
-        current = process_start_time(pid)
-        if current is not None and current != start_time:
-            return False
+    fields = _stat(pid)
+    if fields is not None and fields[:1] == [b"Z"]:
+        return False
+    if start_time is not None and fields is not None:
+        try:
+            if int(fields[19]) != start_time:
+                return False
+        except (IndexError, ValueError):
+            pass
     return True
 
 
