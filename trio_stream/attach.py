@@ -34,6 +34,7 @@ from .filters import EventFilter
 from .registry import LiveSession, find_live, forget, match_ref
 from .store import HistoryQuery, SessionInfo, SessionStatus, Store, UnknownSessionError
 from .store.base import RowStore, RunStore
+from .store.query import read_pages
 from .store.sessions import process_alive
 
 # Reconnections in a row before a hub counts as gone (about 30 s with the backoff).
@@ -352,16 +353,8 @@ class Feed:
         if isinstance(store, RunStore | RowStore) and query == HistoryQuery():
             # Lines as the chunks hold them (their text, or their columns, or rows),
             # written out without an event each.
-            while True:
-                if isinstance(store, RunStore):
-                    rows: EventRuns | RowEvents = await store.read_runs(
-                        session_id, self.after, PAGE
-                    )
-                else:
-                    rows = await store.read_rows(session_id, self.after, PAGE)
+            async for rows in read_pages(store, session_id, self.after, recorded, page=PAGE):
                 await self._deliver(rows)
-                if not rows or rows.last_offset >= recorded:
-                    break
         elif query.last is not None:
             await self._deliver(await store.read(session_id, attrs.evolve(query, after=self.after)))
         else:

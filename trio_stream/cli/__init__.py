@@ -8,7 +8,7 @@ import importlib
 import os
 import sys
 import threading
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 import click
 
@@ -96,9 +96,8 @@ def _end(exc: SystemExit) -> None:
 
     Once a command has returned, everything it opened is closed: what is left is Python
     tearing down its modules and freeing every object one by one, 30 to 60 ms of a short
-    command's time. The exit functions still run (logging's flush among them) and the
-    standard streams are flushed; a thread that is not a daemon and still runs gets the
-    usual exit, which waits for it.
+    command's time (see :func:`exit_now`). A thread that is not a daemon and still runs
+    gets the usual exit, which waits for it.
     """
     main_thread = threading.main_thread()
     if any(t is not main_thread and not t.daemon and t.is_alive() for t in threading.enumerate()):
@@ -111,6 +110,13 @@ def _end(exc: SystemExit) -> None:
     else:
         print(code, file=sys.stderr)
         status = 1
+    exit_now(status)
+
+
+def exit_now(status: int) -> NoReturn:
+    """End the process at once with ``status``, without the interpreter's teardown: the
+    exit functions run (logging's flush among them) and the standard streams are flushed,
+    but a thread still running is not waited for, and no module is torn down."""
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:

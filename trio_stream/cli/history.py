@@ -31,7 +31,7 @@ from ..store import (
 )
 from ..store.base import RunStore
 from ..store.file import export_session, import_session
-from ..store.query import read_batches
+from ..store.query import read_batches, read_pages
 from ..store.retention import DEFAULT_MAX_EVENTS, DEFAULT_RETENTION, prune_once
 from .common import (
     EXIT_STORE,
@@ -247,13 +247,8 @@ def show(
         if query == HistoryQuery() and isinstance(store, RunStore):
             # All of it: lines go from the chunks' text to stdout, without an event each.
             recorded = await store.last_offset(info.id)
-            after = -1
-            while after < recorded:
-                runs = await store.read_runs(info.id, after, SHOW_PAGE)
-                if not runs:
-                    break
+            async for runs in read_pages(store, info.id, -1, recorded, page=SHOW_PAGE):
                 printer.write(runs)
-                after = runs.last_offset
             return
         async for events in read_batches(store, info.id, query):
             printer.write(events)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
@@ -34,6 +33,7 @@ from ..store import (
     open_store,
 )
 from ..terminal import TerminalWriter
+from . import exit_now
 from .common import color_option, echo_error, stderr_color, valid_session_id
 from .processing import build_pipeline, processor_options
 
@@ -268,19 +268,8 @@ def run(
     local = sys.modules.get("trio_stream.local")
     if local is not None and local.web_stack_loading():
         # The command ended before its session was served: do not wait for the import.
-        _exit_now(status)
+        exit_now(status)
     sys.exit(status)
-
-
-def _exit_now(status: int) -> None:
-    """End the process at once, once what it wrote is out."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    logging.shutdown()
-    os._exit(status)
 
 
 def _serve_options(

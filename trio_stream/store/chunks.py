@@ -160,6 +160,15 @@ def span(events: Sequence[Event]) -> tuple[int, int]:
     return events[0].offset, events[-1].offset
 
 
+def last_stamp(events: Sequence[Event]) -> float:
+    """The timestamp of the last of ``events`` (not empty), without building the events of
+    runs."""
+    if isinstance(events, EventRuns):
+        run = next(run for run in reversed(events.runs) if len(run))
+        return run.ts if isinstance(run, EventBatch) else run[-1].ts
+    return events[-1].ts
+
+
 def stamps(events: Sequence[Event]) -> tuple[float, float]:
     """The lowest and highest timestamps of ``events`` (not empty)."""
     if isinstance(events, EventRuns):

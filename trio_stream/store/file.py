@@ -30,7 +30,7 @@ from .base import (
     StoreError,
     check_session_id,
 )
-from .query import read_batches
+from .query import read_batches, read_pages
 from .sessions import status_for_end
 
 IMPORT_BATCH: Final = 10_000
@@ -66,14 +66,9 @@ async def export_session(
         from ..hub.frames import json_lines
 
         recorded = await store.last_offset(session_id)
-        after = -1
-        while after < recorded:
-            runs = await store.read_runs(session_id, after, batch)
-            if not runs:
-                break
+        async for runs in read_pages(store, session_id, -1, recorded, page=batch):
             write(json_lines(runs))
             written += len(runs)
-            after = runs.last_offset
         return written
     async for events in read_batches(store, session_id, HistoryQuery(), batch=batch):
         write(b"".join([event_to_json(e) + b"\n" for e in events]))

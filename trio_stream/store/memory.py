@@ -10,7 +10,6 @@ from typing import Any, Final, final
 
 import attrs
 
-from ..batches import EventRuns
 from ..events import Event
 from . import chunks
 from . import query as q
@@ -185,7 +184,7 @@ class MemoryStore(SessionPruning):
         # A list may change once appended: the ring keeps a copy of it.
         held.add(list(events) if isinstance(events, list) else events)
         held.info.last_offset = last
-        newest = chunks.stamps(events)[1] if isinstance(events, EventRuns) else events[-1].ts
+        newest = chunks.last_stamp(events)
         held.info.last_activity = max(held.info.last_activity, newest, time.time())
 
     async def read(self, session_id: str, query: HistoryQuery = HistoryQuery()) -> list[Event]:

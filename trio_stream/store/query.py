@@ -14,9 +14,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 import attrs
 
+from ..batches import EventRuns, RowEvents
 from ..events import Event
 from ..filters import EventFilter
-from .base import HistoryQuery, Store
+from .base import HistoryQuery, RowStore, RunStore, Store
 
 
 def check_query(query: HistoryQuery) -> HistoryQuery:
@@ -96,3 +97,25 @@ async def read_batches(
             after = events[-1].offset
         if len(events) < batch:
             return
+
+
+async def read_pages(
+    store: RunStore | RowStore, session_id: str, after: int, until: int, *, page: int = 10_000
+) -> AsyncIterator[EventRuns | RowEvents]:
+    """The events after ``after`` up to ``until`` (a last offset the store holds), about
+    ``page`` at a time, as the store's chunks hold them: lines not built into events
+    (:meth:`RunStore.read_runs` where the store has it, else
+    :meth:`RowStore.read_rows`). A page may end past ``until``.
+
+    Raises:
+        UnknownSessionError: for an unknown session.
+    """
+    while after < until:
+        if isinstance(store, RunStore):
+            events: EventRuns | RowEvents = await store.read_runs(session_id, after, page)
+        else:
+            events = await store.read_rows(session_id, after, page)
+        if not events:
+            return
+        yield events
+        after = events.last_offset

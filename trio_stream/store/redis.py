@@ -446,12 +446,12 @@ class RedisStore(SessionPruning):
             if self._closed:
                 raise StoreError(f"store {self.target.shown} is closed")
             return
-        first = events[0].offset
+        first = chunks.span(events)[0]
         last = check_batch(session_id, events, first - 1)
         args: list[Any] = [
             first,
             last,
-            repr(max(events[-1].ts, time.time())),
+            repr(max(chunks.last_stamp(events), time.time())),
             self._appended(session_id),
         ]
         for piece in chunks.split(events):

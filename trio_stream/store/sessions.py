@@ -109,7 +109,10 @@ def process_start_time(pid: int) -> int | None:
 
     Used with the pid to tell the recording process from a later one that reused its pid.
     """
-    fields = _stat(pid)
+    return _start_time(_stat(pid))
+
+
+def _start_time(fields: list[bytes] | None) -> int | None:
     try:
         return None if fields is None else int(fields[19])
     except (IndexError, ValueError):
@@ -133,12 +136,10 @@ def process_alive(pid: int, start_time: int | None = None) -> bool:
     fields = _stat(pid)
     if fields is not None and fields[:1] == [b"Z"]:
         return False
-    if start_time is not None and fields is not None:
-        try:
-            if int(fields[19]) != start_time:
-                return False
-        except (IndexError, ValueError):
-            pass
+    if start_time is not None:
+        current = _start_time(fields)
+        if current is not None and current != start_time:
+            return False
     return True
 
 

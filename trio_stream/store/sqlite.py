@@ -611,13 +611,9 @@ class SQLiteStore(SessionPruning):
         if not events:
             self._check_open()
             return
-        # The first offset and the newest time without building events of runs.
         first = chunks.span(events)[0]
         last = check_batch(session_id, events, first - 1)
-        newest = max(
-            chunks.stamps(events)[1] if isinstance(events, EventRuns) else events[-1].ts,
-            time.time(),
-        )
+        newest = max(chunks.last_stamp(events), time.time())
         written = 0
 
         def append(conn: sqlite3.Connection) -> None:
