@@ -3,6 +3,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 import trio
@@ -91,6 +92,67 @@ async def test_checkpoints_run_beside_the_writer_and_keep_the_wal_bounded(db, mo
     # Closing the last connection leaves no log behind, and nothing was lost.
     assert not wal.exists()
     async with open_store(db) as store:
+        assert len(await store.read("s")) == offset
+
+
+async def test_the_wal_starts_over_under_commits_larger_than_a_checkpoint(db, monkeypatch):
+    # Each commit (100 KB) is larger than the background threshold and near the writer's,
+    # and the disk is slow to sync what a background checkpoint copied. The writer counts
+    # what it commits itself, so the log starts over at its limit; it used to wait for
+    # checkpoints to report the log's size, and then grew to the whole recording.
+    monkeypatch.setattr(sqlite_store, "CHECKPOINT_BYTES", 64 * 1024)
+    monkeypatch.setattr(sqlite_store, "WAL_LIMIT_BYTES", 256 * 1024)
+    fdatasync = sqlite_store.os.fdatasync
+
+    def slow_sync(fd):
+        time.sleep(0.01)
+        fdatasync(fd)
+
+    monkeypatch.setattr(sqlite_store.os, "fdatasync", slow_sync)
+    wal = db.with_name(db.name + "-wal")
+    text = "x" * 1000
+    async with open_store(db) as store:
+        await store.create_session(SessionInfo("s"))
+        offset = 0
+        largest = 0
+        for _ in range(60):
+            await store.append("s", lines("s", offset, [text] * 100))
+            offset += 100
+            largest = max(largest, wal.stat().st_size)
+        # 6 MB committed; the log never held more than its limit and a few commits.
+        assert largest < 1_000_000
+        assert len(await store.read("s")) == offset
+
+
+async def test_a_reader_holding_the_wal_does_not_make_every_commit_checkpoint(db, monkeypatch):
+    monkeypatch.setattr(sqlite_store, "CHECKPOINT_BYTES", 64 * 1024)
+    monkeypatch.setattr(sqlite_store, "WAL_LIMIT_BYTES", 256 * 1024)
+    text = "x" * 1000
+    async with open_store(db) as store:
+        await store.create_session(SessionInfo("s"))
+        await store.append("s", lines("s", 0, [text] * 100))
+        # Another connection stays in a read transaction on the WAL as it is now.
+        reader = sqlite3.connect(db, isolation_level=None)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM chunks").fetchone()
+        writer_checkpoints = 0
+        original = sqlite_store.SQLiteStore._checkpoint_sync
+
+        def counted(self, conn):
+            nonlocal writer_checkpoints
+            writer_checkpoints += conn is self._writer
+            return original(self, conn)
+
+        monkeypatch.setattr(sqlite_store.SQLiteStore, "_checkpoint_sync", counted)
+        await store.append("s", lines("s", 100, [text] * 200))
+        offset = 300
+        for _ in range(300):
+            await store.append("s", lines("s", offset, [text] * 10))
+            offset += 10
+        reader.close()
+        # 300 commits of 10 KB past the limit: a try at each would be 300; the writer
+        # retries once another background threshold (64 KiB) was committed.
+        assert 1 <= writer_checkpoints <= 100
         assert len(await store.read("s")) == offset
 
 

@@ -22,8 +22,11 @@ Layout and rules:
   checkpoint ran inside the commit that crossed its threshold, and held the writer (and so
   a recording command) for a third of the time of a large recording. A WAL that the
   background checkpoints never catch up with is checkpointed by the writer itself before
-  its next transaction once it holds :data:`WAL_LIMIT_BYTES` (after the background one in
-  progress), so that the log starts over: a smaller file, quicker to remove at the end.
+  its next transaction once :data:`WAL_LIMIT_BYTES` were committed since the log last
+  started over (after the background one in progress), so that the log starts over: a
+  smaller file, quicker to remove at the end. The writer counts those bytes itself; a
+  checkpoint can only say how large the log was when it ran, and with background ones
+  slower than the commits the log grew to the size of the whole recording.
   What a background checkpoint copied is synced through one descriptor of the database
   file, opened once and closed after every connection: closing a descriptor of a file
   drops all the POSIX locks the process holds on it, SQLite's included.
@@ -207,7 +210,7 @@ class SQLiteStore(SessionPruning):
         self._page_size = PAGE_SIZE
         # Bytes committed since the last checkpoint started (an estimate: what was written).
         self._committed = 0
-        # The WAL's size as the last checkpoint found it.
+        # Bytes committed since the WAL last started over (an estimate, as above).
         self._wal_bytes = 0
         self._checkpointer: sqlite3.Connection | None = None
         self._checkpoint_done: threading.Event | None = None
@@ -393,7 +396,11 @@ class SQLiteStore(SessionPruning):
                 running = self._checkpoint_done
                 if running is not None:
                     running.wait()
-                self._checkpoint_sync(conn)
+                # Copied whole, the WAL starts over with this transaction. A reader still
+                # in its older part keeps it: the next try is a threshold's worth later,
+                # not at every transaction.
+                whole = self._checkpoint_sync(conn)
+                self._wal_bytes = 0 if whole else WAL_LIMIT_BYTES - CHECKPOINT_BYTES
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(conn)
@@ -406,16 +413,18 @@ class SQLiteStore(SessionPruning):
 
         async with self._write_lock:
             result = await trio.to_thread.run_sync(self._guard, transaction)
-            self._committed += max(size() if size else 0, self._page_size)
+            written = max(size() if size else 0, self._page_size)
+            self._committed += written
+            self._wal_bytes += written
             if self._committed >= CHECKPOINT_BYTES:
                 self._start_checkpoint()
             return result
 
-    def _checkpoint_sync(self, conn: sqlite3.Connection) -> None:
-        """A passive checkpoint on ``conn``: it copies what no reader still needs, waits
-        for nobody, and notes how large the WAL was."""
-        busy, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        self._wal_bytes = max(0, frames) * self._page_size if not busy else self._wal_bytes
+    def _checkpoint_sync(self, conn: sqlite3.Connection) -> bool:
+        """A passive checkpoint on ``conn``: it copies what no reader still needs and
+        waits for nobody. True when it copied the whole WAL."""
+        busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return not busy and frames == copied
 
     def _start_checkpoint(self) -> None:
         """Start a checkpoint in a thread of its own, unless one is still running."""
