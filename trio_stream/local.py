@@ -294,9 +294,7 @@ async def _serve_bound(session: Session, config: HubConfig, bound: Bound, *, pat
         # With a store, the hub's stream is fed by the session (started when a client first
         # follows it); without one, the hub records what a bridge publishes into it.
         policy = StreamPolicy.fed_by(RunFeed(session.log, own)) if own is not None else None
-        served = await nursery.start(
-            partial(serve_hub, config, store, policy=policy, bound=bound)
-        )
+        served = await nursery.start(partial(serve_hub, config, store, policy=policy, bound=bound))
         broker = served.hub.broker
         try:
             if view is None:

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Sequence
-from itertools import repeat
 from typing import Any, Final, final
 
 import orjson
 
-from ..batches import EventRuns, OutputBatch
+from ..batches import EventRuns, OutputBatch, batch_event_id_spans
 from ..events import Event, event_to_json
 from ..store.chunks import StoredEvents
 
@@ -168,31 +167,47 @@ def _batch_raws(run: OutputBatch) -> list[bytes]:
     valid UTF-8, rare)."""
     lines = run.lines
     dumps = orjson.dumps
+    texts = lines.texts
     first = run.first_offset
-    count = len(lines.texts)
-    offsets = range(first, first + count)
-    numbers = range(run.first_line, run.first_line + count)
-    ids = [i.encode() for i in run.event_ids()]
-    # What every line of the batch shares is formatted once (ids are base64, session ids
-    # and sources plain words: nothing to escape, no % in any of them).
-    head = b'{"id":"%s","session":' + dumps(run.session) + b',"offset":%d,"type":"output",'
-    head += b'"ts":' + dumps(run.ts) + b',"data":{"source":' + dumps(run.source)
-    if lines.eols is None and not lines.partial:
-        template = head + b',"text":%s,"eol":"\\n","line":%d,"partial":false,"raw":null}}'
-        raws = [
-            template % (i, offset, dumps(text), number)
-            for i, offset, text, number in zip(ids, offsets, lines.texts, numbers, strict=True)
-        ]
+    number = run.first_line
+    # What every line of the batch shares is formatted once, the first fourteen
+    # characters of the ids with it for each span of ids that share them (ids are base64,
+    # session ids and sources plain words: nothing to escape, no % in any of them).
+    shared = b'","session":' + dumps(run.session) + b',"offset":%d,"type":"output",'
+    shared += b'"ts":' + dumps(run.ts) + b',"data":{"source":' + dumps(run.source)
+    simple = lines.eols is None and not lines.partial
+    if simple:
+        shared += b',"text":%s,"eol":"\\n","line":%d,"partial":false,"raw":null}}'
     else:
-        template = head + b',"text":%s,"eol":%s,"line":%d,"partial":%s,"raw":null}}'
-        eols: Any = repeat(_NEWLINE) if lines.eols is None else map(dumps, lines.eols)
+        shared += b',"text":%s,"eol":%s,"line":%d,"partial":%s,"raw":null}}'
+        eols = [_NEWLINE] * len(texts) if lines.eols is None else list(map(dumps, lines.eols))
         partial = lines.partial
-        raws = [
-            template % (i, offset, dumps(text), eol, number, _BOOL[index in partial])
-            for index, (i, offset, text, eol, number) in enumerate(
-                zip(ids, offsets, lines.texts, eols, numbers, strict=False)
-            )
-        ]
+    raws: list[bytes] = []
+    for start, head, tails in batch_event_id_spans(*run.id_origin, len(texts)):
+        template = b'{"id":"' + head + b"%s" + shared
+        stop = start + len(tails)
+        offsets = range(first + start, first + stop)
+        numbers = range(number + start, number + stop)
+        if simple:
+            raws += [
+                template % (tail, offset, dumps(text), line)
+                for tail, offset, text, line in zip(
+                    tails, offsets, texts[start:stop], numbers, strict=True
+                )
+            ]
+        else:
+            raws += [
+                template % (tail, offset, dumps(text), eol, line, _BOOL[index in partial])
+                for index, tail, offset, text, eol, line in zip(
+                    range(start, stop),
+                    tails,
+                    offsets,
+                    texts[start:stop],
+                    eols[start:stop],
+                    numbers,
+                    strict=True,
+                )
+            ]
     for index in lines.raw:
         raws[index] = event_to_json(run.event(index))
     return raws

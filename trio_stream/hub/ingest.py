@@ -230,6 +230,8 @@ def published(result: PublishResult) -> dict[str, Any]:
         "firstOffset": result.first_offset,
         "lastOffset": result.last_offset,
     }
+
+
 def run_count(runs: Any) -> int:
     """The events of a ``runs`` message, as far as its shape tells (for the limits,
     before it is checked)."""
