@@ -21,8 +21,8 @@ the same run, lines per second delivered to one client:
 
 Each figure is the best of R runs (``--repeat``), timed from the client's start to its
 last line; tstream's output is read as ``wc -l`` would (blocking reads of 1 MiB from a
-pipe of 1 MiB, in a thread). Targets: ``tstream attach`` of a local session at 10 times websocketd's lines
-per second, through a hub at 5 times.
+pipe of 1 MiB, in a thread). Targets: ``tstream attach`` of a local session at 10 times
+websocketd's lines per second, through a hub at 5 times.
 
 Usage: ``python scripts/bench_attach.py [--lines N] [--repeat R]`` (needs ``websocketd``:
 ``apt-get install websocketd``).

@@ -170,7 +170,7 @@ def _received(peer: socket.socket) -> bytes:
 
 
 async def test_the_fan_out_writes_the_shared_frame_to_sleeping_clients_itself(
-    nursery: trio.Nursery,
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     """Clients with nothing queued and their writer asleep are written the batch's one
     frame by the fan-out (their writers never wake); a client whose socket is full gets
@@ -199,10 +199,33 @@ async def test_the_fan_out_writes_the_shared_frame_to_sleeping_clients_itself(
 
 
 async def test_a_sleeping_client_whose_filter_passes_nothing_is_not_woken(
-    nursery: trio.Nursery,
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     _, [client], [peer], [handed] = await _parked_clients(nursery, 1, {"eventTypes": ["status"]})
     client.offer(Batch(frames("a")))
     assert client.queued == 0 and not client.pending and not client._wake.is_set()
     await trio.testing.wait_all_tasks_blocked()
     assert handed == [] and _received(peer) == b""
+
+
+async def test_what_the_fan_out_writes_itself_is_counted_once_per_client(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Frames the fan-out writes to sleeping clients count, per client and in the
+    stream's activity record (added up over a step and recorded once)."""
+    stream, parked, peers, handed = await _parked_clients(nursery, 3)
+    assert stream.log is not None
+    before = clients.express_writes.copy()
+    stream.log.append([e.event for e in frames("a", "b")])
+    await stream.settle()
+    frame = _received(peers[0])
+    assert frame and all(_received(peer) == frame for peer in peers[1:])
+    assert (clients.express_writes - before)["whole"] == 3
+    for client in parked:
+        assert (client.events_sent, client.frames_sent, client.bytes_sent) == (2, 1, len(frame))
+    minutes = stream.activity.minutes
+    assert sum(m[1] for m in minutes) == 3 * 2
+    assert sum(m[2] for m in minutes) == 3 * len(frame)
+    assert (stream.tally_events, stream.tally_bytes) == (0, 0)
+    await trio.testing.wait_all_tasks_blocked()
+    assert handed == [[], [], []]

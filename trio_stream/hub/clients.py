@@ -278,24 +278,49 @@ class Client:
         left in :attr:`unsent` with the writer woken, or nothing of the batch is for this
         client). When not, the writer task takes it.
 
-        The common case of a fan-out to thousands of clients, kept to a few attribute
-        reads and one ``write``: the frame is the one every client of the same encoding
-        and filter shares, found in the batch's cache.
+        The common case of a fan-out to thousands of clients, kept to attribute reads and
+        one ``write`` (what :meth:`_direct`, :meth:`_write_direct` and :meth:`_counted`
+        do, without their calls): the frame is the one every client of the same encoding
+        and filter shares, found in the batch's cache, and what was sent is added to the
+        stream's tally, which the fan-out hands to the activity record once per step.
         """
-        direct = self._direct()
-        if direct is None:
+        writer = self.express_writer
+        encoding = self.express_encoding
+        if (
+            writer is None
+            or encoding is None
+            or self.unsent
+            or self.control
+            or self.commands
+            or self.replays
+            or self.catching_up is not None
+        ):
             return False
         if selected is None:
             self.queued = last
             return True
-        writer, encoding = direct
-        frame = selected.wire_frame(encoding, self.stream.id, last)
-        if not self._write_direct(writer, frame):
+        stream = self.stream
+        frame = selected.wire_frame(encoding, stream.id, last)
+        size = len(frame)
+        written = writer.write_now(frame)
+        if written < 0 or (written == 0 and size):
+            express_writes["left"] += 1
             return False
-        self.queued = last
-        self._counted(len(selected), len(frame), last)
-        if self.unsent:
+        if written < size:
+            express_writes["part"] += 1
+            self.unsent = frame[written:]
             self._wake.set()
+        else:
+            express_writes["whole"] += 1
+        self.queued = last
+        events = len(selected)
+        self.frames_sent += 1
+        self.bytes_sent += size
+        self.events_sent += events
+        stream.tally_events += events
+        stream.tally_bytes += size
+        if last > self.position:
+            self.position = last
         return True
 
     def _write_now(self) -> bool:

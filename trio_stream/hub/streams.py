@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final, final
@@ -76,6 +77,9 @@ class Stream:
         self.connections = 0
         self.cut = 0
         self.activity = broker.activity.of(info.id)
+        # What the fan-out wrote to clients itself since it last told :attr:`activity`.
+        self.tally_events = 0
+        self.tally_bytes = 0
         self.recorder_done = trio.Event()
         # True once one of its tasks failed: its clients were cut and the broker
         # dropped it (see Broker._stream_failed).
@@ -153,6 +157,9 @@ class Stream:
                         owed = _joined(owed, more)
                 for client in clients[start : start + FANOUT_STEP]:
                     client.offer(batch)
+                if self.tally_events or self.tally_bytes:
+                    self.activity.sent(self.tally_events, self.tally_bytes, time.time())
+                    self.tally_events = self.tally_bytes = 0
             self._advance()
         self.finished = True
         for client in list(self.live.values()):
