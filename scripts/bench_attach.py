@@ -66,10 +66,9 @@ trio.run(main, sys.argv[1], int(sys.argv[2]))
 """
 
 
-RAW_CLIENT = r"""
-import base64, os, resource, socket, sys, time
-host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-sock = socket.create_connection((host, port))
+# A client's opening handshake with websocketd on ``sock`` (connected to host:port), the
+# bytes after the answer's head left in ``data``.
+HANDSHAKE = r"""
 key = base64.b64encode(os.urandom(16)).decode()
 sock.sendall(
     f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
@@ -81,6 +80,16 @@ while b"\r\n\r\n" not in data:
     data += sock.recv(65536)
 head, _, data = data.partition(b"\r\n\r\n")
 assert b" 101 " in head.split(b"\r\n")[0], head
+"""
+
+RAW_CLIENT = (
+    r"""
+import base64, os, resource, socket, sys, time
+host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+sock = socket.create_connection((host, port))
+"""
+    + HANDSHAKE
+    + r"""
 seen = 0
 pos = 0
 end = len(data)
@@ -112,28 +121,22 @@ while seen < count:
 usage = resource.getrusage(resource.RUSAGE_SELF)
 print(seen, usage.ru_utime + usage.ru_stime)
 """
+)
 
 
 # The frames only counted once they are all in: while it reads, this client does nothing
 # per frame (``recv_into`` a buffer of the known size), so it cannot be what limits
 # websocketd. It then checks that it got exactly the frames expected.
-COUNTING_CLIENT = r"""
+COUNTING_CLIENT = (
+    r"""
 import base64, os, resource, socket, sys, time
 host, port, total, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 sock = socket.socket()
 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
 sock.connect((host, port))
-key = base64.b64encode(os.urandom(16)).decode()
-sock.sendall(
-    f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-    f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-    "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-)
-data = b""
-while b"\r\n\r\n" not in data:
-    data += sock.recv(65536)
-head, _, data = data.partition(b"\r\n\r\n")
-assert b" 101 " in head.split(b"\r\n")[0], head
+"""
+    + HANDSHAKE
+    + r"""
 buf = bytearray(max(total, len(data)))
 view = memoryview(buf)
 have = len(data)
@@ -161,6 +164,7 @@ while pos < have:
 assert pos == have == total, (pos, have, total)
 print(seen, usage.ru_utime + usage.ru_stime, ended)
 """
+)
 
 
 def frame_bytes(data: Path) -> int:

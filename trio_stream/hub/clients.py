@@ -279,26 +279,18 @@ class Client:
         client). When not, the writer task takes it.
 
         The common case of a fan-out to thousands of clients, kept to attribute reads and
-        one ``write`` (what :meth:`_direct`, :meth:`_write_direct` and :meth:`_counted`
-        do, without their calls): the frame is the one every client of the same encoding
+        one ``write`` (what :meth:`_write_direct` and :meth:`_counted` do, without their
+        calls): the frame is the one every client of the same encoding
         and filter shares, found in the batch's cache, and what was sent is added to the
         stream's tally, which the fan-out hands to the activity record once per step.
         """
-        writer = self.express_writer
-        encoding = self.express_encoding
-        if (
-            writer is None
-            or encoding is None
-            or self.unsent
-            or self.control
-            or self.commands
-            or self.replays
-            or self.catching_up is not None
-        ):
+        direct = self._direct()
+        if direct is None:
             return False
         if selected is None:
             self.queued = last
             return True
+        writer, encoding = direct
         stream = self.stream
         frame = selected.wire_frame(encoding, stream.id, last)
         size = len(frame)
