@@ -15,7 +15,7 @@ import os
 import threading
 import typing
 from bisect import bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from itertools import groupby
 from typing import final
 
@@ -29,6 +29,23 @@ _B64: typing.Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345
 _ID_TAIL: typing.Final = [_B64[x >> 6] + _B64[x & 63] for x in range(4096)]
 
 
+_ID_TAIL_BYTES: typing.Final = [tail.encode() for tail in _ID_TAIL]
+
+
+def _id_spans(key: bytes, base: int, count: int) -> Iterator[tuple[int, bytes, int, int]]:
+    """The ids of ``count`` events numbered from ``base`` under ``key``, in spans that
+    share their first fourteen characters: for each, the index of its first event, those
+    characters, and the slice ``low:stop`` of the 4096 tails that ends its ids."""
+    number = base
+    end = base + count
+    while number < end:
+        low = number & 4095
+        stop = min(4096, low + end - number)
+        head = base64.urlsafe_b64encode(key + number.to_bytes(4, "big"))[:12]
+        yield number - base, head + _ID_TAIL_BYTES[(number >> 12) & 4095], low, stop
+        number += stop - low
+
+
 def batch_event_ids(key: bytes, base: int, count: int) -> list[str]:
     """The ids of ``count`` events numbered from ``base`` under the 8-byte ``key``: each the
     urlsafe base64 of ``key`` and its 4-byte number.
@@ -37,19 +54,10 @@ def batch_event_ids(key: bytes, base: int, count: int) -> list[str]:
     24 bits, so ids are a shared head and one of 4096 two-character pairs twice.
     """
     ids: list[str] = []
-    number = base
-    end = base + count
-    while number < end:
-        low = number & 4095
-        stop = min(4096, low + end - number)
-        head = base64.urlsafe_b64encode(key + number.to_bytes(4, "big"))[:12].decode()
-        head += _ID_TAIL[(number >> 12) & 4095]
-        ids += [head + tail for tail in _ID_TAIL[low:stop]]
-        number += stop - low
+    for _, head, low, stop in _id_spans(key, base, count):
+        text = head.decode()
+        ids += [text + tail for tail in _ID_TAIL[low:stop]]
     return ids
-
-
-_ID_TAIL_BYTES: typing.Final = [tail.encode() for tail in _ID_TAIL]
 
 
 def batch_event_id_spans(key: bytes, base: int, count: int) -> list[tuple[int, bytes, list[bytes]]]:
@@ -57,17 +65,10 @@ def batch_event_id_spans(key: bytes, base: int, count: int) -> list[tuple[int, b
     characters: for each, the index of its first event, that head, and the two-character
     tails of its ids, as bytes. An encoder that writes ids into a larger text puts the
     head in its template once per span rather than joining it to every id."""
-    spans: list[tuple[int, bytes, list[bytes]]] = []
-    number = base
-    end = base + count
-    while number < end:
-        low = number & 4095
-        stop = min(4096, low + end - number)
-        head = base64.urlsafe_b64encode(key + number.to_bytes(4, "big"))[:12]
-        head += _ID_TAIL_BYTES[(number >> 12) & 4095]
-        spans.append((number - base, head, _ID_TAIL_BYTES[low:stop]))
-        number += stop - low
-    return spans
+    return [
+        (first, head, _ID_TAIL_BYTES[low:stop])
+        for first, head, low, stop in _id_spans(key, base, count)
+    ]
 
 
 class _Keys:

@@ -278,11 +278,11 @@ class Client:
         left in :attr:`unsent` with the writer woken, or nothing of the batch is for this
         client). When not, the writer task takes it.
 
-        The common case of a fan-out to thousands of clients, kept to attribute reads and
-        one ``write`` (what :meth:`_write_direct` and :meth:`_counted` do, without their
-        calls): the frame is the one every client of the same encoding
+        The common case of a fan-out to thousands of clients, kept to a few attribute
+        reads and one ``write``: the frame is the one every client of the same encoding
         and filter shares, found in the batch's cache, and what was sent is added to the
-        stream's tally, which the fan-out hands to the activity record once per step.
+        stream's tally, which the fan-out hands to the activity record once per step
+        rather than with a clock reading per client.
         """
         direct = self._direct()
         if direct is None:
@@ -291,28 +291,16 @@ class Client:
             self.queued = last
             return True
         writer, encoding = direct
-        stream = self.stream
-        frame = selected.wire_frame(encoding, stream.id, last)
-        size = len(frame)
-        written = writer.write_now(frame)
-        if written < 0 or (written == 0 and size):
-            express_writes["left"] += 1
+        frame = selected.wire_frame(encoding, self.stream.id, last)
+        if not self._write_direct(writer, frame):
             return False
-        if written < size:
-            express_writes["part"] += 1
-            self.unsent = frame[written:]
-            self._wake.set()
-        else:
-            express_writes["whole"] += 1
         self.queued = last
         events = len(selected)
-        self.frames_sent += 1
-        self.bytes_sent += size
-        self.events_sent += events
-        stream.tally_events += events
-        stream.tally_bytes += size
-        if last > self.position:
-            self.position = last
+        self._count_sent(events, len(frame), last)
+        self.stream.tally_events += events
+        self.stream.tally_bytes += len(frame)
+        if self.unsent:
+            self._wake.set()
         return True
 
     def _write_now(self) -> bool:
@@ -406,11 +394,16 @@ class Client:
 
     def _counted(self, events: int, size: int, position: int) -> None:
         """A write of ``events`` events in ``size`` bytes, live ones up to ``position``."""
+        self._count_sent(events, size, position)
+        self.stream.activity.sent(events, size, time.time())
+
+    def _count_sent(self, events: int, size: int, position: int) -> None:
+        """This client's own count of a write (see :meth:`_counted`)."""
         self.frames_sent += 1
         self.bytes_sent += size
         self.events_sent += events
-        self.stream.activity.sent(events, size, time.time())
-        self.position = max(self.position, position)
+        if position > self.position:
+            self.position = position
 
     async def next_items(self) -> list[Item]:
         """Everything due now, waiting until something is.
