@@ -1,9 +1,11 @@
 import os
 import signal
+import sys
 
 import pytest
 import trio
 
+from trio_stream import process
 from trio_stream.process import (
     CommandNotExecutableError,
     CommandNotFoundError,
@@ -151,3 +153,62 @@ async def test_a_pty_ends_when_its_last_writer_closes_it():
         await child.process.wait()
     await child.aclose()
     assert received == b"one\r\ntwo\r\n"
+
+
+async def read_all(stream) -> bytes:
+    received = b""
+    while chunk := await stream.receive_some(1 << 18):
+        received += chunk
+    return received
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the pty's relay is Linux's")
+async def test_a_pty_is_read_through_a_relay_that_ends_with_it():
+    child = await spawn(["sh", "-c", "printf 'one\\n'; printf 'two\\n' >&2"], "pty")
+    relay = child.relay
+    assert relay is not None
+    ((_, stream),) = child.streams
+    with trio.fail_after(10):
+        received = await read_all(stream)
+        await child.process.wait()
+    # The relay ended with the pty (EIO), on its own.
+    assert relay.wait(timeout=10) is not None
+    await child.aclose()
+    assert received == b"one\r\ntwo\r\n"
+    assert child.relay is None and child.pty_fd is None
+
+
+async def test_without_a_relay_tstream_reads_the_pty_itself(monkeypatch):
+    monkeypatch.setattr(process.shutil, "which", lambda name: None)
+    child = await spawn(["printf", "one\\ntwo\\n"], "pty")
+    assert child.relay is None
+    ((_, stream),) = child.streams
+    with trio.fail_after(10):
+        received = await read_all(stream)
+        await child.process.wait()
+    await child.aclose()
+    assert received == b"one\r\ntwo\r\n"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the pty's relay is Linux's")
+async def test_closing_the_child_stops_a_relay_that_a_stray_process_keeps_open():
+    # A process that outlives the command holds the pty: no EIO comes, and the relay would
+    # wait for it as long as it lives.
+    child = await spawn(["sh", "-c", "trap '' HUP; sleep 30 & echo $!"], "pty")
+    relay = child.relay
+    assert relay is not None
+    ((_, stream),) = child.streams
+    stray = None
+    try:
+        with trio.fail_after(10):
+            seen = b""
+            while not seen.endswith(b"\r\n"):
+                seen += await stream.receive_some()
+            stray = int(seen)
+            await child.process.wait()
+        assert relay.poll() is None
+        await child.aclose()
+        assert relay.returncode == -signal.SIGKILL
+    finally:
+        if stray is not None:
+            os.kill(stray, signal.SIGKILL)

@@ -246,3 +246,27 @@ async def test_sigwinch_resizes_the_commands_terminal_in_pty_mode():
     finally:
         os.close(leader)
         os.close(follower)
+
+
+async def test_a_killed_tstream_hangs_up_its_commands_terminal(tmp_path):
+    # The pty's output reaches tstream through a relay of its own: the relay must die with
+    # tstream, so that the command's terminal is hung up as when tstream held the only
+    # master side.
+    hung_up = tmp_path / "hung-up"
+    script = f"trap 'echo yes > {hung_up}; exit 0' HUP; echo ready; {LOOP}"
+    proc = await trio.lowlevel.open_process(
+        [*TSTREAM, "run", "--pty", "--", "sh", "-c", script], stdout=subprocess.PIPE
+    )
+    with trio.fail_after(10):
+        seen = b""
+        while b"ready\r\n" not in seen:
+            chunk = await proc.stdout.receive_some()
+            assert chunk, seen
+            seen += chunk
+        proc.kill()
+        assert await proc.wait() == -signal.SIGKILL
+        # The command outlives tstream in a session of its own: only the file it writes
+        # on SIGHUP tells that the hang-up reached it.
+        while not hung_up.exists() or hung_up.read_text() != "yes\n":
+            await trio.sleep(0.02)
+    await proc.stdout.aclose()

@@ -18,12 +18,15 @@ Signals go to the whole group (``os.killpg``), never to the pid alone (trio's ow
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import os
+import shutil
 import signal
 import struct
 import subprocess
+import sys
 import termios
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final, Literal, TypeAlias, final
@@ -49,6 +52,10 @@ _KILL_SETTLE: Final = 1.0
 _BATCH_CHUNK: Final = 64 * 1024
 # A pipe's whole buffer: one read of a pipe hands over at most this much.
 _READ_SIZE: Final = 64 * 1024
+# The buffer asked for the pipe between the pty's relay and tstream (Linux's default
+# ceiling for an unprivileged process); the kernel's default is kept when it refuses.
+_RELAY_PIPE_SIZE: Final = 1 << 20
+_PR_SET_PDEATHSIG: Final = 1
 
 
 class SpawnError(Exception):
@@ -151,6 +158,21 @@ def _take_controlling_terminal() -> None:
     fcntl.ioctl(1, termios.TIOCSCTTY, 0)
 
 
+def _die_with_parent() -> None:
+    # Runs in the relay after fork: SIGKILL when the thread that started it ends.
+    _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+_LIBC: ctypes.CDLL | None = None
+
+
+def _libc() -> ctypes.CDLL:
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+    return _LIBC
+
+
 @final
 @attrs.define(eq=False)
 class Child:
@@ -161,12 +183,16 @@ class Child:
         mode: how its output is captured.
         streams: what to read, with the source each stream's lines are attributed to.
         pty_fd: the pseudo-terminal's master side in ``pty`` mode, else None.
+        relay: in ``pty`` mode, the process that copies the master side into the pipe
+            that ``streams`` reads (see :func:`spawn`), or None when tstream reads the
+            master side itself.
     """
 
     process: trio.Process
     mode: Mode
     streams: list[tuple[Source, trio.abc.ReceiveStream]]
     pty_fd: int | None = None
+    relay: subprocess.Popen[bytes] | None = None
 
     @property
     def pid(self) -> int:
@@ -182,10 +208,21 @@ class Child:
             set_window_size(self.pty_fd, rows, columns)
 
     async def aclose(self) -> None:
-        """Close every stream read from the child."""
-        for _, stream in self.streams:
-            with trio.CancelScope(shield=True):
+        """Close every stream read from the child (and in ``pty`` mode the master side,
+        after stopping its relay if it still runs)."""
+        with trio.CancelScope(shield=True):
+            for _, stream in self.streams:
                 await stream.aclose()
+            relay = self.relay
+            if relay is not None:
+                self.relay = None
+                if relay.poll() is None:
+                    # A process that outlived the command still holds the pty open.
+                    relay.kill()
+                    await trio.to_thread.run_sync(relay.wait)
+            if relay is not None and self.pty_fd is not None:
+                os.close(self.pty_fd)
+                self.pty_fd = None
 
 
 async def spawn(
@@ -200,7 +237,9 @@ async def spawn(
 
     ``pipes`` gives stdout and stderr a pipe each; ``merge`` one pipe for both (exact
     interleaving, attributed to stdout); ``pty`` a pseudo-terminal for both, which the child
-    has as its controlling terminal. Standard input is inherited in every mode.
+    has as its controlling terminal. Standard input is inherited in every mode. On Linux,
+    a ``cat`` of its own copies the pty's output into a pipe that tstream reads (see
+    :func:`_start_relay`).
 
     Args:
         command: the program and its arguments.
@@ -275,7 +314,59 @@ async def _spawn_pty(
         raise
     finally:
         os.close(slave)
-    return Child(process, "pty", [("stdout", OutputStream(trio.lowlevel.FdStream(master)))], master)
+    relay = _start_relay(master)
+    if relay is None:
+        stream = OutputStream(trio.lowlevel.FdStream(master))
+        return Child(process, "pty", [("stdout", stream)], master)
+    process_relay, read_end = relay
+    stream = OutputStream(trio.lowlevel.FdStream(read_end))
+    return Child(process, "pty", [("stdout", stream)], master, process_relay)
+
+
+def _start_relay(master: int) -> tuple[subprocess.Popen[bytes], int] | None:
+    """Start ``cat`` copying the pty's master side into a pipe: its process and the
+    pipe's read end, or None where there is no relay (not Linux, no ``cat``).
+
+    A pseudo-terminal holds about 15 KiB and hands over at most 4 KiB a read. Read by
+    tstream itself, a command that writes fast waits whenever tstream is busy with what
+    it read (the recording's threads included), and tstream waits while the command
+    refills the pty. ``cat`` empties the pty as ``script`` does, into a pipe of 1 MiB
+    that tstream reads as it reads a command's pipes. The pty stays the command's
+    terminal: window size, signals, line discipline, and the end of the stream (``cat``
+    ends on EIO, once every slave side closed) are unchanged. The relay dies with the
+    thread that started it (``PR_SET_PDEATHSIG``), so that a killed tstream still hangs
+    up the command's terminal, as closing the last master side does.
+    """
+    if sys.platform != "linux":
+        return None
+    program = shutil.which("cat")
+    if program is None:
+        return None
+    read_end, write_end = os.pipe()
+    try:
+        if hasattr(fcntl, "F_SETPIPE_SZ"):
+            try:
+                fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _RELAY_PIPE_SIZE)
+            except OSError:
+                pass
+        # Started from this thread rather than trio's worker threads: the signal on the
+        # parent's death follows the thread that forked, and a worker thread ends when
+        # idle. In a session of its own, the relay never sees the terminal's Ctrl-C, so
+        # that it copies the command's last words too.
+        relay = subprocess.Popen(
+            [program],
+            stdin=master,
+            stdout=write_end,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+    except OSError:
+        os.close(read_end)
+        return None
+    finally:
+        os.close(write_end)
+    return relay, read_end
 
 
 @final
