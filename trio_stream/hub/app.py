@@ -10,6 +10,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from ..store.base import StoreError, UnknownSessionError
+from .asgi import HubHTTPConnection, HubWebsocketConnection
 from .auth import AuthError, cors_headers, origin_allowed, preflight_headers
 from .context import Hub, access_of, authorize, error_response, host_of, response_for
 from .errors import HubError, ProtocolError, ReadOnly
@@ -32,6 +33,9 @@ def create_app(hub: Hub) -> QuartTrio:
     # No static folder: the dashboard's files have a route of their own, and the API
     # document lists every route.
     app = QuartTrio(__name__, static_folder=None)
+    # One task fewer per request and per WebSocket (see hub.asgi).
+    app.asgi_http_class = HubHTTPConnection
+    app.asgi_websocket_class = HubWebsocketConnection
     app.config["TSTREAM_HUB"] = hub
     app.config["MAX_CONTENT_LENGTH"] = hub.config.max_body_size
     app.config["BODY_TIMEOUT"] = 30

@@ -17,6 +17,7 @@ encoding is chosen once (:func:`~trio_stream.hub.encodings.choose`).
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 import orjson
@@ -24,6 +25,7 @@ import trio
 from quart import Blueprint, Response, websocket
 
 from . import patches
+from .asgi import take_messages
 from .clients import Client
 from .context import Hub, access, host_of, hub, remote_of
 from .encodings import COLUMNS_PROTOCOL, NATIVE_PROTOCOL, Encoding, choose
@@ -83,54 +85,67 @@ async def ws(stream_id: str) -> Response | None:
     client.protocol = encoding.protocol
     client.page = encoding.history_page
     reason = "disconnected by the client"
+    # The client's messages are taken in the connection's reading task, as they come:
+    # no task of this connection's own waits for them (see hub.asgi).
+    hooked = take_messages(partial(_take, h, client, host_of(websocket.scope)))
     try:
         if not stream.settings.compression:
             # Read when the handshake is accepted, in this task: no permessage-deflate.
             patches.deflate_settings.set(patches.DeflateSettings(enabled=False))
         await websocket.accept()
         logger.info("ws %s connected to %s from %s", client.id, stream.id, client.remote)
-        with trio.CancelScope() as scope:
-            client.abort_scope = scope
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_reader, h, client)
+        with trio.CancelScope() as aborting:
+            client.abort_scope = aborting
+            if hooked:
                 reason = await _writer(h, client, options, filters, after is not None, encoding)
-                nursery.cancel_scope.cancel()
-        if scope.cancelled_caught and client.end_reason is not None:
+            else:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_reader, h, client)
+                    reason = await _writer(h, client, options, filters, after is not None, encoding)
+                    nursery.cancel_scope.cancel()
+        if aborting.cancelled_caught and client.end_reason is not None:
             reason = f"{client.end_reason.value} (dropped: its writes were stuck)"
     finally:
+        if hooked:
+            take_messages(None)
         stream.detach(client)
         logger.info("ws %s left %s: %s", client.id, stream.id, reason)
     return None
 
 
 async def _reader(h: Hub, client: Client) -> None:
-    """Parse what the client sends into commands; runs until the connection goes (Quart
-    cancels the handler when the peer disconnects)."""
+    """Take what the client sends, when the app runs with ASGI classes other than the
+    hub's own; runs until the connection goes (Quart cancels the handler when the peer
+    disconnects)."""
     host = host_of(websocket.scope)
     while True:
-        data = await websocket.receive()
-        wait = h.requests.take(host, trio.current_time())
-        if wait:
-            client.push_error("rate_limited", f"too many messages; retry in {wait:.1f}s")
-            continue
-        if isinstance(data, bytes):
-            client.push_error("invalid_message", "send JSON as text messages, not binary")
-            continue
-        try:
-            message = parse_client_message(data, stream_id=client.stream.id)
-        except ProtocolError as exc:
-            client.push_error(exc.code, exc.message)
-            continue
-        replays = isinstance(message, Replay) or (
-            isinstance(message, Subscribe) and message.replay is not None
+        _take(h, client, host, await websocket.receive())
+
+
+def _take(h: Hub, client: Client, host: str, data: str | bytes) -> None:
+    """Parse one message from the client into a command (or an error frame for it)."""
+    wait = h.requests.take(host, trio.current_time())
+    if wait:
+        client.push_error("rate_limited", f"too many messages; retry in {wait:.1f}s")
+        return
+    if isinstance(data, bytes):
+        client.push_error("invalid_message", "send JSON as text messages, not binary")
+        return
+    try:
+        message = parse_client_message(data, stream_id=client.stream.id)
+    except ProtocolError as exc:
+        client.push_error(exc.code, exc.message)
+        return
+    replays = isinstance(message, Replay) or (
+        isinstance(message, Subscribe) and message.replay is not None
+    )
+    if replays and not client.stream.settings.replay:
+        client.push_error(
+            "replay_disabled",
+            f"stream {client.stream.id} does not replay history (enableReplay: false)",
         )
-        if replays and not client.stream.settings.replay:
-            client.push_error(
-                "replay_disabled",
-                f"stream {client.stream.id} does not replay history (enableReplay: false)",
-            )
-        else:
-            client.push_command(message)
+    else:
+        client.push_command(message)
 
 
 async def _writer(
