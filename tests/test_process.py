@@ -162,12 +162,19 @@ async def read_all(stream) -> bytes:
     return received
 
 
+async def spawn_pty(command: list[str], *, relayed: bool = True):
+    """``command`` on a pty: the child and the one stream to read (through a relay, or
+    not)."""
+    child = await spawn(command, "pty")
+    assert (child.relay is not None) == relayed
+    ((_, stream),) = child.streams
+    return child, stream
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="the pty's relay is Linux's")
 async def test_a_pty_is_read_through_a_relay_that_ends_with_it():
-    child = await spawn(["sh", "-c", "printf 'one\\n'; printf 'two\\n' >&2"], "pty")
+    child, stream = await spawn_pty(["sh", "-c", "printf 'one\\n'; printf 'two\\n' >&2"])
     relay = child.relay
-    assert relay is not None
-    ((_, stream),) = child.streams
     with trio.fail_after(10):
         received = await read_all(stream)
         await child.process.wait()
@@ -180,9 +187,7 @@ async def test_a_pty_is_read_through_a_relay_that_ends_with_it():
 
 async def test_without_a_relay_tstream_reads_the_pty_itself(monkeypatch):
     monkeypatch.setattr(process.shutil, "which", lambda name: None)
-    child = await spawn(["printf", "one\\ntwo\\n"], "pty")
-    assert child.relay is None
-    ((_, stream),) = child.streams
+    child, stream = await spawn_pty(["printf", "one\\ntwo\\n"], relayed=False)
     with trio.fail_after(10):
         received = await read_all(stream)
         await child.process.wait()
@@ -194,10 +199,8 @@ async def test_without_a_relay_tstream_reads_the_pty_itself(monkeypatch):
 async def test_closing_the_child_stops_a_relay_that_a_stray_process_keeps_open():
     # A process that outlives the command holds the pty: no EIO comes, and the relay would
     # wait for it as long as it lives.
-    child = await spawn(["sh", "-c", "trap '' HUP; sleep 30 & echo $!"], "pty")
+    child, stream = await spawn_pty(["sh", "-c", "trap '' HUP; sleep 30 & echo $!"])
     relay = child.relay
-    assert relay is not None
-    ((_, stream),) = child.streams
     stray = None
     try:
         with trio.fail_after(10):
