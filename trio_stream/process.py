@@ -29,6 +29,7 @@ import subprocess
 import sys
 import termios
 from collections.abc import Iterator, Mapping, Sequence
+from functools import partial
 from typing import Any, Final, Literal, TypeAlias, final
 
 import attrs
@@ -156,11 +157,6 @@ def set_window_size(fd: int, rows: int, columns: int) -> None:
 def _take_controlling_terminal() -> None:
     # Runs in the child after setsid(): fd 1 is the pty's slave side.
     fcntl.ioctl(1, termios.TIOCSCTTY, 0)
-
-
-def _die_with_parent() -> None:
-    # Runs in the relay after fork: SIGKILL when the thread that started it ends.
-    _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 _LIBC: ctypes.CDLL | None = None
@@ -349,6 +345,9 @@ def _start_relay(master: int) -> tuple[subprocess.Popen[bytes], int] | None:
                 fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _RELAY_PIPE_SIZE)
             except OSError:
                 pass
+        # Runs in the relay between fork and exec (libc is found before the fork):
+        # SIGKILL once the thread that started it ends.
+        die_with_parent = partial(_libc().prctl, _PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         # Started from this thread rather than trio's worker threads: the signal on the
         # parent's death follows the thread that forked, and a worker thread ends when
         # idle. In a session of its own, the relay never sees the terminal's Ctrl-C, so
@@ -359,9 +358,10 @@ def _start_relay(master: int) -> tuple[subprocess.Popen[bytes], int] | None:
             stdout=write_end,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
-    except OSError:
+    except (OSError, subprocess.SubprocessError):
+        # tstream then reads the pty itself.
         os.close(read_end)
         return None
     finally:

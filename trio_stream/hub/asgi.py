@@ -13,7 +13,7 @@ channel, which a subscriber's handler needs a task of its own to read while it w
 :func:`take_messages` lets a handler have them instead delivered to a plain function, in
 the reading task: the hub's subscriber connections then need no reading task of their own.
 Measured with ``tracemalloc`` over 300 idle connections of each kind: 42.4 KiB per
-WebSocket subscriber and 32.9 KiB per SSE one with Quart-Trio's classes, 37.5 and 30.7 KiB
+WebSocket subscriber and 32.9 KiB per SSE one with Quart-Trio's classes, 36.6 and 30.7 KiB
 with these.
 
 The app uses them through Quart's own extension points, ``asgi_http_class`` and
