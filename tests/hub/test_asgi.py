@@ -12,7 +12,6 @@ import trio.testing
 from trio_websocket import open_websocket_url
 
 from trio_stream.hub import asgi
-from trio_stream.hub import websocket as hub_websocket
 from trio_stream.hub.server import ServedHub
 
 from .conftest import create, receive, ws_url
@@ -77,13 +76,9 @@ async def test_an_idle_subscriber_costs_the_hub_three_tasks(
             await sock.aclose()
 
 
-@pytest.mark.parametrize("hooked", [True, False])
-async def test_a_subscribers_messages_are_answered_with_or_without_the_hook(
-    hooked: bool, served: ServedHub, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+async def test_a_subscribers_messages_are_answered_from_the_reading_task(
+    served: ServedHub, http: httpx.AsyncClient
 ) -> None:
-    if not hooked:
-        # The app run with other ASGI classes: the handler reads the messages itself.
-        monkeypatch.setattr(hub_websocket, "take_messages", lambda receiver: False)
     await create(http, "s", 3)
     async with open_websocket_url(ws_url(served, "/api/streams/s/ws")) as ws:
         assert (await receive(ws))["type"] == "connection_ack"
@@ -104,4 +99,5 @@ async def test_a_subscribers_messages_are_answered_with_or_without_the_hook(
 
 def test_only_the_hubs_connections_take_a_receiver() -> None:
     # Not in the task of a HubWebsocketConnection.
-    assert not asgi.take_messages(print)
+    with pytest.raises(RuntimeError, match="HubWebsocketConnection"):
+        asgi.take_messages(print)

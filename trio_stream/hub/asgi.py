@@ -88,18 +88,17 @@ _current: contextvars.ContextVar[HubWebsocketConnection | None] = contextvars.Co
 )
 
 
-def take_messages(receiver: Receiver | None) -> bool:
+def take_messages(receiver: Receiver | None) -> None:
     """Have the WebSocket whose handler calls this hand each message it receives to
     ``receiver``, called in the connection's reading task (it must not block); None gives
     them back to ``websocket.receive()``. Set it before the handshake is accepted, so that
     no message comes before it.
 
-    Returns:
-        False when the connection is not a :class:`HubWebsocketConnection` (the app runs
-        with other ASGI classes): then the handler reads ``websocket.receive()`` itself.
+    Raises:
+        RuntimeError: not called from the handler of a :class:`HubWebsocketConnection`
+            (the hub's app always uses it, see :func:`trio_stream.hub.app.create_app`).
     """
     connection = _current.get()
     if connection is None:
-        return False
+        raise RuntimeError("not in the handler of a HubWebsocketConnection")
     connection.receiver = receiver
-    return True

@@ -87,7 +87,7 @@ async def ws(stream_id: str) -> Response | None:
     reason = "disconnected by the client"
     # The client's messages are taken in the connection's reading task, as they come:
     # no task of this connection's own waits for them (see hub.asgi).
-    hooked = take_messages(partial(_take, h, client, host_of(websocket.scope)))
+    take_messages(partial(_take, h, client, host_of(websocket.scope)))
     try:
         if not stream.settings.compression:
             # Read when the handshake is accepted, in this task: no permessage-deflate.
@@ -96,30 +96,14 @@ async def ws(stream_id: str) -> Response | None:
         logger.info("ws %s connected to %s from %s", client.id, stream.id, client.remote)
         with trio.CancelScope() as aborting:
             client.abort_scope = aborting
-            if hooked:
-                reason = await _writer(h, client, options, filters, after is not None, encoding)
-            else:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_reader, h, client)
-                    reason = await _writer(h, client, options, filters, after is not None, encoding)
-                    nursery.cancel_scope.cancel()
+            reason = await _writer(h, client, options, filters, after is not None, encoding)
         if aborting.cancelled_caught and client.end_reason is not None:
             reason = f"{client.end_reason.value} (dropped: its writes were stuck)"
     finally:
-        if hooked:
-            take_messages(None)
+        take_messages(None)
         stream.detach(client)
         logger.info("ws %s left %s: %s", client.id, stream.id, reason)
     return None
-
-
-async def _reader(h: Hub, client: Client) -> None:
-    """Take what the client sends, when the app runs with ASGI classes other than the
-    hub's own; runs until the connection goes (Quart cancels the handler when the peer
-    disconnects)."""
-    host = host_of(websocket.scope)
-    while True:
-        _take(h, client, host, await websocket.receive())
 
 
 def _take(h: Hub, client: Client, host: str, data: str | bytes) -> None:
