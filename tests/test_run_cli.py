@@ -195,9 +195,18 @@ async def test_sigtstp_stops_the_command_then_tstream_and_sigcont_resumes_both()
         assert await proc.wait() == 128 + signal.SIGTERM
 
 
+# A command that never forks. A shell looping over ``sleep`` will not do here: dash starts
+# each ``sleep`` with vfork, and when the stop reaches the new process before its exec,
+# the shell waits for it in the kernel (state D), not stopped (T), until both continue.
+PRINT_PID_AND_WAIT = (
+    "import os, time\nprint(os.getpid(), flush=True)\nwhile True:\n    time.sleep(0.02)\n"
+)
+
+
 async def test_the_command_is_stopped_with_tstream():
     proc = await trio.lowlevel.open_process(
-        [*TSTREAM, "run", "--", "sh", "-c", f"echo $$; {LOOP}"], stdout=subprocess.PIPE
+        [*TSTREAM, "run", "--", sys.executable, "-c", PRINT_PID_AND_WAIT],
+        stdout=subprocess.PIPE,
     )
     child = int((await proc.stdout.receive_some()).split()[0])
     with trio.fail_after(10):
