@@ -23,8 +23,8 @@ The app uses them through Quart's own extension points, ``asgi_http_class`` and
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
 
 import trio
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
@@ -51,6 +51,8 @@ class HubWebsocketConnection(TrioASGIWebsocketConnection):
     def __init__(self, app: Any, scope: Any) -> None:
         super().__init__(app, scope)
         self.receiver: Receiver | None = None
+        # Set by hand_over_messages: the reading task has delivered every message.
+        self.handed_over: trio.Event | None = None
 
     async def __call__(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         websocket = self._create_websocket_from_scope(send)
@@ -79,8 +81,16 @@ class HubWebsocketConnection(TrioASGIWebsocketConnection):
                     await self.send_channel.send(message)
             elif event["type"] == "websocket.disconnect":
                 break
+            elif event["type"] == HANDED_OVER and self.handed_over is not None:
+                # Every message before this marker is delivered; the connection is the
+                # hub's now (hub.detach), and the handler returns by itself.
+                self.handed_over.set()
+                return
         nursery.cancel_scope.cancel()
 
+
+# The type of the marker that hand_over_messages puts behind the last message.
+HANDED_OVER: Final = "tstream.handed_over"
 
 # The WebSocket connection whose handler runs in the current task.
 _current: contextvars.ContextVar[HubWebsocketConnection | None] = contextvars.ContextVar(
@@ -102,3 +112,20 @@ def take_messages(receiver: Receiver | None) -> None:
     if connection is None:
         raise RuntimeError("not in the handler of a HubWebsocketConnection")
     connection.receiver = receiver
+
+
+async def hand_over_messages(put: Callable[[Any], Awaitable[None]]) -> None:
+    """Deliver the messages the server already handed to this WebSocket, then stop
+    reading them: ``put`` (the server's end of the connection's ASGI queue, which the
+    server no longer feeds) places a marker behind the last of them, and this returns
+    once the connection's reading task has delivered each one and reached it.
+
+    Raises:
+        RuntimeError: not called from the handler of a :class:`HubWebsocketConnection`.
+    """
+    connection = _current.get()
+    if connection is None:
+        raise RuntimeError("not in the handler of a HubWebsocketConnection")
+    done = connection.handed_over = trio.Event()
+    await put({"type": HANDED_OVER})
+    await done.wait()

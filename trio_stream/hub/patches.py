@@ -1,4 +1,4 @@
-"""Five adjustments to Hypercorn that the hub needs.
+"""Seven adjustments to Hypercorn that the hub needs.
 
 * **permessage-deflate with a threshold.** Hypercorn accepts permessage-deflate from every
   client that offers it and wsproto then compresses every message. Compressing a small
@@ -30,7 +30,17 @@
   that has waited longest when there are too many, so that half-sent requests cannot
   crowd out the clients that send theirs at once.
 
-All five are installed once per process by :func:`install`; the settings come from
+* **Frames sent before the handshake's answer.** Hypercorn answers them 400 but closes
+  the stream only after that answer is written; an accept from the app in between sent a
+  101 behind it, and h11's error ended the whole server. :func:`_ws_handle` closes the
+  stream first and tells the app that the connection is gone.
+* **A connection the hub can take over.** :func:`_read_data` reads as Hypercorn does, but
+  stops at a message boundary, leaving the socket open, when
+  :func:`trio_stream.hub.detach.take_over` asks; :func:`_close` and :func:`_idle_timeout`
+  then leave that socket alone. That is how an idle subscriber's connection leaves
+  Hypercorn and Quart for the hub's own, far smaller, handling.
+
+All seven are installed once per process by :func:`install`; the settings come from
 :data:`deflate_settings` and :data:`pending_connections`, context variables that
 :func:`trio_stream.hub.server.serve_hub` sets for the connections it serves (trio tasks
 inherit them from the task that starts them).
@@ -42,6 +52,7 @@ import contextlib
 import contextvars
 import importlib.metadata
 import logging
+import math
 import re
 from collections.abc import Iterator
 from typing import Any, Final, final
@@ -50,7 +61,9 @@ import attrs
 import trio
 from hypercorn.events import Closed, Event, RawData
 from hypercorn.protocol import ws_stream
-from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.protocol.events import Body, Data
+from hypercorn.protocol.events import Event as StreamEvent
+from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection, Message, Ping
 from wsproto.extensions import PerMessageDeflate
@@ -174,6 +187,35 @@ async def _handle_events(self: ws_stream.WSStream) -> None:
             await self.send(ws_stream.StreamClosed(stream_id=self.stream_id))
 
 
+_original_ws_handle: Final = ws_stream.WSStream.handle
+
+
+async def _ws_handle(self: ws_stream.WSStream, event: StreamEvent) -> None:
+    """Hypercorn's ``WSStream.handle``, refusing data sent before the handshake's answer
+    without a race with the app's accept.
+
+    A client must wait for the answer to its handshake before it sends frames (RFC 6455
+    4.1); Hypercorn answers one that does not with 400, but marks the stream closed only
+    once that answer is written. An accept from the app meanwhile then sent a 101 behind
+    the 400, which h11 refused with an error that ended the whole server; and the app was
+    never told that the connection was gone. Here the stream is closed before the 400 is
+    sent, and the app is told.
+    """
+    handshake = getattr(self, "handshake", None)
+    if (
+        isinstance(event, (Body, Data))
+        and not self.closed
+        and handshake is not None
+        and not handshake.accepted
+    ):
+        self.closed = True
+        await self._send_error_response(400)
+        if self.app_put is not None:
+            await self.app_put({"type": "websocket.disconnect", "code": CloseReason.PROTOCOL_ERROR})
+        return
+    await _original_ws_handle(self, event)
+
+
 _original_protocol_send: Final = TCPServer.protocol_send
 
 
@@ -197,7 +239,9 @@ _original_close: Final = TCPServer._close
 
 async def _close(self: TCPServer) -> None:
     """Hypercorn's ``TCPServer._close``, never concurrent with a write, and carried out
-    even in a task being cancelled."""
+    even in a task being cancelled; nothing for a connection the hub took over."""
+    if self._tstream_parked:  # type: ignore[attr-defined]
+        return
     lock = self.send_lock
     if lock.locked():
         # Waiting for the write could take up to the write timeout (a peer that stopped
@@ -230,8 +274,50 @@ async def _idle_timeout(self: TCPServer) -> None:
         return
     with pending.waiting(self.config.keep_alive_timeout):
         await self.context.terminated.wait()
+    if self._tstream_parked:  # type: ignore[attr-defined]
+        return
     with trio.CancelScope(shield=True):
         await self._initiate_server_close()
+
+
+async def _read_data(self: TCPServer) -> None:
+    """Hypercorn's ``TCPServer._read_data``, which stops between two reads when the hub
+    takes the connection over (:func:`trio_stream.hub.detach.take_over`).
+
+    A read is cancelled only while it waits, before any byte is taken from the socket
+    (trio's sockets), and what was read is always handed to the protocol whole: the
+    connection leaves Hypercorn at a boundary, its bytes all delivered or all unread.
+    """
+    self._tstream_reading = True  # type: ignore[attr-defined]
+    try:
+        while True:
+            if self._tstream_takeover is not None:  # type: ignore[attr-defined]
+                self._tstream_parked = True  # type: ignore[attr-defined]
+                return
+            timeout = self.config.read_timeout
+            deadline = trio.current_time() + timeout if timeout else math.inf
+            with trio.CancelScope(deadline=deadline) as reading:
+                self._tstream_read = reading  # type: ignore[attr-defined]
+                try:
+                    data = await self.stream.receive_some(MAX_RECV)
+                except (trio.ClosedResourceError, trio.BrokenResourceError):
+                    break
+                finally:
+                    self._tstream_read = None  # type: ignore[attr-defined]
+            if reading.cancelled_caught:
+                if self._tstream_takeover is not None:  # type: ignore[attr-defined]
+                    continue
+                # Hypercorn's read timeout (off on the hub).
+                break
+            await self.protocol.handle(RawData(bytes(data)))
+            if data == b"":
+                break
+        await self.protocol.handle(Closed())
+    finally:
+        self._tstream_reading = False  # type: ignore[attr-defined]
+        taking = self._tstream_takeover  # type: ignore[attr-defined]
+        if taking is not None:
+            taking.set()
 
 
 # The releases whose internals these adjustments and the writers of
@@ -276,6 +362,14 @@ def install() -> None:
         return
     ws_stream.PerMessageDeflate = ThresholdDeflate  # type: ignore[misc]
     ws_stream.WSStream._handle_events = _handle_events  # type: ignore[method-assign]
+    ws_stream.WSStream.handle = _ws_handle  # type: ignore[method-assign]
     TCPServer.protocol_send = _protocol_send  # type: ignore[method-assign]
     TCPServer._close = _close  # type: ignore[method-assign]
     TCPServer._idle_timeout = _idle_timeout  # type: ignore[method-assign]
+    TCPServer._read_data = _read_data  # type: ignore[method-assign]
+    # What _read_data and detach.take_over share: whether the connection is being read,
+    # the read under way, the takeover asked for (an Event), and whether it took place.
+    TCPServer._tstream_reading = False  # type: ignore[attr-defined]
+    TCPServer._tstream_read = None  # type: ignore[attr-defined]
+    TCPServer._tstream_takeover = None  # type: ignore[attr-defined]
+    TCPServer._tstream_parked = False  # type: ignore[attr-defined]

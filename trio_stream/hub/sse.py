@@ -28,7 +28,8 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import AsyncIterator
-from typing import Final, final
+from functools import partial
+from typing import TYPE_CHECKING, Final, final
 
 import attrs
 import trio
@@ -36,18 +37,23 @@ from quart import Blueprint, Response, request
 
 from ..filters import EventFilter
 from .context import Hub, access, hub, remote_of
+from .detach import DetachedResponse, adopt, detach_response
 from .encodings import NATIVE_SSE, Encoding, choose
 from .errors import Conflict
 from .items import ClientKind, Closing, Item
 from .params import ReplayOptions, has_filters, query_filters, query_replay
 from .streams import Stream
 from .wire import (
+    RawWriter,
     remember_http_send,
     sse_comment,
     sse_event,
     sse_raw_send,
     sse_retry,
 )
+
+if TYPE_CHECKING:
+    from .clients import Client
 
 __all__ = ["SSEMessage", "SSEParser", "frame_items", "sse_comment", "sse_event", "sse_retry"]
 
@@ -198,6 +204,10 @@ async def sse(stream_id: str) -> Response:
             "X-Accel-Buffering": "no",
         },
     )
+    if request.http_version == "1.1":
+        # The connection ends with the response: once its first answer is out, the hub
+        # serves it below Hypercorn (hub.detach), which then reads no further request.
+        response.headers["Connection"] = "close"
     response.timeout = None
     return response
 
@@ -217,7 +227,7 @@ async def _body(
     client.protocol = encoding.protocol
     raw = sse_raw_send(*request_line)
     logger.info("sse %s connected to %s from %s", client.id, stream.id, client.remote)
-    reason = "disconnected by the client"
+    reason: str | None = "disconnected by the client"
     try:
         # Cancelling the request's own nursery is the only way to drop a connection
         # whose writes are stuck; a cut client gets ``write_timeout`` to drain first.
@@ -230,21 +240,15 @@ async def _body(
         if data := frame_items(first, encoding):
             yield data
         if raw is not None:
+            detached = await detach_response()
+            if detached is not None:
+                # The hub serves the connection from now on (hub.detach).
+                reason = None
+                adopt(h.broker.nursery, partial(_serve_detached, client, encoding, detached))
+                return
             client.express(raw, encoding)
         while True:
-            items = await client.next_items()
-            if client.unsent:
-                await raw.send_rest(client.take_unsent())  # type: ignore[union-attr]
-            if raw is not None and not any(isinstance(item, Closing) for item in items):
-                # A tick's events (one chunk shared by every client), heartbeats and
-                # notices, straight to the connection; the last write goes through the
-                # response, which then ends.
-                for item in items:
-                    chunk = encoding.written(client.stream.id, item)
-                    if chunk:
-                        await raw(chunk)
-                    client.delivered(item, len(chunk))
-                continue
+            items = await _next_items(client, encoding, raw)
             data = frame_items(items, encoding)
             if data:
                 yield data
@@ -254,5 +258,67 @@ async def _body(
                     reason = item.reason.value
                     return
     finally:
-        client.stream.detach(client)
-        logger.info("sse %s left %s: %s", client.id, client.stream.id, reason)
+        if reason is not None:
+            client.stream.detach(client)
+            logger.info("sse %s left %s: %s", client.id, client.stream.id, reason)
+
+
+async def _next_items(client: Client, encoding: Encoding, raw: RawWriter | None) -> list[Item]:
+    """The client's next items for the response to send. With ``raw``, a tick's events
+    (one chunk shared by every client), heartbeats and notices go straight to the
+    connection here, and only the last items, with the :class:`Closing` that ends the
+    response, are returned."""
+    while True:
+        items = await client.next_items()
+        if client.unsent:
+            await raw.send_rest(client.take_unsent())  # type: ignore[union-attr]
+        if raw is None or any(isinstance(item, Closing) for item in items):
+            return items
+        for item in items:
+            chunk = encoding.written(client.stream.id, item)
+            if chunk:
+                await raw(chunk)
+            client.delivered(item, len(chunk))
+
+
+async def _serve_detached(client: Client, encoding: Encoding, detached: DetachedResponse) -> None:
+    """An SSE response once the hub took its connection over: this task writes until the
+    client is closed, then ends the response and closes the connection; a second one
+    waits for the client to hang up, which ends it sooner."""
+    stream = client.stream
+    reason = "disconnected by the client"
+    finished = hung_up = False
+
+    async def wait_hangup(connection: trio.CancelScope) -> None:
+        nonlocal hung_up
+        await detached.until_hangup()
+        hung_up = True
+        connection.cancel()
+
+    try:
+        client.express(detached.writer, encoding)
+        async with trio.open_nursery() as nursery:
+            client.abort_scope = nursery.cancel_scope
+            nursery.start_soon(wait_hangup, nursery.cancel_scope)
+            try:
+                items = await _next_items(client, encoding, detached.writer)
+                data = frame_items(items, encoding)
+                await detached.finish(data)
+                for index, item in enumerate(items):
+                    client.delivered(item, len(data) if index == 0 else 0)
+                    if isinstance(item, Closing):
+                        reason = item.reason.value
+                finished = True
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            nursery.cancel_scope.cancel()
+        if not (finished or hung_up) and client.end_reason is not None:
+            reason = f"{client.end_reason.value} (dropped: its writes were stuck)"
+    except Exception:
+        # One connection's failure is its own: the hub's nursery runs on.
+        logger.exception("sse %s of %s failed", client.id, stream.id)
+        reason = "failed"
+    finally:
+        stream.detach(client)
+        await detached.aclose()
+        logger.info("sse %s left %s: %s", client.id, stream.id, reason)

@@ -17,6 +17,7 @@ encoding is chosen once (:func:`~trio_stream.hub.encodings.choose`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -28,6 +29,7 @@ from . import patches
 from .asgi import take_messages
 from .clients import Client
 from .context import Hub, access, host_of, hub, remote_of
+from .detach import CLOSE_WAIT, DetachedWebSocket, adopt, detach_websocket
 from .encodings import COLUMNS_PROTOCOL, NATIVE_PROTOCOL, Encoding, choose
 from .errors import HubError, NotFound, ProtocolError
 from .ingest import publish, published
@@ -84,10 +86,11 @@ async def ws(stream_id: str) -> Response | None:
     client = h.broker.attach(stream, ClientKind.WEBSOCKET, remote_of(websocket.scope))
     client.protocol = encoding.protocol
     client.page = encoding.history_page
-    reason = "disconnected by the client"
+    reason: str | None = "disconnected by the client"
     # The client's messages are taken in the connection's reading task, as they come:
     # no task of this connection's own waits for them (see hub.asgi).
-    take_messages(partial(_take, h, client, host_of(websocket.scope)))
+    take = partial(_take, h, client, host_of(websocket.scope))
+    take_messages(take)
     try:
         if not stream.settings.compression:
             # Read when the handshake is accepted, in this task: no permessage-deflate.
@@ -96,13 +99,15 @@ async def ws(stream_id: str) -> Response | None:
         logger.info("ws %s connected to %s from %s", client.id, stream.id, client.remote)
         with trio.CancelScope() as aborting:
             client.abort_scope = aborting
-            reason = await _writer(h, client, options, filters, after is not None, encoding)
+            reason = await _writer(h, client, options, filters, after is not None, encoding, take)
         if aborting.cancelled_caught and client.end_reason is not None:
             reason = f"{client.end_reason.value} (dropped: its writes were stuck)"
     finally:
         take_messages(None)
-        stream.detach(client)
-        logger.info("ws %s left %s: %s", client.id, stream.id, reason)
+        if reason is not None:
+            stream.detach(client)
+            logger.info("ws %s left %s: %s", client.id, stream.id, reason)
+        # else the hub took the connection over and serves it (_serve_detached).
     return None
 
 
@@ -139,7 +144,10 @@ async def _writer(
     filters: Any,
     subscribe: bool,
     encoding: Encoding,
-) -> str:
+    take: Callable[[str | bytes], None],
+) -> str | None:
+    """Serve the client until it is closed: why, or None when the hub took the
+    connection over (:mod:`~trio_stream.hub.detach`) and serves it from now on."""
     stream = client.stream
     first: list[Item] = []
     recovered: bool | None = None
@@ -161,23 +169,113 @@ async def _writer(
     # thousand clients' heartbeats fall due together); the close goes through Quart.
     raw = _raw_sender(h, stream)
     if raw is not None:
+        detached = await detach_websocket(websocket)
+        if detached is not None:
+            adopt(
+                h.broker.nursery,
+                partial(_serve_detached, client, encoding, first, detached, take),
+            )
+            return None
         client.express(raw, encoding)
-    items = first
+    return await _deliver(
+        client, encoding, raw, first, partial(_send, encoding, stream.id), websocket.close
+    )
+
+
+async def _deliver(
+    client: Client,
+    encoding: Encoding,
+    raw: RawWriter | None,
+    items: list[Item],
+    send: Callable[[Item], Awaitable[int]],
+    close: Callable[[int, str], Awaitable[None]],
+) -> str:
+    """Write ``items``, then whatever the client has next, until its :class:`Closing`:
+    events and small messages as whole frames with ``raw`` (when there is one), the rest
+    with ``send`` (which returns the bytes sent), then ``close``; returns why."""
+    stream_id = client.stream.id
     while True:
         if client.unsent:
             await raw.send_rest(client.take_unsent())  # type: ignore[union-attr]
         for item in items:
             if raw is not None and not isinstance(item, Closing):
-                frame = encoding.written(stream.id, item)
+                frame = encoding.written(stream_id, item)
                 if frame:
                     await raw(frame)
                 client.delivered(item, len(frame))
                 continue
-            client.delivered(item, await _send(encoding, stream.id, item))
+            client.delivered(item, await send(item))
             if isinstance(item, Closing):
-                await websocket.close(CLOSE_CODES[item.reason], item.reason.value)
+                await close(CLOSE_CODES[item.reason], item.reason.value)
                 return item.reason.value
         items = await client.next_items()
+
+
+async def _serve_detached(
+    client: Client,
+    encoding: Encoding,
+    items: list[Item],
+    detached: DetachedWebSocket,
+    take: Callable[[str | bytes], None],
+) -> None:
+    """A subscriber's WebSocket once the hub took it over: this task writes, a second
+    one reads the client's messages; either ending ends the connection (after our close
+    frame, the client has :data:`~trio_stream.hub.detach.CLOSE_WAIT` to answer it)."""
+    stream = client.stream
+    reason = "disconnected by the client"
+    finished = hung_up = False
+
+    async def read(connection: trio.CancelScope) -> None:
+        nonlocal hung_up
+        try:
+            await detached.read(take)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        hung_up = True
+        connection.cancel()
+
+    try:
+        client.express(detached.writer, encoding)
+        async with trio.open_nursery() as nursery:
+            client.abort_scope = nursery.cancel_scope
+            nursery.start_soon(read, nursery.cancel_scope)
+            try:
+                reason = await _deliver(
+                    client,
+                    encoding,
+                    detached.writer,
+                    items,
+                    partial(_send_detached, detached, encoding, stream.id),
+                    detached.close,
+                )
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                nursery.cancel_scope.cancel()
+            else:
+                finished = True
+                scope = nursery.cancel_scope
+                scope.deadline = min(scope.deadline, trio.current_time() + CLOSE_WAIT)
+        if nursery.cancel_scope.cancelled_caught and not (finished or hung_up):
+            if client.end_reason is not None:
+                reason = f"{client.end_reason.value} (dropped: its writes were stuck)"
+    except Exception:
+        # One connection's failure is its own: the hub's nursery runs on.
+        logger.exception("ws %s of %s failed", client.id, stream.id)
+        reason = "failed"
+    finally:
+        stream.detach(client)
+        await detached.aclose()
+        logger.info("ws %s left %s: %s", client.id, stream.id, reason)
+
+
+async def _send_detached(
+    detached: DetachedWebSocket, encoding: Encoding, stream_id: str, item: Item
+) -> int:
+    """:func:`_send` for a connection the hub took over."""
+    size = 0
+    for message in encoding.messages(stream_id, item):
+        await detached.writer(ws_frame(message))
+        size += len(message)
+    return size
 
 
 async def _send(encoding: Encoding, stream_id: str, item: Item) -> int:

@@ -1,0 +1,290 @@
+"""Subscribers the hub takes over from Hypercorn and Quart once their first answer is out
+(hub.detach): nothing the client sent around that moment is lost, and the connection goes
+on as before, to its close."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import trio
+from hypercorn.protocol.ws_stream import WebsocketBuffer
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import Connection
+from wsproto.events import (
+    AcceptConnection,
+    CloseConnection,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+from wsproto.frame_protocol import FrameProtocol
+
+from trio_stream.hub import detach, wire
+from trio_stream.hub.server import ServedHub
+from trio_stream.hub.sse import SSEParser
+from trio_stream.hub.streams import Stream
+
+from .conftest import create
+
+pytestmark = pytest.mark.skipif(
+    not wire.fast_path["enabled"],
+    reason="this run checks the hub with the fast path off, where nothing is taken over",
+)
+
+
+class RawClient:
+    """A WebSocket client on a plain socket, which can send bytes at any moment."""
+
+    def __init__(self, sock: trio.SocketStream) -> None:
+        self.sock = sock
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        # Frames of its own, masked as a client's must be, sent whenever the test says.
+        self.frames = FrameProtocol(client=True, extensions=[])
+        self.messages: list[dict[str, Any]] = []
+        self.closed: CloseConnection | None = None
+        self.accepted = self.rejected = False
+
+    def handshake(self, target: str) -> bytes:
+        return self.ws.send(Request(host="localhost", target=target))
+
+    def frame(self, message: dict[str, Any]) -> bytes:
+        return self.frames.send_data(orjson.dumps(message).decode(), fin=True)
+
+    async def receive(self) -> None:
+        """Read once; collect the messages and the close it completes."""
+        with trio.fail_after(5):
+            data = await self.sock.receive_some(65536)
+        self.ws.receive_data(data or None)
+        for event in self.ws.events():
+            if isinstance(event, TextMessage):
+                self.messages.append(orjson.loads(event.data))
+            elif isinstance(event, CloseConnection):
+                self.closed = event
+            elif isinstance(event, AcceptConnection):
+                self.accepted = True
+            else:
+                assert isinstance(event, RejectConnection | RejectData), event
+                self.rejected = True
+
+    async def receive_accepted(self) -> None:
+        while not self.accepted:
+            await self.receive()
+
+    async def receive_until(self, kind: str) -> dict[str, Any]:
+        while not any(m["type"] == kind for m in self.messages):
+            await self.receive()
+        return next(m for m in self.messages if m["type"] == kind)
+
+
+async def connect(served: ServedHub) -> RawClient:
+    address = served.addresses[0]
+    return RawClient(await trio.open_tcp_stream(address.host, address.port))
+
+
+async def until(condition: Any) -> None:
+    with trio.fail_after(5):
+        while not condition():
+            await trio.sleep(0.01)
+
+
+async def test_messages_sent_as_the_hub_takes_over_are_all_answered_in_order(
+    served: ServedHub, http: httpx.AsyncClient
+) -> None:
+    await create(http, "s")
+    for _ in range(5):
+        client = await connect(served)
+        await client.sock.send_all(client.handshake("/api/streams/s/ws"))
+        await client.receive_accepted()
+        # At once, in one write: whether Hypercorn reads them before the hub takes the
+        # connection over (they are then handed over through the app) or the hub's own
+        # reader does, each is answered, in order.
+        pings = b"".join(client.frame({"type": "ping", "id": i}) for i in range(20))
+        await client.sock.send_all(pings)
+        with trio.fail_after(5):
+            while sum(m["type"] == "pong" for m in client.messages) < 20:
+                await client.receive()
+        assert client.messages[0]["type"] == "connection_ack"
+        assert [m["id"] for m in client.messages if m["type"] == "pong"] == list(range(20))
+        await client.sock.aclose()
+
+
+async def test_a_frame_cut_around_the_takeover_is_read_whole(
+    served: ServedHub, http: httpx.AsyncClient
+) -> None:
+    await create(http, "s")
+    stream = await served.hub.broker.get_stream("s")
+    taken = detach.taken_over["websocket"]
+    client = await connect(served)
+    ping = client.frame({"type": "ping", "id": "cut"})
+    await client.sock.send_all(client.handshake("/api/streams/s/ws"))
+    await client.receive_accepted()
+    # Half a frame: read by Hypercorn and held by wsproto, which the hub's own reader
+    # carries on with, or read by the hub's reader.
+    await client.sock.send_all(ping[:9])
+    await client.receive_until("connection_ack")
+    await until(lambda: detach.taken_over["websocket"] > taken)
+    await client.sock.send_all(ping[9:])
+    assert (await client.receive_until("pong"))["id"] == "cut"
+    assert len(stream.clients) == 1
+    await client.sock.aclose()
+    await until(lambda: not stream.clients)
+
+
+async def test_frames_sent_before_the_handshakes_answer_never_stop_the_hub(
+    served: ServedHub, http: httpx.AsyncClient
+) -> None:
+    # A client must wait for the answer to its handshake (RFC 6455 4.1). One that does
+    # not is refused (400) or served, by how fast the app accepts; a 101 sent behind the
+    # 400 once ended the whole server.
+    await create(http, "s")
+    stream = await served.hub.broker.get_stream("s")
+    for _ in range(20):
+        client = await connect(served)
+        early = client.handshake("/api/streams/s/ws") + client.frame({"type": "ping"})[:5]
+        await client.sock.send_all(early)
+        with trio.fail_after(5):
+            while not client.accepted and not client.rejected:
+                await client.receive()
+        await client.sock.aclose()
+    await until(lambda: not stream.clients)
+    assert (await http.get("/api/streams/s")).status_code == 200
+
+
+async def test_the_close_of_either_side_ends_a_taken_over_websocket(
+    served: ServedHub, http: httpx.AsyncClient
+) -> None:
+    await create(http, "s")
+    stream: Stream = await served.hub.broker.get_stream("s")
+    # The client closes: the hub answers with its own close, then lets the client go.
+    client = await connect(served)
+    await client.sock.send_all(client.handshake("/api/streams/s/ws"))
+    await client.receive_until("connection_ack")
+    await until(lambda: len(stream.clients) == 1)
+    await client.sock.send_all(client.ws.send(CloseConnection(code=1000, reason="bye")))
+    while client.closed is None:
+        await client.receive()
+    assert client.closed.code == 1000
+    await until(lambda: not stream.clients)
+    await client.sock.aclose()
+    # The stream ends: the hub closes with 1000 and the client's answer ends it.
+    client = await connect(served)
+    await client.sock.send_all(client.handshake("/api/streams/s/ws?after=-1"))
+    await client.receive_until("connection_ack")
+    await until(lambda: len(stream.clients) == 1)
+    answer = await http.post(
+        "/api/streams/s/events", json={"type": "session_ended", "data": {"exit_status": 0}}
+    )
+    assert answer.status_code == 200, answer.text
+    while client.closed is None:
+        await client.receive()
+    assert (client.closed.code, client.closed.reason) == (1000, "stream_ended")
+    assert [m["type"] for m in client.messages][-1] == "end"
+    await client.sock.send_all(client.ws.send(client.closed.response()))
+    with trio.fail_after(5):
+        assert await client.sock.receive_some(65536) == b""
+    await until(lambda: not stream.clients)
+
+
+async def test_a_client_that_vanishes_is_let_go(served: ServedHub, http: httpx.AsyncClient) -> None:
+    await create(http, "s")
+    stream = await served.hub.broker.get_stream("s")
+    clients = [await connect(served) for _ in range(3)]
+    for client in clients:
+        await client.sock.send_all(client.handshake("/api/streams/s/ws"))
+        await client.receive_until("connection_ack")
+    await until(lambda: len(stream.clients) == 3)
+    # No close frame: the socket just goes.
+    await clients[0].sock.aclose()
+    await until(lambda: len(stream.clients) == 2)
+    for client in clients[1:]:
+        await client.sock.send_all(client.frame({"type": "ping", "id": 7}))
+        assert (await client.receive_until("pong"))["id"] == 7
+        await client.sock.aclose()
+
+
+async def test_a_taken_over_sse_response_ends_with_its_stream_and_its_connection(
+    served: ServedHub, http: httpx.AsyncClient
+) -> None:
+    await create(http, "s", 2)
+    stream = await served.hub.broker.get_stream("s")
+    taken = detach.taken_over["sse"]
+    seen = b""
+    async with http.stream("GET", "/api/streams/s/sse?lastEventId=-1") as response:
+        # It is not kept alive for another request: the hub serves it to its end.
+        assert response.headers["connection"] == "close"
+        chunks = response.aiter_bytes()
+        while b"line 1" not in seen:
+            seen += await chunks.__anext__()
+        await until(lambda: detach.taken_over["sse"] > taken)
+        answer = await http.post(
+            "/api/streams/s/events", json={"type": "session_ended", "data": {"exit_status": 0}}
+        )
+        assert answer.status_code == 200, answer.text
+        with trio.fail_after(5):
+            async for chunk in chunks:
+                seen += chunk
+    # The whole body came, chunked to its last chunk (httpx checks), the end event last.
+    assert [m.event for m in SSEParser().feed(seen)][-1] == "end"
+    await until(lambda: not stream.clients)
+
+
+async def _read_all(data: list[bytes], limit: int) -> list[str | bytes]:
+    ours, theirs = trio.socket.socketpair()
+    detached = detach.DetachedWebSocket(
+        trio.SocketStream(ours), Connection(ConnectionType.SERVER), WebsocketBuffer(limit)
+    )
+    taken: list[str | bytes] = []
+    peer = trio.SocketStream(theirs)
+    async with trio.open_nursery() as nursery:
+
+        async def send() -> None:
+            # The hub may close first (after a close of its own): the rest is not read.
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                for chunk in data:
+                    await peer.send_all(chunk)
+                await peer.send_eof()
+
+        async def drain() -> None:
+            # The close and pongs the hub answers with.
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                while await peer.receive_some(65536):
+                    pass
+
+        nursery.start_soon(send)
+        nursery.start_soon(drain)
+        with trio.fail_after(5):
+            try:
+                await detached.read(taken.append)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+        await detached.aclose()
+        nursery.cancel_scope.cancel()
+    await peer.aclose()
+    return taken
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.binary(max_size=300), max_size=6), st.integers(1, 400))
+def test_any_bytes_from_a_peer_end_its_reading_without_an_error(
+    data: list[bytes], limit: int
+) -> None:
+    # Whatever a client sends a taken-over WebSocket (a broken frame, an unmasked one,
+    # a message over the limit, invalid UTF-8, a close), reading ends or goes on with a
+    # close answered: nothing else is raised that would reach the hub.
+    taken = trio.run(_read_all, data, limit)
+    assert all(isinstance(message, str | bytes) for message in taken)
+
+
+def test_valid_messages_from_a_peer_are_all_taken() -> None:
+    frames = FrameProtocol(client=True, extensions=[])
+    data = [frames.send_data(f"m{i}", fin=True) for i in range(5)]
+    data.append(frames.send_data("x" * 10, fin=False) + frames.send_data("y" * 5, fin=True))
+    data.append(frames.close(1000, "bye"))
+    assert trio.run(_read_all, data, 100) == [f"m{i}" for i in range(5)] + ["x" * 10 + "y" * 5]

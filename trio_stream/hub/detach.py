@@ -1,0 +1,301 @@
+"""Idle subscribers served below Hypercorn and Quart.
+
+A subscriber's connection comes in like any request: Hypercorn parses its head, the app
+checks its token, origin and limits, accepts the WebSocket (or sends the SSE response's
+head), and the route writes its first answer and the history it asked for. From then on
+the connection needs two things only: its client's frames written to the socket (most of
+them by the stream's fan-out itself, see :meth:`~trio_stream.hub.clients.Client.express`)
+and the peer's few messages, or its hang-up, read. Left in Hypercorn and Quart, an idle
+subscriber keeps their objects for as long as it stays: Hypercorn's connection and
+application tasks, its protocol objects, h11's, Quart's request or WebSocket and its
+headers, the handler's suspended frames. So once its first answer is out, the hub takes
+the connection over:
+
+1. Hypercorn's reading task stops between two reads and ends without closing the socket
+   (:func:`take_over`, with :func:`trio_stream.hub.patches._read_data`);
+2. a WebSocket's messages that Hypercorn already handed to the app are delivered to the
+   client first, in order (:func:`trio_stream.hub.asgi.hand_over_messages`);
+3. whatever the app still sends on that connection is ignored, and its handler returns,
+   which frees everything above;
+4. the connection goes on in the hub's nursery, in a context of its own: the route's
+   writer loop in one task, and a task that reads (wsproto's connection and Hypercorn's
+   message buffer carried over for a WebSocket, so a frame half received is not lost).
+
+Only connections on the fast path are taken over (a WebSocket without permessage-deflate,
+an SSE response sent chunked over HTTP/1.1; see :mod:`~trio_stream.hub.wire`); the others
+stay with Hypercorn. :data:`taken_over` counts them.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, final
+
+import trio
+from hypercorn.events import RawData
+from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol.http_stream import HTTPStream
+from hypercorn.protocol.ws_stream import FrameTooLargeError, WebsocketBuffer, WSStream
+from hypercorn.trio.tcp_server import TCPServer
+from wsproto.connection import Connection, ConnectionState
+from wsproto.events import CloseConnection, Event, Message, Ping
+from wsproto.frame_protocol import CloseReason
+from wsproto.utilities import LocalProtocolError
+
+from .asgi import hand_over_messages
+from .wire import RawWriter, http_send
+
+logger = logging.getLogger("trio_stream.hub")
+
+MAX_RECV: Final = 1 << 16
+# Seconds a peer has to answer the hub's close frame before its socket is closed.
+CLOSE_WAIT: Final = 2.0
+# The last chunk of a response sent chunked (RFC 9112 7.1).
+LAST_CHUNK: Final = b"0\r\n\r\n"
+
+# Connections taken over, by transport ("websocket", "sse").
+taken_over: Final[Counter[str]] = Counter()
+
+
+async def _ignored(_event: Any) -> None:
+    """A Hypercorn stream's ``send`` once the hub has its connection."""
+
+
+def _server_of(stream: WSStream | HTTPStream) -> TCPServer | None:
+    """The Hypercorn connection serving ``stream`` over HTTP/1.1 and a plain socket."""
+    protocol = getattr(stream.send, "__self__", None)
+    if not isinstance(protocol, H11Protocol):
+        return None
+    server = getattr(protocol.send, "__self__", None)
+    if not isinstance(server, TCPServer) or not isinstance(server.stream, trio.SocketStream):
+        return None
+    return server
+
+
+async def take_over(server: TCPServer) -> trio.SocketStream | None:
+    """Stop Hypercorn reading ``server``'s connection and take its socket: None when the
+    connection ended first (Hypercorn then closes it as usual).
+
+    Hypercorn's reading task stops between two reads: every byte it read was handed to
+    the protocol, every later byte is left in the socket for the new reader. The socket
+    returned is a duplicate: the one Hypercorn was given is closed when its connection
+    task ends (by trio's ``serve_listeners``), which then sends nothing. If this is
+    cancelled while waiting, the takeover is called off (or, when the reading task has
+    already stopped, the socket nobody reads any more is closed).
+    """
+    if not server._tstream_reading:  # type: ignore[attr-defined]
+        return None
+    stopped = trio.Event()
+    server._tstream_takeover = stopped  # type: ignore[attr-defined]
+    reading = server._tstream_read  # type: ignore[attr-defined]
+    if reading is not None:
+        reading.cancel()
+    try:
+        await stopped.wait()
+    except BaseException:
+        if server._tstream_parked:  # type: ignore[attr-defined]
+            await trio.aclose_forcefully(server.stream)
+        else:
+            server._tstream_takeover = None  # type: ignore[attr-defined]
+        raise
+    if not server._tstream_parked:  # type: ignore[attr-defined]
+        return None
+    # Hypercorn's connection task now ends, and trio closes its socket: the hub goes on
+    # with a duplicate of it, so the connection stays open (nothing is sent at close).
+    return trio.SocketStream(server.stream.socket.dup())
+
+
+class _Detached:
+    """A connection taken over: its socket and a writer of whole frames to it."""
+
+    __slots__ = ("lock", "socket", "writer")
+
+    def __init__(self, socket: trio.SocketStream, is_open: Callable[[], bool] | None) -> None:
+        self.socket = socket
+        self.lock = trio.Lock()
+        self.writer = RawWriter(self._send_raw, self.lock, socket, is_open)
+
+    async def _send_raw(self, event: RawData) -> None:
+        await self.write(event.data)
+
+    async def write(self, data: bytes) -> None:
+        """Write ``data`` whole, after any write under way. Cancelled before it is all
+        written, the connection is dropped: a frame cut short leaves the byte stream
+        unusable.
+
+        Raises:
+            trio.BrokenResourceError: the peer is gone.
+            trio.ClosedResourceError: the connection was closed.
+        """
+        async with self.lock:
+            try:
+                await self.socket.send_all(data)
+            except trio.Cancelled:
+                await trio.aclose_forcefully(self.socket)
+                raise
+
+    async def aclose(self) -> None:
+        """Close the socket at once."""
+        await trio.aclose_forcefully(self.socket)
+
+
+@final
+class DetachedWebSocket(_Detached):
+    """A subscriber's WebSocket taken over from Hypercorn, in the open state.
+
+    Args:
+        socket: the connection.
+        connection: wsproto's server side of it (what it holds of a frame half received
+            included).
+        buffer: Hypercorn's buffer of a message received in fragments, with its size limit.
+    """
+
+    __slots__ = ("buffer", "connection")
+
+    def __init__(
+        self, socket: trio.SocketStream, connection: Connection, buffer: WebsocketBuffer
+    ) -> None:
+        super().__init__(socket, self.is_open)
+        self.connection = connection
+        self.buffer = buffer
+
+    def is_open(self) -> bool:
+        """Whether data frames may still be sent (neither side has sent its close)."""
+        return self.connection.state is ConnectionState.OPEN
+
+    async def send_event(self, event: Event) -> None:
+        """Send a control frame (a pong, a close) through wsproto, which follows the
+        closing handshake; nothing when its state no longer allows it."""
+        try:
+            data = self.connection.send(event)
+        except LocalProtocolError:
+            return
+        await self.write(data)
+
+    async def close(self, code: int, reason: str) -> None:
+        """Send the close frame (``reason`` cut to fit a control frame)."""
+        await self.send_event(CloseConnection(code=code, reason=reason[:120]))
+
+    async def read(self, take: Callable[[str | bytes], None]) -> None:
+        """Hand each message of the peer to ``take``, answer its pings and its close, as
+        Hypercorn does (with the hub's own answer to a frame that breaks the protocol:
+        its close code, 1007 for invalid UTF-8), until the peer has closed or is gone.
+
+        Raises:
+            trio.BrokenResourceError: the connection broke.
+            trio.ClosedResourceError: the connection was closed.
+        """
+        while True:
+            data = await self.socket.receive_some(MAX_RECV)
+            self.connection.receive_data(data or None)
+            for event in self.connection.events():
+                if isinstance(event, Message):
+                    if self.connection.state is not ConnectionState.OPEN:
+                        continue
+                    try:
+                        self.buffer.extend(event)
+                    except FrameTooLargeError:
+                        self.buffer.clear()
+                        await self.close(CloseReason.MESSAGE_TOO_BIG, "")
+                        continue
+                    if event.message_finished:
+                        message = self.buffer.to_message()
+                        self.buffer.clear()
+                        text = message["text"]
+                        take(message["bytes"] if text is None else text)
+                elif isinstance(event, Ping):
+                    await self.send_event(event.response())
+                elif isinstance(event, CloseConnection):
+                    if self.connection.state is ConnectionState.REMOTE_CLOSING:
+                        await self.send_event(event.response())
+                    elif self.connection.state is ConnectionState.OPEN:
+                        await self.close(event.code, event.reason or "")
+                    return
+            if not data:
+                return
+
+
+@final
+class DetachedResponse(_Detached):
+    """An SSE response taken over from Hypercorn, its head sent, its body sent chunked."""
+
+    __slots__ = ()
+
+    def __init__(self, socket: trio.SocketStream) -> None:
+        super().__init__(socket, None)
+
+    async def finish(self, data: bytes) -> None:
+        """Write ``data``'s chunk (if any) and the last chunk, which ends the response."""
+        chunk = b"%x\r\n%s\r\n" % (len(data), data) if data else b""
+        await self.write(chunk + LAST_CHUNK)
+
+    async def until_hangup(self) -> None:
+        """Wait for the peer to close its side; whatever it sends meanwhile (it has no
+        reason to) is read and dropped."""
+        try:
+            while await self.socket.receive_some(MAX_RECV):
+                pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+
+def _websocket_stream(websocket: Any) -> WSStream | None:
+    # Quart keeps the ASGI send as the first argument of a partial.
+    args = getattr(getattr(websocket, "_send", None), "args", ())
+    stream = getattr(args[0], "__self__", None) if args else None
+    return stream if isinstance(stream, WSStream) else None
+
+
+async def detach_websocket(websocket: Any) -> DetachedWebSocket | None:
+    """Take Quart's ``websocket`` (accepted, served by Hypercorn over HTTP/1.1) over from
+    Hypercorn and Quart; None when it cannot be (it is then served as before). Called
+    from the handler, which must then return without using ``websocket`` again."""
+    stream = _websocket_stream(websocket)
+    if stream is None or stream.closed or stream.app_put is None:
+        return None
+    if stream.connection.state is not ConnectionState.OPEN:
+        return None
+    server = _server_of(stream)
+    if server is None:
+        return None
+    socket = await take_over(server)
+    if socket is None:
+        return None
+    try:
+        await hand_over_messages(stream.app_put)
+    except BaseException:
+        await trio.aclose_forcefully(socket)
+        raise
+    # From here Hypercorn ignores what the app sends (Quart's close, the end of the app).
+    stream.closed = True
+    taken_over["websocket"] += 1
+    return DetachedWebSocket(socket, stream.connection, stream.buffer)
+
+
+async def detach_response() -> DetachedResponse | None:
+    """Take the SSE response being sent (its head sent, its body chunked over HTTP/1.1)
+    over from Hypercorn; None when it cannot be. Called from the response's body, which
+    must then end without sending anything more."""
+    stream = getattr(http_send.get(), "__self__", None)
+    if not isinstance(stream, HTTPStream) or stream.closed:
+        return None
+    server = _server_of(stream)
+    if server is None:
+        return None
+    socket = await take_over(server)
+    if socket is None:
+        return None
+    # The end of the body Quart sends next, and the end of the app, go nowhere.
+    stream.closed = True
+    stream.send = _ignored  # type: ignore[method-assign]
+    taken_over["sse"] += 1
+    return DetachedResponse(socket)
+
+
+def adopt(nursery: trio.Nursery, serve: Callable[[], Awaitable[None]]) -> None:
+    """Run ``serve`` (a connection taken over) in ``nursery``, in an empty context: one
+    copied from the handler would keep its request and its framework objects alive."""
+    contextvars.Context().run(nursery.start_soon, serve)
