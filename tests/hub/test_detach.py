@@ -288,3 +288,34 @@ def test_valid_messages_from_a_peer_are_all_taken() -> None:
     data.append(frames.send_data("x" * 10, fin=False) + frames.send_data("y" * 5, fin=True))
     data.append(frames.close(1000, "bye"))
     assert trio.run(_read_all, data, 100) == [f"m{i}" for i in range(5)] + ["x" * 10 + "y" * 5]
+
+
+async def test_a_client_that_never_answers_the_hubs_close_is_let_go(
+    start_hub: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(detach, "CLOSE_WAIT", 0.2)
+    served = await start_hub(max_message_size=1024)
+    async with httpx.AsyncClient(base_url=served.urls[0]) as http:
+        await create(http, "s")
+    stream = await served.hub.broker.get_stream("s")
+    taken = detach.taken_over["websocket"]
+    client = await connect(served)
+    await client.sock.send_all(client.handshake("/api/streams/s/ws"))
+    await client.receive_until("connection_ack")
+    await until(lambda: detach.taken_over["websocket"] > taken)
+    # Over the limit: the hub closes with 1009, and waits for no answer for ever.
+    await client.sock.send_all(client.frame({"type": "ping", "id": "x" * 2000}))
+    while client.closed is None:
+        await client.receive()
+    assert client.closed.code == 1009
+    with trio.fail_after(3):
+        while await client.sock.receive_some(65536):
+            pass
+    await until(lambda: not stream.clients)
+    await client.sock.aclose()
+
+
+async def test_a_connection_is_not_adopted_by_a_closed_nursery() -> None:
+    async with trio.open_nursery() as nursery:
+        pass
+    assert not detach.adopt(nursery, trio.sleep_forever)

@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import math
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 import trio
 from hypercorn.events import RawData
@@ -47,6 +48,9 @@ from wsproto.utilities import LocalProtocolError
 
 from .asgi import hand_over_messages
 from .wire import RawWriter, http_send
+
+if TYPE_CHECKING:
+    from .clients import Client
 
 logger = logging.getLogger("trio_stream.hub")
 
@@ -188,8 +192,13 @@ class DetachedWebSocket(_Detached):
             trio.BrokenResourceError: the connection broke.
             trio.ClosedResourceError: the connection was closed.
         """
+        closing_at = math.inf
         while True:
-            data = await self.socket.receive_some(MAX_RECV)
+            # After a close of ours the peer has CLOSE_WAIT to answer it.
+            with trio.move_on_at(closing_at) as waiting:
+                data = await self.socket.receive_some(MAX_RECV)
+            if waiting.cancelled_caught:
+                return
             self.connection.receive_data(data or None)
             for event in self.connection.events():
                 if isinstance(event, Message):
@@ -200,6 +209,7 @@ class DetachedWebSocket(_Detached):
                     except FrameTooLargeError:
                         self.buffer.clear()
                         await self.close(CloseReason.MESSAGE_TOO_BIG, "")
+                        closing_at = trio.current_time() + CLOSE_WAIT
                         continue
                     if event.message_finished:
                         message = self.buffer.to_message()
@@ -295,7 +305,22 @@ async def detach_response() -> DetachedResponse | None:
     return DetachedResponse(socket)
 
 
-def adopt(nursery: trio.Nursery, serve: Callable[[], Awaitable[None]]) -> None:
+def adopt(nursery: trio.Nursery, serve: Callable[[], Awaitable[None]]) -> bool:
     """Run ``serve`` (a connection taken over) in ``nursery``, in an empty context: one
-    copied from the handler would keep its request and its framework objects alive."""
-    contextvars.Context().run(nursery.start_soon, serve)
+    copied from the handler would keep its request and its framework objects alive.
+    False when the nursery takes no more tasks (the hub is stopping): the caller then
+    closes the connection."""
+    try:
+        contextvars.Context().run(nursery.start_soon, serve)
+    except RuntimeError:
+        return False
+    return True
+
+
+def guard_writes(client: Client, scope: trio.CancelScope) -> None:
+    """Make ``scope`` the one :meth:`Client.end` cuts short after ``write_timeout``, for a
+    connection taken over; a client ended while it was handed over is given its
+    ``write_timeout`` from now."""
+    client.abort_scope = scope
+    if client.end_reason is not None:
+        scope.deadline = min(scope.deadline, trio.current_time() + client.write_timeout)

@@ -37,7 +37,7 @@ from quart import Blueprint, Response, request
 
 from ..filters import EventFilter
 from .context import Hub, access, hub, remote_of
-from .detach import DetachedResponse, adopt, detach_response
+from .detach import DetachedResponse, adopt, detach_response, guard_writes
 from .encodings import NATIVE_SSE, Encoding, choose
 from .errors import Conflict
 from .items import ClientKind, Closing, Item
@@ -243,8 +243,12 @@ async def _body(
             detached = await detach_response()
             if detached is not None:
                 # The hub serves the connection from now on (hub.detach).
-                reason = None
-                adopt(h.broker.nursery, partial(_serve_detached, client, encoding, detached))
+                serve = partial(_serve_detached, client, encoding, detached)
+                if adopt(h.broker.nursery, serve):
+                    reason = None
+                else:
+                    await detached.aclose()
+                    reason = "hub shutting down"
                 return
             client.express(raw, encoding)
         while True:
@@ -298,7 +302,7 @@ async def _serve_detached(client: Client, encoding: Encoding, detached: Detached
     try:
         client.express(detached.writer, encoding)
         async with trio.open_nursery() as nursery:
-            client.abort_scope = nursery.cancel_scope
+            guard_writes(client, nursery.cancel_scope)
             nursery.start_soon(wait_hangup, nursery.cancel_scope)
             try:
                 items = await _next_items(client, encoding, detached.writer)

@@ -29,7 +29,7 @@ from . import patches
 from .asgi import take_messages
 from .clients import Client
 from .context import Hub, access, host_of, hub, remote_of
-from .detach import CLOSE_WAIT, DetachedWebSocket, adopt, detach_websocket
+from .detach import CLOSE_WAIT, DetachedWebSocket, adopt, detach_websocket, guard_writes
 from .encodings import COLUMNS_PROTOCOL, NATIVE_PROTOCOL, Encoding, choose
 from .errors import HubError, NotFound, ProtocolError
 from .ingest import publish, published
@@ -171,11 +171,11 @@ async def _writer(
     if raw is not None:
         detached = await detach_websocket(websocket)
         if detached is not None:
-            adopt(
-                h.broker.nursery,
-                partial(_serve_detached, client, encoding, first, detached, take),
-            )
-            return None
+            serve = partial(_serve_detached, client, encoding, first, detached, take)
+            if adopt(h.broker.nursery, serve):
+                return None
+            await detached.aclose()
+            return "hub shutting down"
         client.express(raw, encoding)
     return await _deliver(
         client, encoding, raw, first, partial(_send, encoding, stream.id), websocket.close
@@ -237,7 +237,7 @@ async def _serve_detached(
     try:
         client.express(detached.writer, encoding)
         async with trio.open_nursery() as nursery:
-            client.abort_scope = nursery.cancel_scope
+            guard_writes(client, nursery.cancel_scope)
             nursery.start_soon(read, nursery.cancel_scope)
             try:
                 reason = await _deliver(
