@@ -24,6 +24,7 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
+from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import FrameProtocol
 
 from trio_stream.hub import detach, wire
@@ -31,7 +32,7 @@ from trio_stream.hub.server import ServedHub
 from trio_stream.hub.sse import SSEParser
 from trio_stream.hub.streams import Stream
 
-from .conftest import create
+from .conftest import create, output
 
 pytestmark = pytest.mark.skipif(
     not wire.fast_path["enabled"],
@@ -51,8 +52,9 @@ class RawClient:
         self.closed: CloseConnection | None = None
         self.accepted = self.rejected = False
 
-    def handshake(self, target: str) -> bytes:
-        return self.ws.send(Request(host="localhost", target=target))
+    def handshake(self, target: str, *, deflate: bool = False) -> bytes:
+        extensions = [PerMessageDeflate()] if deflate else []
+        return self.ws.send(Request(host="localhost", target=target, extensions=extensions))
 
     def frame(self, message: dict[str, Any]) -> bytes:
         return self.frames.send_data(orjson.dumps(message).decode(), fin=True)
@@ -135,6 +137,44 @@ async def test_a_frame_cut_around_the_takeover_is_read_whole(
     assert len(stream.clients) == 1
     await client.sock.aclose()
     await until(lambda: not stream.clients)
+
+
+async def test_a_websocket_with_permessage_deflate_is_taken_over_and_still_compressed(
+    served: ServedHub, http: httpx.AsyncClient
+) -> None:
+    await create(http, "s")
+    taken = detach.taken_over["websocket"]
+    client = await connect(served)
+    await client.sock.send_all(client.handshake("/api/streams/s/ws?after=-1", deflate=True))
+    await client.receive_until("connection_ack")
+    await until(lambda: detach.taken_over["websocket"] > taken)
+    sent = 0
+    original = client.sock.receive_some
+
+    async def counted(size: int) -> bytes:
+        nonlocal sent
+        data = await original(size)
+        sent += len(data)
+        return data
+
+    client.sock.receive_some = counted  # type: ignore[method-assign]
+    long = "compressible " * 2000
+    answer = await http.post("/api/streams/s/events", json=[output("short"), output(long)])
+    assert answer.status_code == 200, answer.text
+    texts: list[str] = []
+    with trio.fail_after(5):
+        while len(texts) < 2:
+            await client.receive()
+            texts = [
+                event["data"]["text"]
+                for message in client.messages
+                if message["type"] == "event"
+                for event in message["events"]
+            ]
+    assert texts == ["short", long]
+    # The event of 26 KB came compressed, as it did before the takeover.
+    assert sent < len(long) // 4
+    await client.sock.aclose()
 
 
 async def test_frames_sent_before_the_handshakes_answer_never_stop_the_hub(

@@ -21,9 +21,11 @@ the connection over:
    writer loop in one task, and a task that reads (wsproto's connection and Hypercorn's
    message buffer carried over for a WebSocket, so a frame half received is not lost).
 
-Only connections on the fast path are taken over (a WebSocket without permessage-deflate,
-an SSE response sent chunked over HTTP/1.1; see :mod:`~trio_stream.hub.wire`); the others
-stay with Hypercorn. :data:`taken_over` counts them.
+Connections served by Hypercorn over HTTP/1.1 are taken over: every subscriber's
+WebSocket (one that negotiated permessage-deflate still has each message framed and
+compressed by wsproto, as before), and an SSE response sent chunked (not HTTP/1.0, not
+``HEAD``). Over HTTP/2, or with another server, a connection stays where it is.
+:data:`taken_over` counts them.
 """
 
 from __future__ import annotations
@@ -42,12 +44,12 @@ from hypercorn.protocol.http_stream import HTTPStream
 from hypercorn.protocol.ws_stream import FrameTooLargeError, WebsocketBuffer, WSStream
 from hypercorn.trio.tcp_server import TCPServer
 from wsproto.connection import Connection, ConnectionState
-from wsproto.events import CloseConnection, Event, Message, Ping
+from wsproto.events import CloseConnection, Event, Message, Ping, TextMessage
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
 
 from .asgi import hand_over_messages
-from .wire import RawWriter, http_send
+from .wire import RawWriter, fast_path, http_send
 
 if TYPE_CHECKING:
     from .clients import Client
@@ -179,6 +181,11 @@ class DetachedWebSocket(_Detached):
             return
         await self.write(data)
 
+    async def send_message(self, message: bytes) -> None:
+        """Send a text message through wsproto (compressed when permessage-deflate was
+        negotiated and it is over the threshold); nothing once a close was sent."""
+        await self.send_event(TextMessage(data=message.decode()))
+
     async def close(self, code: int, reason: str) -> None:
         """Send the close frame (``reason`` cut to fit a control frame)."""
         await self.send_event(CloseConnection(code=code, reason=reason[:120]))
@@ -263,6 +270,8 @@ async def detach_websocket(websocket: Any) -> DetachedWebSocket | None:
     """Take Quart's ``websocket`` (accepted, served by Hypercorn over HTTP/1.1) over from
     Hypercorn and Quart; None when it cannot be (it is then served as before). Called
     from the handler, which must then return without using ``websocket`` again."""
+    if not fast_path["enabled"]:
+        return None
     stream = _websocket_stream(websocket)
     if stream is None or stream.closed or stream.app_put is None:
         return None

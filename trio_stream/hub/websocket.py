@@ -168,14 +168,16 @@ async def _writer(
     # the connection, and so do heartbeats, pongs and the other small messages (ten
     # thousand clients' heartbeats fall due together); the close goes through Quart.
     raw = _raw_sender(h, stream)
+    detached = await detach_websocket(websocket)
+    if detached is not None:
+        # With permessage-deflate, wsproto still frames (and compresses) each message.
+        whole_frames = raw is not None
+        serve = partial(_serve_detached, client, encoding, first, detached, take, whole_frames)
+        if adopt(h.broker.nursery, serve):
+            return None
+        await detached.aclose()
+        return "hub shutting down"
     if raw is not None:
-        detached = await detach_websocket(websocket)
-        if detached is not None:
-            serve = partial(_serve_detached, client, encoding, first, detached, take)
-            if adopt(h.broker.nursery, serve):
-                return None
-            await detached.aclose()
-            return "hub shutting down"
         client.express(raw, encoding)
     return await _deliver(
         client, encoding, raw, first, partial(_send, encoding, stream.id), websocket.close
@@ -217,10 +219,14 @@ async def _serve_detached(
     items: list[Item],
     detached: DetachedWebSocket,
     take: Callable[[str | bytes], None],
+    whole_frames: bool,
 ) -> None:
     """A subscriber's WebSocket once the hub took it over: this task writes, a second
     one reads the client's messages; either ending ends the connection (after our close
-    frame, the client has :data:`~trio_stream.hub.detach.CLOSE_WAIT` to answer it)."""
+    frame, the client has :data:`~trio_stream.hub.detach.CLOSE_WAIT` to answer it).
+    With ``whole_frames``, events go out as the frames every client shares, written by
+    the fan-out itself while this task sleeps; without (permessage-deflate), each message
+    goes through wsproto."""
     stream = client.stream
     reason = "disconnected by the client"
     finished = hung_up = False
@@ -234,8 +240,10 @@ async def _serve_detached(
         hung_up = True
         connection.cancel()
 
+    raw = detached.writer if whole_frames else None
     try:
-        client.express(detached.writer, encoding)
+        if raw is not None:
+            client.express(raw, encoding)
         async with trio.open_nursery() as nursery:
             guard_writes(client, nursery.cancel_scope)
             nursery.start_soon(read, nursery.cancel_scope)
@@ -243,9 +251,9 @@ async def _serve_detached(
                 reason = await _deliver(
                     client,
                     encoding,
-                    detached.writer,
+                    raw,
                     items,
-                    partial(_send_detached, detached, encoding, stream.id),
+                    partial(_send_detached, detached, encoding, stream.id, whole_frames),
                     detached.close,
                 )
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -268,12 +276,15 @@ async def _serve_detached(
 
 
 async def _send_detached(
-    detached: DetachedWebSocket, encoding: Encoding, stream_id: str, item: Item
+    detached: DetachedWebSocket, encoding: Encoding, stream_id: str, whole_frames: bool, item: Item
 ) -> int:
     """:func:`_send` for a connection the hub took over."""
     size = 0
     for message in encoding.messages(stream_id, item):
-        await detached.writer(ws_frame(message))
+        if whole_frames:
+            await detached.writer(ws_frame(message))
+        else:
+            await detached.send_message(message)
         size += len(message)
     return size
 
