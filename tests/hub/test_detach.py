@@ -359,3 +359,30 @@ async def test_a_connection_is_not_adopted_by_a_closed_nursery() -> None:
     async with trio.open_nursery() as nursery:
         pass
     assert not detach.adopt(nursery, trio.sleep_forever)
+
+
+async def test_an_sse_response_with_a_request_pipelined_behind_it_is_served_all_the_same(
+    served: ServedHub, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # h11 holds the second request until the response is done, and Hypercorn's reading
+    # task with it: the takeover is called off, and Hypercorn goes on serving.
+    monkeypatch.setattr(detach, "TAKEOVER_WAIT", 0.2)
+    await create(http, "s", 2)
+    stream = await served.hub.broker.get_stream("s")
+    taken = detach.taken_over["sse"]
+    address = served.addresses[0]
+    sock = await trio.open_tcp_stream(address.host, address.port)
+    request = b"GET /api/streams/s/sse?lastEventId=-1 HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    await sock.send_all(request + b"GET /api/streams HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    seen = b""
+    with trio.fail_after(5):
+        while b"line 1" not in seen:
+            seen += await sock.receive_some(65536)
+    answer = await http.post("/api/streams/s/events", json=[output("line 2")])
+    assert answer.status_code == 200, answer.text
+    with trio.fail_after(5):
+        while b"line 2" not in seen:
+            seen += await sock.receive_some(65536)
+    assert detach.taken_over["sse"] == taken
+    assert len(stream.clients) == 1
+    await sock.aclose()

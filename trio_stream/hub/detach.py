@@ -59,6 +59,8 @@ logger = logging.getLogger("trio_stream.hub")
 MAX_RECV: Final = 1 << 16
 # Seconds a peer has to answer the hub's close frame before its socket is closed.
 CLOSE_WAIT: Final = 2.0
+# Seconds Hypercorn's reading task may take to stop before the takeover is called off.
+TAKEOVER_WAIT: Final = 1.0
 # The last chunk of a response sent chunked (RFC 9112 7.1).
 LAST_CHUNK: Final = b"0\r\n\r\n"
 
@@ -88,9 +90,10 @@ async def take_over(server: TCPServer) -> trio.SocketStream | None:
     Hypercorn's reading task stops between two reads: every byte it read was handed to
     the protocol, every later byte is left in the socket for the new reader. The socket
     returned is a duplicate: the one Hypercorn was given is closed when its connection
-    task ends (by trio's ``serve_listeners``), which then sends nothing. If this is
-    cancelled while waiting, the takeover is called off (or, when the reading task has
-    already stopped, the socket nobody reads any more is closed).
+    task ends (by trio's ``serve_listeners``), which then sends nothing. If the reading
+    task has not stopped within :data:`TAKEOVER_WAIT`, the takeover is called off; if
+    this is cancelled while waiting, too (or, when the reading task has already stopped,
+    the socket nobody reads any more is closed).
     """
     if not server._tstream_reading:  # type: ignore[attr-defined]
         return None
@@ -100,7 +103,8 @@ async def take_over(server: TCPServer) -> trio.SocketStream | None:
     if reading is not None:
         reading.cancel()
     try:
-        await stopped.wait()
+        with trio.move_on_after(TAKEOVER_WAIT):
+            await stopped.wait()
     except BaseException:
         if server._tstream_parked:  # type: ignore[attr-defined]
             await trio.aclose_forcefully(server.stream)
@@ -108,6 +112,9 @@ async def take_over(server: TCPServer) -> trio.SocketStream | None:
             server._tstream_takeover = None  # type: ignore[attr-defined]
         raise
     if not server._tstream_parked:  # type: ignore[attr-defined]
+        # Ended, or still busy with what it read (say, a request pipelined behind this
+        # one, which h11 holds until the response is done): it goes on as before.
+        server._tstream_takeover = None  # type: ignore[attr-defined]
         return None
     # Hypercorn's connection task now ends, and trio closes its socket: the hub goes on
     # with a duplicate of it, so the connection stays open (nothing is sent at close).
