@@ -28,9 +28,11 @@ from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import FrameProtocol
 
 from trio_stream.hub import detach, wire
-from trio_stream.hub.server import ServedHub
+from trio_stream.hub.config import HubConfig, Listen
+from trio_stream.hub.server import ServedHub, serve_hub
 from trio_stream.hub.sse import SSEParser
 from trio_stream.hub.streams import Stream
+from trio_stream.store.memory import MemoryStore
 
 from .conftest import create, output
 
@@ -90,6 +92,18 @@ async def connect(served: ServedHub) -> RawClient:
     return RawClient(await trio.open_tcp_stream(address.host, address.port))
 
 
+async def taken_over_client(
+    served: ServedHub, target: str = "/api/streams/s/ws", *, deflate: bool = False
+) -> RawClient:
+    """A client whose WebSocket the hub has taken over, its ``connection_ack`` read."""
+    taken = detach.taken_over["websocket"]
+    client = await connect(served)
+    await client.sock.send_all(client.handshake(target, deflate=deflate))
+    await client.receive_until("connection_ack")
+    await until(lambda: detach.taken_over["websocket"] > taken)
+    return client
+
+
 async def until(condition: Any) -> None:
     with trio.fail_after(5):
         while not condition():
@@ -143,11 +157,7 @@ async def test_a_websocket_with_permessage_deflate_is_taken_over_and_still_compr
     served: ServedHub, http: httpx.AsyncClient
 ) -> None:
     await create(http, "s")
-    taken = detach.taken_over["websocket"]
-    client = await connect(served)
-    await client.sock.send_all(client.handshake("/api/streams/s/ws?after=-1", deflate=True))
-    await client.receive_until("connection_ack")
-    await until(lambda: detach.taken_over["websocket"] > taken)
+    client = await taken_over_client(served, "/api/streams/s/ws?after=-1", deflate=True)
     sent = 0
     original = client.sock.receive_some
 
@@ -338,11 +348,7 @@ async def test_a_client_that_never_answers_the_hubs_close_is_let_go(
     async with httpx.AsyncClient(base_url=served.urls[0]) as http:
         await create(http, "s")
     stream = await served.hub.broker.get_stream("s")
-    taken = detach.taken_over["websocket"]
-    client = await connect(served)
-    await client.sock.send_all(client.handshake("/api/streams/s/ws"))
-    await client.receive_until("connection_ack")
-    await until(lambda: detach.taken_over["websocket"] > taken)
+    client = await taken_over_client(served)
     # Over the limit: the hub closes with 1009, and waits for no answer for ever.
     await client.sock.send_all(client.frame({"type": "ping", "id": "x" * 2000}))
     while client.closed is None:
@@ -378,6 +384,7 @@ async def test_an_sse_response_with_a_request_pipelined_behind_it_is_served_all_
     with trio.fail_after(5):
         while b"line 1" not in seen:
             seen += await sock.receive_some(65536)
+    assert b"connection: close" not in seen.lower()
     answer = await http.post("/api/streams/s/events", json=[output("line 2")])
     assert answer.status_code == 200, answer.text
     with trio.fail_after(5):
@@ -385,4 +392,87 @@ async def test_an_sse_response_with_a_request_pipelined_behind_it_is_served_all_
             seen += await sock.receive_some(65536)
     assert detach.taken_over["sse"] == taken
     assert len(stream.clients) == 1
+    await sock.aclose()
+
+
+frames_or_bytes = st.lists(
+    st.one_of(
+        st.binary(max_size=200),
+        st.builds(
+            lambda opcode, payload, fin: (opcode, payload, fin),
+            st.sampled_from([0x0, 0x1, 0x2, 0x8, 0x9, 0xA, 0x3, 0xB]),
+            st.binary(max_size=300),
+            st.booleans(),
+        ),
+    ),
+    max_size=5,
+)
+
+
+def _masked(opcode: int, payload: bytes, fin: bool) -> bytes:
+    """A client's frame as it would be sent, whatever its opcode or payload."""
+    size = len(payload)
+    head = bytes(((0x80 if fin else 0) | opcode,))
+    if size < 126:
+        head += bytes((0x80 | size,))
+    else:
+        head += bytes((0x80 | 126,)) + size.to_bytes(2, "big")
+    mask = b"\x01\x02\x03\x04"
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def _hostile_example(data: list[Any]) -> None:
+    store = MemoryStore()
+    async with trio.open_nursery() as nursery:
+        served = await nursery.start(serve_hub, HubConfig(listen=(Listen(port=0),)), store)
+        async with httpx.AsyncClient(base_url=served.urls[0]) as http:
+            await create(http, "s")
+        stream = await served.hub.broker.get_stream("s")
+        client = await taken_over_client(served)
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            for part in data:
+                await client.sock.send_all(part if isinstance(part, bytes) else _masked(*part))
+        # Another client is answered, and the first one, once gone, is let go.
+        other = await connect(served)
+        await other.sock.send_all(other.handshake("/api/streams/s/ws"))
+        await other.receive_until("connection_ack")
+        await other.sock.send_all(other.frame({"type": "ping", "id": 1}))
+        assert (await other.receive_until("pong"))["id"] == 1
+        await client.sock.aclose()
+        await until(lambda: len(stream.clients) == 1)
+        await other.sock.aclose()
+        served.shutdown()
+    await store.aclose()
+
+
+@settings(max_examples=25, deadline=None)
+@given(data=frames_or_bytes)
+def test_whatever_a_taken_over_client_sends_the_hub_serves_on(data: list[Any]) -> None:
+    trio.run(_hostile_example, data)
+
+
+async def test_a_request_sent_behind_a_taken_over_sse_response_is_ignored(
+    served: ServedHub, http: httpx.AsyncClient
+) -> None:
+    await create(http, "s", 2)
+    taken = detach.taken_over["sse"]
+    address = served.addresses[0]
+    sock = await trio.open_tcp_stream(address.host, address.port)
+    await sock.send_all(
+        b"GET /api/streams/s/sse?lastEventId=-1 HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    )
+    seen = b""
+    with trio.fail_after(5):
+        while b"line 1" not in seen:
+            seen += await sock.receive_some(65536)
+    assert b"connection: close" in seen.lower()
+    await until(lambda: detach.taken_over["sse"] > taken)
+    # Said to close after this response, the hub reads no other request on it.
+    await sock.send_all(b"GET /api/streams HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    answer = await http.post("/api/streams/s/events", json=[output("line 2")])
+    assert answer.status_code == 200, answer.text
+    with trio.fail_after(5):
+        while b"line 2" not in seen:
+            seen += await sock.receive_some(65536)
+    assert b"HTTP/1.1 200" not in seen.split(b"\r\n\r\n", 1)[1]
     await sock.aclose()

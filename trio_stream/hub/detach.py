@@ -37,6 +37,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, final
 
+import h11
 import trio
 from hypercorn.events import RawData
 from hypercorn.protocol.h11 import H11Protocol
@@ -119,6 +120,13 @@ async def take_over(server: TCPServer) -> trio.SocketStream | None:
     # Hypercorn's connection task now ends, and trio closes its socket: the hub goes on
     # with a duplicate of it, so the connection stays open (nothing is sent at close).
     return trio.SocketStream(server.stream.socket.dup())
+
+
+async def _take_over_stream(stream: WSStream | HTTPStream) -> trio.SocketStream | None:
+    """:func:`take_over` the connection serving ``stream``, if Hypercorn serves it over
+    HTTP/1.1 and a plain socket."""
+    server = _server_of(stream)
+    return None if server is None else await take_over(server)
 
 
 class _Detached:
@@ -284,10 +292,7 @@ async def detach_websocket(websocket: Any) -> DetachedWebSocket | None:
         return None
     if stream.connection.state is not ConnectionState.OPEN:
         return None
-    server = _server_of(stream)
-    if server is None:
-        return None
-    socket = await take_over(server)
+    socket = await _take_over_stream(stream)
     if socket is None:
         return None
     try:
@@ -308,10 +313,7 @@ async def detach_response() -> DetachedResponse | None:
     stream = getattr(http_send.get(), "__self__", None)
     if not isinstance(stream, HTTPStream) or stream.closed:
         return None
-    server = _server_of(stream)
-    if server is None:
-        return None
-    socket = await take_over(server)
+    socket = await _take_over_stream(stream)
     if socket is None:
         return None
     # The end of the body Quart sends next, and the end of the app, go nowhere.
@@ -319,6 +321,17 @@ async def detach_response() -> DetachedResponse | None:
     stream.send = _ignored  # type: ignore[method-assign]
     taken_over["sse"] += 1
     return DetachedResponse(socket)
+
+
+def pipelined() -> bool:
+    """Whether the client of the HTTP/1.1 request being answered has already sent bytes
+    behind it (a request pipelined), which h11 holds until the answer is done."""
+    stream = getattr(http_send.get(), "__self__", None)
+    protocol = getattr(getattr(stream, "send", None), "__self__", None)
+    if not isinstance(protocol, H11Protocol):
+        return False
+    connection = protocol.connection
+    return isinstance(connection, h11.Connection) and bool(connection.trailing_data[0])
 
 
 def adopt(nursery: trio.Nursery, serve: Callable[[], Awaitable[None]]) -> bool:
@@ -331,6 +344,22 @@ def adopt(nursery: trio.Nursery, serve: Callable[[], Awaitable[None]]) -> bool:
     except RuntimeError:
         return False
     return True
+
+
+def failed(kind: str, client: Client) -> str:
+    """Log the error a connection taken over raised (in an ``except`` block), which goes
+    no further: one connection's failure must not stop the hub's nursery. Returns the
+    reason it ended."""
+    logger.exception("%s %s of %s failed", kind, client.id, client.stream.id)
+    return "failed"
+
+
+async def finish(kind: str, client: Client, detached: _Detached, reason: str) -> None:
+    """The end of a connection taken over: its client leaves the stream, its socket is
+    closed."""
+    client.stream.detach(client)
+    await detached.aclose()
+    logger.info("%s %s left %s: %s", kind, client.id, client.stream.id, reason)
 
 
 def guard_writes(client: Client, scope: trio.CancelScope) -> None:

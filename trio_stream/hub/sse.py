@@ -37,7 +37,15 @@ from quart import Blueprint, Response, request
 
 from ..filters import EventFilter
 from .context import Hub, access, hub, remote_of
-from .detach import DetachedResponse, adopt, detach_response, guard_writes
+from .detach import (
+    DetachedResponse,
+    adopt,
+    detach_response,
+    failed,
+    finish,
+    guard_writes,
+    pipelined,
+)
 from .encodings import NATIVE_SSE, Encoding, choose
 from .errors import Conflict
 from .items import ClientKind, Closing, Item
@@ -204,9 +212,11 @@ async def sse(stream_id: str) -> Response:
             "X-Accel-Buffering": "no",
         },
     )
-    if request.http_version == "1.1":
+    if request.http_version == "1.1" and not pipelined():
         # The connection ends with the response: once its first answer is out, the hub
         # serves it below Hypercorn (hub.detach), which then reads no further request.
+        # (Not said to a client that pipelined a request behind this one: h11 would take
+        # that request for an error and drop the connection. Hypercorn keeps serving it.)
         response.headers["Connection"] = "close"
     response.timeout = None
     return response
@@ -289,8 +299,6 @@ async def _serve_detached(client: Client, encoding: Encoding, detached: Detached
     """An SSE response once the hub took its connection over: this task writes until the
     client is closed, then ends the response and closes the connection; a second one
     waits for the client to hang up, which ends it sooner."""
-    stream = client.stream
-    reason = "disconnected by the client"
     finished = hung_up = False
 
     async def wait_hangup(connection: trio.CancelScope) -> None:
@@ -299,6 +307,7 @@ async def _serve_detached(client: Client, encoding: Encoding, detached: Detached
         hung_up = True
         connection.cancel()
 
+    reason = "disconnected by the client"
     try:
         client.express(detached.writer, encoding)
         async with trio.open_nursery() as nursery:
@@ -319,10 +328,6 @@ async def _serve_detached(client: Client, encoding: Encoding, detached: Detached
         if not (finished or hung_up) and client.end_reason is not None:
             reason = f"{client.end_reason.value} (dropped: its writes were stuck)"
     except Exception:
-        # One connection's failure is its own: the hub's nursery runs on.
-        logger.exception("sse %s of %s failed", client.id, stream.id)
-        reason = "failed"
+        reason = failed("sse", client)
     finally:
-        stream.detach(client)
-        await detached.aclose()
-        logger.info("sse %s left %s: %s", client.id, stream.id, reason)
+        await finish("sse", client, detached, reason)

@@ -29,7 +29,15 @@ from . import patches
 from .asgi import take_messages
 from .clients import Client
 from .context import Hub, access, host_of, hub, remote_of
-from .detach import CLOSE_WAIT, DetachedWebSocket, adopt, detach_websocket, guard_writes
+from .detach import (
+    CLOSE_WAIT,
+    DetachedWebSocket,
+    adopt,
+    detach_websocket,
+    failed,
+    finish,
+    guard_writes,
+)
 from .encodings import COLUMNS_PROTOCOL, NATIVE_PROTOCOL, Encoding, choose
 from .errors import HubError, NotFound, ProtocolError
 from .ingest import publish, published
@@ -228,7 +236,6 @@ async def _serve_detached(
     the fan-out itself while this task sleeps; without (permessage-deflate), each message
     goes through wsproto."""
     stream = client.stream
-    reason = "disconnected by the client"
     finished = hung_up = False
 
     async def read(connection: trio.CancelScope) -> None:
@@ -241,6 +248,7 @@ async def _serve_detached(
         connection.cancel()
 
     raw = detached.writer if whole_frames else None
+    reason = "disconnected by the client"
     try:
         if raw is not None:
             client.express(raw, encoding)
@@ -266,13 +274,9 @@ async def _serve_detached(
             if client.end_reason is not None:
                 reason = f"{client.end_reason.value} (dropped: its writes were stuck)"
     except Exception:
-        # One connection's failure is its own: the hub's nursery runs on.
-        logger.exception("ws %s of %s failed", client.id, stream.id)
-        reason = "failed"
+        reason = failed("ws", client)
     finally:
-        stream.detach(client)
-        await detached.aclose()
-        logger.info("ws %s left %s: %s", client.id, stream.id, reason)
+        await finish("ws", client, detached, reason)
 
 
 async def _send_detached(
