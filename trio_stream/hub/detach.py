@@ -40,7 +40,6 @@ from typing import TYPE_CHECKING, Any, Final, final
 import h11
 import trio
 from hypercorn.events import RawData
-from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.http_stream import HTTPStream
 from hypercorn.protocol.ws_stream import FrameTooLargeError, WebsocketBuffer, WSStream
 from hypercorn.trio.tcp_server import TCPServer
@@ -50,7 +49,15 @@ from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
 
 from .asgi import hand_over_messages
-from .wire import RawWriter, fast_path, http_send
+from .wire import (
+    RawWriter,
+    fast_path,
+    h11_connection,
+    http_chunk,
+    http_stream,
+    plain_socket_of,
+    websocket_stream,
+)
 
 if TYPE_CHECKING:
     from .clients import Client
@@ -75,13 +82,10 @@ async def _ignored(_event: Any) -> None:
 
 def _server_of(stream: WSStream | HTTPStream) -> TCPServer | None:
     """The Hypercorn connection serving ``stream`` over HTTP/1.1 and a plain socket."""
-    protocol = getattr(stream.send, "__self__", None)
-    if not isinstance(protocol, H11Protocol):
+    found = h11_connection(stream)
+    if found is None or not isinstance(found[1], TCPServer):
         return None
-    server = getattr(protocol.send, "__self__", None)
-    if not isinstance(server, TCPServer) or not isinstance(server.stream, trio.SocketStream):
-        return None
-    return server
+    return found[1] if plain_socket_of(found[1]) is not None else None
 
 
 async def take_over(server: TCPServer) -> trio.SocketStream | None:
@@ -261,7 +265,7 @@ class DetachedResponse(_Detached):
 
     async def finish(self, data: bytes) -> None:
         """Write ``data``'s chunk (if any) and the last chunk, which ends the response."""
-        chunk = b"%x\r\n%s\r\n" % (len(data), data) if data else b""
+        chunk = http_chunk(data) if data else b""
         await self.write(chunk + LAST_CHUNK)
 
     async def until_hangup(self) -> None:
@@ -274,20 +278,13 @@ class DetachedResponse(_Detached):
             pass
 
 
-def _websocket_stream(websocket: Any) -> WSStream | None:
-    # Quart keeps the ASGI send as the first argument of a partial.
-    args = getattr(getattr(websocket, "_send", None), "args", ())
-    stream = getattr(args[0], "__self__", None) if args else None
-    return stream if isinstance(stream, WSStream) else None
-
-
 async def detach_websocket(websocket: Any) -> DetachedWebSocket | None:
     """Take Quart's ``websocket`` (accepted, served by Hypercorn over HTTP/1.1) over from
     Hypercorn and Quart; None when it cannot be (it is then served as before). Called
     from the handler, which must then return without using ``websocket`` again."""
     if not fast_path["enabled"]:
         return None
-    stream = _websocket_stream(websocket)
+    stream = websocket_stream(websocket)
     if stream is None or stream.closed or stream.app_put is None:
         return None
     if stream.connection.state is not ConnectionState.OPEN:
@@ -310,8 +307,8 @@ async def detach_response() -> DetachedResponse | None:
     """Take the SSE response being sent (its head sent, its body chunked over HTTP/1.1)
     over from Hypercorn; None when it cannot be. Called from the response's body, which
     must then end without sending anything more."""
-    stream = getattr(http_send.get(), "__self__", None)
-    if not isinstance(stream, HTTPStream) or stream.closed:
+    stream = http_stream()
+    if stream is None or stream.closed:
         return None
     socket = await _take_over_stream(stream)
     if socket is None:
@@ -326,11 +323,11 @@ async def detach_response() -> DetachedResponse | None:
 def pipelined() -> bool:
     """Whether the client of the HTTP/1.1 request being answered has already sent bytes
     behind it (a request pipelined), which h11 holds until the answer is done."""
-    stream = getattr(http_send.get(), "__self__", None)
-    protocol = getattr(getattr(stream, "send", None), "__self__", None)
-    if not isinstance(protocol, H11Protocol):
+    stream = http_stream()
+    found = None if stream is None else h11_connection(stream)
+    if found is None:
         return False
-    connection = protocol.connection
+    connection = found[0].connection
     return isinstance(connection, h11.Connection) and bool(connection.trailing_data[0])
 
 

@@ -184,17 +184,48 @@ class RawWriter:
             raise
 
 
-def _connection_send(stream: Any, is_open: Callable[[], bool] | None = None) -> RawWriter | None:
+def h11_connection(stream: Any) -> tuple[H11Protocol, Any] | None:
+    """Hypercorn's HTTP/1.1 protocol serving ``stream`` (a ``WSStream`` or an
+    ``HTTPStream``) and the server connection under it (a trio ``TCPServer``, or
+    whatever sends for the protocol), or None when not served over HTTP/1.1."""
     protocol = getattr(stream.send, "__self__", None)
     if not isinstance(protocol, H11Protocol):
         return None
-    send = protocol.send
-    server = getattr(send, "__self__", None)
-    lock = getattr(server, "send_lock", None)
+    return protocol, getattr(protocol.send, "__self__", None)
+
+
+def plain_socket_of(server: Any) -> trio.SocketStream | None:
+    """The socket of a Hypercorn connection with a send lock and a plain (not TLS)
+    socket, or None."""
     socket_stream = getattr(server, "stream", None)
-    if not isinstance(lock, trio.Lock) or not isinstance(socket_stream, trio.SocketStream):
-        return RawWriter(send, None, None, is_open)
-    return RawWriter(send, lock, socket_stream, is_open)
+    if not isinstance(getattr(server, "send_lock", None), trio.Lock):
+        return None
+    return socket_stream if isinstance(socket_stream, trio.SocketStream) else None
+
+
+def websocket_stream(websocket: Any) -> WSStream | None:
+    """Hypercorn's stream serving Quart's ``websocket``, or None (another server)."""
+    # Quart keeps the ASGI send as the first argument of a partial.
+    args = getattr(getattr(websocket, "_send", None), "args", ())
+    stream = getattr(args[0], "__self__", None) if args else None
+    return stream if isinstance(stream, WSStream) else None
+
+
+def http_stream() -> HTTPStream | None:
+    """Hypercorn's stream serving the HTTP request being handled, or None."""
+    stream = getattr(http_send.get(), "__self__", None)
+    return stream if isinstance(stream, HTTPStream) else None
+
+
+def _connection_send(stream: Any, is_open: Callable[[], bool] | None = None) -> RawWriter | None:
+    found = h11_connection(stream)
+    if found is None:
+        return None
+    protocol, server = found
+    socket_stream = plain_socket_of(server)
+    if socket_stream is None:
+        return RawWriter(protocol.send, None, None, is_open)
+    return RawWriter(protocol.send, server.send_lock, socket_stream, is_open)
 
 
 def websocket_raw_send(websocket: Any, deflate: bool) -> RawWriter | None:
@@ -209,10 +240,8 @@ def websocket_raw_send(websocket: Any, deflate: bool) -> RawWriter | None:
 def _websocket_raw_send(websocket: Any, deflate: bool) -> RawWriter | None:
     if deflate or not fast_path["enabled"]:
         return None
-    # Quart keeps the ASGI send as the first argument of a partial.
-    args = getattr(getattr(websocket, "_send", None), "args", ())
-    stream = getattr(args[0], "__self__", None) if args else None
-    if not isinstance(stream, WSStream):
+    stream = websocket_stream(websocket)
+    if stream is None:
         return None
 
     def is_open() -> bool:
@@ -227,8 +256,8 @@ def sse_raw_send(http_version: str, method: str) -> RawWriter | None:
     is not sent chunked over Hypercorn's HTTP/1.1 (or not at all: ``HEAD``)."""
     writer = None
     if http_version == "1.1" and method == "GET" and fast_path["enabled"]:
-        stream = getattr(http_send.get(), "__self__", None)
-        if isinstance(stream, HTTPStream):
+        stream = http_stream()
+        if stream is not None:
             writer = _connection_send(stream)
     _counted("sse", writer)
     return writer
