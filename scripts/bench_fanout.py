@@ -330,6 +330,10 @@ def run_subscribers(
         if index % 50 == 49:
             # Connect in waves so the hub's accept queue never overflows.
             time.sleep(0.05)
+    # One buffer received into: a recv of RECV_SIZE would allocate that much per read,
+    # for frames of a few hundred bytes.
+    received = bytearray(RECV_SIZE)
+    view = memoryview(received)
     while readers:
         ready = poller.poll(SUBSCRIBER_SILENCE)
         if not ready:
@@ -340,7 +344,7 @@ def run_subscribers(
         for fd, _ in ready:
             sock, subscriber = readers[fd]
             try:
-                chunk = sock.recv(RECV_SIZE)
+                chunk = bytes(view[: sock.recv_into(received)])
             except BlockingIOError:
                 continue
             except OSError as exc:

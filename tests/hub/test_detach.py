@@ -5,12 +5,14 @@ on as before, to its close."""
 from __future__ import annotations
 
 import contextlib
+import socket
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 import trio
+import trio.testing
 from hypercorn.protocol.ws_stream import WebsocketBuffer
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -286,12 +288,12 @@ async def test_a_taken_over_sse_response_ends_with_its_stream_and_its_connection
 
 
 async def _read_all(data: list[bytes], limit: int) -> list[str | bytes]:
-    ours, theirs = trio.socket.socketpair()
+    ours, theirs = socket.socketpair()
     detached = detach.DetachedWebSocket(
-        trio.SocketStream(ours), Connection(ConnectionType.SERVER), WebsocketBuffer(limit)
+        ours, Connection(ConnectionType.SERVER), WebsocketBuffer(limit)
     )
     taken: list[str | bytes] = []
-    peer = trio.SocketStream(theirs)
+    peer = trio.SocketStream(trio.socket.from_stdlib_socket(theirs))
     async with trio.open_nursery() as nursery:
 
         async def send() -> None:
@@ -318,6 +320,59 @@ async def _read_all(data: list[bytes], limit: int) -> list[str | bytes]:
         nursery.cancel_scope.cancel()
     await peer.aclose()
     return taken
+
+
+async def test_the_fan_out_writes_nothing_inside_a_frame_being_written() -> None:
+    # A pong or a close of the connection's reader is written under its lock; while
+    # part of it is on the wire, a tick's frame from the fan-out (write_now) must wait,
+    # even at a moment the socket has room.
+    ours, theirs = socket.socketpair()
+    detached = detach.DetachedWebSocket(
+        ours, Connection(ConnectionType.SERVER), WebsocketBuffer(1000)
+    )
+    peer = trio.SocketStream(trio.socket.from_stdlib_socket(theirs))
+    big = wire.ws_frame(b"x" * 1_000_000)
+    tick = wire.ws_frame(b'{"type":"event"}')
+    received = b""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(detached.write, big)
+        await trio.testing.wait_all_tasks_blocked()
+        received += await peer.receive_some(1 << 16)
+        # The socket has room now, and the write is not done.
+        assert detached.writer.write_now(tick) == -1
+        while len(received) < len(big):
+            received += await peer.receive_some(1 << 16)
+    assert received == big
+    assert detached.writer.write_now(tick) == len(tick)
+    assert await peer.receive_some(1 << 16) == tick
+    await detached.aclose()
+    assert detached.writer.write_now(tick) == -1
+    await peer.aclose()
+
+
+async def test_no_data_frame_is_written_after_either_sides_close() -> None:
+    for closing in ("ours", "theirs"):
+        ours, theirs = socket.socketpair()
+        detached = detach.DetachedWebSocket(
+            ours, Connection(ConnectionType.SERVER), WebsocketBuffer(1000)
+        )
+        peer = trio.SocketStream(trio.socket.from_stdlib_socket(theirs))
+        tick = wire.ws_frame(b'{"type":"event"}')
+        if closing == "ours":
+            await detached.close(1000, "bye")
+        else:
+            await peer.send_all(_masked(0x8, b"\x03\xe8", True))
+            with trio.fail_after(5):
+                await detached.read(lambda _message: None)
+        assert detached.writer.write_now(tick) == -1
+        await detached.writer(tick)
+        await detached.aclose()
+        data = b""
+        while chunk := await peer.receive_some(1 << 16):
+            data += chunk
+        # The close frame alone (opcode 8), no event behind it.
+        assert data[0] == 0x88 and len(data) == 2 + data[1]
+        await peer.aclose()
 
 
 @settings(max_examples=150, deadline=None)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import math
+import socket as stdlib_socket
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, final
@@ -88,7 +89,7 @@ def _server_of(stream: WSStream | HTTPStream) -> TCPServer | None:
     return found[1] if plain_socket_of(found[1]) is not None else None
 
 
-async def take_over(server: TCPServer) -> trio.SocketStream | None:
+async def take_over(server: TCPServer) -> stdlib_socket.socket | None:
     """Stop Hypercorn reading ``server``'s connection and take its socket: None when the
     connection ended first (Hypercorn then closes it as usual).
 
@@ -123,10 +124,12 @@ async def take_over(server: TCPServer) -> trio.SocketStream | None:
         return None
     # Hypercorn's connection task now ends, and trio closes its socket: the hub goes on
     # with a duplicate of it, so the connection stays open (nothing is sent at close).
-    return trio.SocketStream(server.stream.socket.dup())
+    # The duplicate is the standard library's socket, whose own send the fan-out calls.
+    sock = server.stream.socket
+    return stdlib_socket.fromfd(sock.fileno(), sock.family, sock.type, sock.proto)
 
 
-async def _take_over_stream(stream: WSStream | HTTPStream) -> trio.SocketStream | None:
+async def _take_over_stream(stream: WSStream | HTTPStream) -> stdlib_socket.socket | None:
     """:func:`take_over` the connection serving ``stream``, if Hypercorn serves it over
     HTTP/1.1 and a plain socket."""
     server = _server_of(stream)
@@ -134,14 +137,19 @@ async def _take_over_stream(stream: WSStream | HTTPStream) -> trio.SocketStream 
 
 
 class _Detached:
-    """A connection taken over: its socket and a writer of whole frames to it."""
+    """A connection taken over: its socket and a writer of whole frames to it.
+
+    Args:
+        raw: the connection's socket (non-blocking from here on).
+    """
 
     __slots__ = ("lock", "socket", "writer")
 
-    def __init__(self, socket: trio.SocketStream, is_open: Callable[[], bool] | None) -> None:
-        self.socket = socket
+    def __init__(self, raw: stdlib_socket.socket) -> None:
+        self.socket = trio.SocketStream(trio.socket.from_stdlib_socket(raw))
         self.lock = trio.Lock()
-        self.writer = RawWriter(self._send_raw, self.lock, socket, is_open)
+        # Its ``busy`` is kept by :meth:`write`, its ``open`` by the WebSocket's state.
+        self.writer = RawWriter(self._send_raw, self.lock, self.socket, None, raw)
 
     async def _send_raw(self, event: RawData) -> None:
         await self.write(event.data)
@@ -156,11 +164,15 @@ class _Detached:
             trio.ClosedResourceError: the connection was closed.
         """
         async with self.lock:
+            # While part of ``data`` may be on the wire, the fan-out writes nothing.
+            self.writer.busy = True
             try:
                 await self.socket.send_all(data)
             except trio.Cancelled:
                 await trio.aclose_forcefully(self.socket)
                 raise
+            finally:
+                self.writer.busy = False
 
     async def aclose(self) -> None:
         """Close the socket at once."""
@@ -172,7 +184,7 @@ class DetachedWebSocket(_Detached):
     """A subscriber's WebSocket taken over from Hypercorn, in the open state.
 
     Args:
-        socket: the connection.
+        raw: the connection's socket.
         connection: wsproto's server side of it (what it holds of a frame half received
             included).
         buffer: Hypercorn's buffer of a message received in fragments, with its size limit.
@@ -181,15 +193,20 @@ class DetachedWebSocket(_Detached):
     __slots__ = ("buffer", "connection")
 
     def __init__(
-        self, socket: trio.SocketStream, connection: Connection, buffer: WebsocketBuffer
+        self, raw: stdlib_socket.socket, connection: Connection, buffer: WebsocketBuffer
     ) -> None:
-        super().__init__(socket, self.is_open)
+        super().__init__(raw)
         self.connection = connection
         self.buffer = buffer
 
     def is_open(self) -> bool:
         """Whether data frames may still be sent (neither side has sent its close)."""
         return self.connection.state is ConnectionState.OPEN
+
+    def _state_changed(self) -> None:
+        """Tell the writer whether data frames may still be sent, after wsproto was given
+        an event to send or bytes received (nothing else changes its state)."""
+        self.writer.open = self.connection.state is ConnectionState.OPEN
 
     async def send_event(self, event: Event) -> None:
         """Send a control frame (a pong, a close) through wsproto, which follows the
@@ -198,6 +215,8 @@ class DetachedWebSocket(_Detached):
             data = self.connection.send(event)
         except LocalProtocolError:
             return
+        finally:
+            self._state_changed()
         await self.write(data)
 
     async def send_message(self, message: bytes) -> None:
@@ -226,7 +245,10 @@ class DetachedWebSocket(_Detached):
             if waiting.cancelled_caught:
                 return
             self.connection.receive_data(data or None)
+            self._state_changed()
             for event in self.connection.events():
+                # A close received is a change of state, made as it is read.
+                self._state_changed()
                 if isinstance(event, Message):
                     if self.connection.state is not ConnectionState.OPEN:
                         continue
@@ -260,9 +282,6 @@ class DetachedResponse(_Detached):
 
     __slots__ = ()
 
-    def __init__(self, socket: trio.SocketStream) -> None:
-        super().__init__(socket, None)
-
     async def finish(self, data: bytes) -> None:
         """Write ``data``'s chunk (if any) and the last chunk, which ends the response."""
         chunk = http_chunk(data) if data else b""
@@ -289,18 +308,18 @@ async def detach_websocket(websocket: Any) -> DetachedWebSocket | None:
         return None
     if stream.connection.state is not ConnectionState.OPEN:
         return None
-    socket = await _take_over_stream(stream)
-    if socket is None:
+    raw = await _take_over_stream(stream)
+    if raw is None:
         return None
     try:
         await hand_over_messages(stream.app_put)
     except BaseException:
-        await trio.aclose_forcefully(socket)
+        raw.close()
         raise
     # From here Hypercorn ignores what the app sends (Quart's close, the end of the app).
     stream.closed = True
     taken_over["websocket"] += 1
-    return DetachedWebSocket(socket, stream.connection, stream.buffer)
+    return DetachedWebSocket(raw, stream.connection, stream.buffer)
 
 
 async def detach_response() -> DetachedResponse | None:
@@ -310,14 +329,14 @@ async def detach_response() -> DetachedResponse | None:
     stream = http_stream()
     if stream is None or stream.closed:
         return None
-    socket = await _take_over_stream(stream)
-    if socket is None:
+    raw = await _take_over_stream(stream)
+    if raw is None:
         return None
     # The end of the body Quart sends next, and the end of the app, go nowhere.
     stream.closed = True
     stream.send = _ignored  # type: ignore[method-assign]
     taken_over["sse"] += 1
-    return DetachedResponse(socket)
+    return DetachedResponse(raw)
 
 
 def pipelined() -> bool:

@@ -78,7 +78,16 @@ class Batch:
             were chosen among others (filtered, cut).
     """
 
-    __slots__ = ("__weakref__", "_cache", "_selected", "events", "first", "frames", "last")
+    __slots__ = (
+        "__weakref__",
+        "_cache",
+        "_selected",
+        "count",
+        "events",
+        "first",
+        "frames",
+        "last",
+    )
 
     def __init__(self, frames: Sequence[Frame], events: EventRuns | None = None) -> None:
         self.frames = frames
@@ -96,11 +105,13 @@ class Batch:
         # that refers to itself is freed by the cycle collector only, which then walks
         # every tick's frames and events at once (tens of milliseconds, all clients
         # waiting).
+        #: ``len(self)``, read for every client of a tick.
+        self.count = len(frames)
         self._selected: dict[EventFilter, Batch | object | None] = {}
         self._cache: dict[Hashable, Any] = {}
 
     def __len__(self) -> int:
-        return len(self.frames)
+        return self.count
 
     def cached(self, key: Hashable, make: Callable[[], Any]) -> Any:
         """What ``make`` returns, computed once per batch for each ``key``."""

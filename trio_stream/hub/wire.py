@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeAlias, final
@@ -112,7 +113,7 @@ class RawWriter:
     Client.express`).
     """
 
-    __slots__ = ("_lock", "_open", "_send", "_sock", "_socket_stream")
+    __slots__ = ("_lock", "_now", "_open", "_send", "_sock", "_socket_stream", "busy", "open")
 
     def __init__(
         self,
@@ -120,17 +121,39 @@ class RawWriter:
         lock: trio.Lock | None,
         socket_stream: trio.SocketStream | None,
         is_open: Callable[[], bool] | None = None,
+        raw: socket.socket | None = None,
     ) -> None:
         self._send = send
         self._lock = lock
         self._socket_stream = socket_stream
         self._sock = socket_stream.socket if socket_stream is not None else None
         self._open = is_open
+        # A connection taken over (see :mod:`~trio_stream.hub.detach`) gives the standard
+        # library's socket under ``socket_stream``: its own non-blocking ``send`` is
+        # called, and its owner keeps ``busy`` (a write of its own under way) and
+        # ``open`` (data frames may still be written) instead of ``lock`` and
+        # ``is_open``. The fan-out calls :meth:`write_now` for each of thousands of
+        # clients per tick: a few attributes of this one object, rather than a lock's, a
+        # trio socket's and a protocol's, are most of what it then reads.
+        self._now = raw.send if raw is not None else None
+        self.busy = False
+        self.open = True
 
     def write_now(self, data: bytes) -> int:
         """Write what the socket takes of ``data`` at once: the count of bytes written, or
         -1 when nothing may be written now (a write under way, the connection closing,
         closed or broken), which the connection's own writer then sends or reports."""
+        now = self._now
+        if now is not None:
+            if self.busy or not self.open:
+                return -1
+            # A closed socket raises OSError (EBADF): its descriptor is never reused.
+            try:
+                return now(data)  # type: ignore[no-any-return]
+            except BlockingIOError:
+                return 0
+            except OSError:
+                return -1
         if self._sock is None or self._lock is None or self._lock.locked():
             return -1
         if self._open is not None and not self._open():
@@ -146,7 +169,7 @@ class RawWriter:
             return -1
 
     async def __call__(self, data: bytes) -> None:
-        if self._open is not None and not self._open():
+        if not self.open or (self._open is not None and not self._open()):
             # Once either side has sent its close frame, no data frame may follow (the
             # peer may be gone too).
             return
