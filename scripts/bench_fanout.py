@@ -141,6 +141,13 @@ class Tally:
                 bucket = max(0, int((now - seconds(stamp)) * BUCKETS_PER_SECOND))
                 latency[bucket] = latency.get(bucket, 0) + times
             return
+        if count == 1 and not design:
+            # The common case, one event: its stamp read inline.
+            at = data.find(TS_KEY) + len(TS_KEY)
+            stamp = float(data[at : at + TS_CHARS].partition(b",")[0])
+            bucket = max(0, int((now - stamp) * BUCKETS_PER_SECOND))
+            latency[bucket] = latency.get(bucket, 0) + 1
+            return
         key, chars = (ISO_KEY, ISO_CHARS) if design else (TS_KEY, TS_CHARS)
         at = data.find(key)
         while at >= 0:
@@ -163,8 +170,10 @@ def _offsets(data: bytes, key: bytes, end: bytes) -> tuple[int, int]:
     """The first and last offsets in ``data``, each following ``key`` up to ``end``."""
     start = data.index(key) + len(key)
     first = int(data[start : data.index(end, start)])
-    start = data.rindex(key) + len(key)
-    return first, int(data[start : data.index(end, start)])
+    last = data.rindex(key) + len(key)
+    if last == start:
+        return first, first
+    return first, int(data[last : data.index(end, last)])
 
 
 # -- the subscriber processes ----------------------------------------------------------
