@@ -239,11 +239,17 @@ class DetachedWebSocket(_Detached):
         """
         closing_at = math.inf
         while True:
-            # After a close of ours the peer has CLOSE_WAIT to answer it.
-            with trio.move_on_at(closing_at) as waiting:
+            if closing_at == math.inf:
+                # No cancel scope for each read of an idle connection: its objects would
+                # be made again each time the client speaks (a ping after each heartbeat
+                # of thousands of clients), and the collector walks what they leave.
                 data = await self.socket.receive_some(MAX_RECV)
-            if waiting.cancelled_caught:
-                return
+            else:
+                # After a close of ours the peer has CLOSE_WAIT to answer it.
+                with trio.move_on_at(closing_at) as waiting:
+                    data = await self.socket.receive_some(MAX_RECV)
+                if waiting.cancelled_caught:
+                    return
             self.connection.receive_data(data or None)
             self._state_changed()
             for event in self.connection.events():
