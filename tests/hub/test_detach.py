@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import types
 from typing import Any
 
 import httpx
@@ -13,6 +14,7 @@ import orjson
 import pytest
 import trio
 import trio.testing
+from hypercorn.events import RawData
 from hypercorn.protocol.ws_stream import WebsocketBuffer
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,6 +23,7 @@ from wsproto.connection import Connection
 from wsproto.events import (
     AcceptConnection,
     CloseConnection,
+    Ping,
     RejectConnection,
     RejectData,
     Request,
@@ -29,7 +32,7 @@ from wsproto.events import (
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import FrameProtocol
 
-from trio_stream.hub import detach, wire
+from trio_stream.hub import detach, patches, wire
 from trio_stream.hub.config import HubConfig, Listen
 from trio_stream.hub.server import ServedHub, serve_hub
 from trio_stream.hub.sse import SSEParser
@@ -348,6 +351,51 @@ async def test_the_fan_out_writes_nothing_inside_a_frame_being_written() -> None
     await detached.aclose()
     assert detached.writer.write_now(tick) == -1
     await peer.aclose()
+
+
+async def test_a_frame_the_fan_out_began_is_finished_before_a_control_frame() -> None:
+    # The fan-out wrote part of a tick's frame (the socket was nearly full) and left the
+    # rest to the connection's writer task; the reader answers a ping meanwhile: its pong
+    # goes after the rest, not inside the frame.
+    ours, theirs = socket.socketpair()
+    detached = detach.DetachedWebSocket(
+        ours, Connection(ConnectionType.SERVER), WebsocketBuffer(1000)
+    )
+    frame = wire.ws_frame(b"y" * 300)
+    ours.send(frame[:40])
+    rest = [frame[40:]]
+    detached.writer.rest = lambda: rest.pop() if rest else b""
+    await detached.send_event(Ping(b"p").response())
+    await detached.send_event(CloseConnection(1000, "bye"))
+    await detached.aclose()
+    data = b""
+    while chunk := theirs.recv(1 << 16):
+        data += chunk
+    pong = b"\x8a\x01p"
+    assert data.startswith(frame + pong)
+    assert data[len(frame) + len(pong)] == 0x88
+    theirs.close()
+
+
+async def test_hypercorns_own_writes_finish_a_frame_the_fan_out_began_first() -> None:
+    # On a connection Hypercorn still serves, its pong or close goes through its locked
+    # write (patches._protocol_send), which sends the rest of the fan-out's frame first.
+    ours, theirs = socket.socketpair()
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+    frame = wire.ws_frame(b"z" * 300)
+    await stream.send_all(frame[:50])
+    rest = [frame[50:]]
+    writer = wire.RawWriter(stream.send_all, trio.Lock(), stream)
+    writer.rest = lambda: rest.pop() if rest else b""
+    server = types.SimpleNamespace(send_lock=trio.Lock(), stream=stream, _tstream_writer=writer)
+    await patches._protocol_send(server, RawData(data=b"\x8a\x00"))  # type: ignore[arg-type]
+    await patches._protocol_send(server, RawData(data=b"\x8a\x00"))  # type: ignore[arg-type]
+    await stream.aclose()
+    data = b""
+    while chunk := theirs.recv(1 << 16):
+        data += chunk
+    assert data == frame + b"\x8a\x00\x8a\x00"
+    theirs.close()
 
 
 async def test_no_data_frame_is_written_after_either_sides_close() -> None:

@@ -204,6 +204,7 @@ class Client:
         """
         self.express_writer = writer
         self.express_encoding = encoding
+        writer.rest = self.take_unsent
 
     def take_unsent(self) -> bytes:
         """The rest of a frame the fan-out began to write (to be sent first)."""

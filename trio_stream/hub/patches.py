@@ -225,8 +225,13 @@ async def _protocol_send(self: TCPServer, event: Event) -> None:
         await _original_protocol_send(self, event)
         return
     async with self.send_lock:
+        data = event.data
+        writer = self._tstream_writer  # type: ignore[attr-defined]
+        if writer is not None and writer.rest is not None:
+            # The rest of a frame the fan-out began goes first (see RawWriter.rest).
+            data = writer.rest() + data
         try:
-            await self.stream.send_all(event.data)
+            await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             await self.protocol.handle(Closed())
         except trio.Cancelled:
@@ -373,3 +378,5 @@ def install() -> None:
     TCPServer._tstream_read = None  # type: ignore[attr-defined]
     TCPServer._tstream_takeover = None  # type: ignore[attr-defined]
     TCPServer._tstream_parked = False  # type: ignore[attr-defined]
+    # The fan-out's writer of the connection, whose rest of a frame goes first.
+    TCPServer._tstream_writer = None  # type: ignore[attr-defined]

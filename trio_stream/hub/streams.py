@@ -302,6 +302,9 @@ class Stream:
 
     def detach(self, client: Client) -> None:
         """``client`` is gone."""
+        if client.express_writer is not None:
+            # It and its writer refer to each other: freed without the cycle collector.
+            client.express_writer.rest = None
         self.broker.alarms.cancel(client)
         self.live.pop(client.id, None)
         if self.clients.pop(client.id, None) is not None:

@@ -113,7 +113,17 @@ class RawWriter:
     Client.express`).
     """
 
-    __slots__ = ("_lock", "_now", "_open", "_send", "_sock", "_socket_stream", "busy", "open")
+    __slots__ = (
+        "_lock",
+        "_now",
+        "_open",
+        "_send",
+        "_sock",
+        "_socket_stream",
+        "busy",
+        "open",
+        "rest",
+    )
 
     def __init__(
         self,
@@ -138,6 +148,11 @@ class RawWriter:
         self._now = raw.send if raw is not None else None
         self.busy = False
         self.open = True
+        # What takes the rest of a frame the fan-out began with :meth:`write_now` and
+        # left to the connection's writer task (its client's ``take_unsent``): the
+        # connection's own locked write sends it first, so that a control frame written
+        # by another task (a pong, a close) never lands inside that frame.
+        self.rest: Callable[[], bytes] | None = None
 
     def write_now(self, data: bytes) -> int:
         """Write what the socket takes of ``data`` at once: the count of bytes written, or
@@ -248,7 +263,10 @@ def _connection_send(stream: Any, is_open: Callable[[], bool] | None = None) -> 
     socket_stream = plain_socket_of(server)
     if socket_stream is None:
         return RawWriter(protocol.send, None, None, is_open)
-    return RawWriter(protocol.send, server.send_lock, socket_stream, is_open)
+    writer = RawWriter(protocol.send, server.send_lock, socket_stream, is_open)
+    # The connection's locked write (patches._protocol_send) sends its rest first.
+    server._tstream_writer = writer
+    return writer
 
 
 def websocket_raw_send(websocket: Any, deflate: bool) -> RawWriter | None:
