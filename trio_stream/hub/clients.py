@@ -248,17 +248,19 @@ class Client:
         to send before a tick's events (no rest of a frame, no answer, command or replay
         waiting, no catching up); None when it has, or there is no direct writer."""
         writer, encoding = self.express_writer, self.express_encoding
-        if (
-            writer is None
-            or encoding is None
-            or self.unsent
+        if writer is None or encoding is None or self._held_back():
+            return None
+        return writer, encoding
+
+    def _held_back(self) -> bool:
+        """Whether the writer task has something to send before a tick's events."""
+        return bool(
+            self.unsent
             or self.control
             or self.commands
             or self.replays
             or self.catching_up is not None
-        ):
-            return None
-        return writer, encoding
+        )
 
     def _write_direct(self, writer: RawWriter, frame: bytes) -> bool:
         """Write what the socket takes of ``frame`` at once; False when nothing could be
@@ -288,15 +290,7 @@ class Client:
         """
         # What _direct and _write_direct do, inline: this runs once per client per tick.
         writer, encoding = self.express_writer, self.express_encoding
-        if (
-            writer is None
-            or encoding is None
-            or self.unsent
-            or self.control
-            or self.commands
-            or self.replays
-            or self.catching_up is not None
-        ):
+        if writer is None or encoding is None or self._held_back():
             return False
         if selected is None:
             self.queued = last
