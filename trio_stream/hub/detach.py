@@ -204,13 +204,10 @@ class DetachedWebSocket(_Detached):
         self.connection = connection
         self.buffer = buffer
 
-    def is_open(self) -> bool:
-        """Whether data frames may still be sent (neither side has sent its close)."""
-        return self.connection.state is ConnectionState.OPEN
-
     def _state_changed(self) -> None:
-        """Tell the writer whether data frames may still be sent, after wsproto was given
-        an event to send or bytes received (nothing else changes its state)."""
+        """Tell the writer whether data frames may still be sent (neither side has sent
+        its close), after wsproto was given an event to send or bytes received (nothing
+        else changes its state)."""
         self.writer.open = self.connection.state is ConnectionState.OPEN
 
     async def send_event(self, event: Event) -> None:
