@@ -167,12 +167,9 @@ class _Detached:
             # While part of ``data`` may be on the wire, the fan-out writes nothing.
             self.writer.busy = True
             try:
-                rest = self.writer.rest
-                if rest is not None:
-                    # A frame the fan-out could only begin is finished first: a pong or a
-                    # close of the reader must not land inside it.
-                    data = rest() + data
-                await self.socket.send_all(data)
+                # A frame the fan-out could only begin is finished first: a pong or a
+                # close of the reader must not land inside it.
+                await self.socket.send_all(self.writer.after_rest(data))
             except trio.Cancelled:
                 await trio.aclose_forcefully(self.socket)
                 raise

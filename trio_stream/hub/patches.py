@@ -227,9 +227,9 @@ async def _protocol_send(self: TCPServer, event: Event) -> None:
     async with self.send_lock:
         data = event.data
         writer = self._tstream_writer  # type: ignore[attr-defined]
-        if writer is not None and writer.rest is not None:
+        if writer is not None:
             # The rest of a frame the fan-out began goes first (see RawWriter.rest).
-            data = writer.rest() + data
+            data = writer.after_rest(data)
         try:
             await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):

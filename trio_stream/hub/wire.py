@@ -154,6 +154,12 @@ class RawWriter:
         # by another task (a pong, a close) never lands inside that frame.
         self.rest: Callable[[], bytes] | None = None
 
+    def after_rest(self, data: bytes) -> bytes:
+        """``data`` behind the rest of a frame the fan-out began (see :attr:`rest`): what
+        the connection's own locked write sends."""
+        rest = self.rest
+        return data if rest is None else rest() + data
+
     def write_now(self, data: bytes) -> int:
         """Write what the socket takes of ``data`` at once: the count of bytes written, or
         -1 when nothing may be written now (a write under way, the connection closing,
