@@ -205,6 +205,10 @@ def test_terminal_lines_read_together_are_held_as_one_text(lazy):
     assert lines.written() == b"a\x0bb\r\n\r\nc\xc2\x85d\r\n"
     # A lone "\r" or "\n" is a line ending of its own: not one text.
     assert splitter.feed_lines(b"\nf\rg\r\n", lazy=lazy).joined_text() is None
+    # Also when the lone ones alternate as the ends of "\r\n" lines would.
+    lines = LineSplitter().feed_lines(b"x\ra\n\r\n", lazy=lazy)
+    assert lines.joined_text() is None
+    assert list(lines) == [Line("x", "\r"), Line("a", "\n"), Line("", "\r\n")]
 
 
 def test_lines_that_are_not_whole_and_valid_are_not_held_as_one_text():

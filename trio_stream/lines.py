@@ -270,6 +270,11 @@ class _Builder:
         )
 
 
+# Every byte but the two of line endings: what bytes.translate deletes to leave a read's
+# line endings in order.
+_NOT_LINE_ENDS: Final = bytes(b for b in range(256) if b not in b"\r\n")
+
+
 def _decode_head(buf: bytes, end: int) -> str:
     """``buf[:end]`` decoded from UTF-8, read in place: slicing a read's bytes first copied
     them into one more large allocation before their text was made.
@@ -389,16 +394,22 @@ class LineSplitter:
         cr = buf.find(b"\r", last + 1)
         if cr != -1 and cr != len(buf) - 1:
             return None
+        # Every "\r" and "\n" is part of a "\r\n": a lone one ends a line of its own. The
+        # read's line endings (every other byte deleted by bytes.translate, the held "\r"
+        # aside) are then "\r\n" repeated, and as many "\r\n" are in the read. One pass
+        # over the bytes and one count cost four fifths of three counts of the text.
+        ends = buf.translate(None, _NOT_LINE_ENDS)
+        if cr != -1:
+            ends = ends[:-1]
+        count = len(ends) >> 1
+        if ends != b"\r\n" * count or buf.count(b"\r\n") != count:
+            return None
         try:
             text = _decode_head(buf, last + 1)
         except UnicodeDecodeError:
             return None
         joined = text[:-2]
         texts = None if lazy else joined.split("\r\n")
-        count = text.count("\r\n") if texts is None else len(texts)
-        # Every "\r" and "\n" is part of a "\r\n": a lone one ends a line of its own.
-        if text.count("\n") != count or text.count("\r") != count:
-            return None
         if last > limit and not all(len(t) * 4 <= limit for t in texts or joined.split("\r\n")):
             return None
         self._buf = buf[last + 1 :]

@@ -18,6 +18,7 @@ from trio_stream.store import (
     chunks,
     open_store,
 )
+from trio_stream.store import segments
 from trio_stream.store import sqlite as sqlite_store
 from trio_stream.store.query import read_batches
 from trio_stream.store.sqlite import APPLICATION_ID, PAGE_SIZE, SCHEMA_VERSION, SQLiteStore
@@ -205,22 +206,69 @@ async def test_newer_schema_is_refused_not_rewritten(db):
     assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
 
 
-@pytest.mark.parametrize("version", [1, 2])
-async def test_an_older_store_is_upgraded_and_keeps_its_history(db, version):
-    # Schema 1 stores held every line as an array (what a list of events is still stored
-    # as); schema 2 readers do not know lines held as one text, and the version they
-    # find after the upgrade stops them.
-    async with open_store(db) as store:
-        await store.create_session(SessionInfo("s"))
-        await store.append("s", list(lines("s", 0, ["a", "b"])))
-    conn = sqlite3.connect(db)
-    conn.execute(f"PRAGMA user_version = {version}")
-    conn.commit()
+def stored_bodies(path):
+    """Every chunk's body, read from its row or from the segment file the row names."""
+    conn = sqlite3.connect(path)
+    bodies = []
+    for body, segment, offset, length in conn.execute(
+        "SELECT body, segment, segment_offset, segment_length FROM chunks ORDER BY rowid"
+    ):
+        if segment is not None:
+            data = (path.parent / f"{path.name}-chunks" / f"{segment:08d}").read_bytes()
+            body = data[offset : offset + length]
+            assert len(body) == length
+        bodies.append(body)
     conn.close()
+    return bodies
+
+
+def older_store(path, version, texts):
+    """A store as tstream wrote it at schema ``version``: its tables, marks and one
+    session holding ``texts``, in a chunk of lines as arrays (the form every schema reads)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("BEGIN")
+    for target in range(1, version + 1):
+        for statement in sqlite_store.MIGRATIONS[target]:
+            conn.execute(statement)
+    conn.execute("INSERT INTO meta (key, value) VALUES ('epoch', 'e')")
+    conn.execute(
+        "INSERT INTO sessions (sid, id, command, cwd, status, created, last_activity, "
+        "metadata, tags, events, last_offset, host) "
+        "VALUES (1, 's', '[]', '/', 'completed', 1, 1, '{}', '[]', ?, ?, 'h')",
+        (len(texts), len(texts) - 1),
+    )
+    events = list(lines("s", 0, texts))
+    conn.execute(
+        "INSERT INTO chunks (sid, first_offset, last_offset, events, min_ts, max_ts, body) "
+        "VALUES (1, 0, ?, ?, 0, 0, ?)",
+        (len(texts) - 1, len(texts), chunks.encode(events)),
+    )
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute(f"PRAGMA user_version = {version}")
+    conn.execute("COMMIT")
+    conn.close()
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+async def test_an_older_store_is_upgraded_and_keeps_its_history(db, version, monkeypatch):
+    # Schema 1 stores held every line as an array (what a list of events is still stored
+    # as); schema 2 readers do not know lines held as one text, schema 3 readers chunks
+    # kept in segment files, and the version they find after the upgrade stops them.
+    monkeypatch.setattr(segments, "EXTERNAL_BYTES", 1000)
+    older_store(db, version, ["a", "b"])
     async with open_store(db) as store:
         await store.append("s", lines("s", 2, ["c"]))
-        assert [e.data.text for e in await store.read("s")] == ["a", "b", "c"]
+        await store.append("s", lines("s", 3, ["d" * 2000]))
+        texts = [e.data.text for e in await store.read("s")]
+        assert texts == ["a", "b", "c", "d" * 2000]
     assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    # The last write went to a segment.
+    assert [row[0] for row in sqlite3.connect(db).execute("SELECT segment FROM chunks")] == [
+        None,
+        None,
+        1,
+    ]
 
 
 async def test_lines_read_together_are_recorded_as_one_text_and_read_back(db):
@@ -233,11 +281,9 @@ async def test_lines_read_together_are_recorded_as_one_text_and_read_back(db):
         await run_session([sys.executable, "-c", program], config)
         texts = [e.data.text for e in await store.read("many") if e.type is EventType.OUTPUT]
         assert texts == [f"{n:>80}" for n in range(50000)]
-    conn = sqlite3.connect(db)
-    bodies = [body for (body,) in conn.execute("SELECT body FROM chunks")]
+    bodies = stored_bodies(db)
     assert all(b'"x"' not in body for body in bodies)
     assert sum(body.count(b'"j"') for body in bodies) >= 50000 * 81 // (256 * 1024)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
 
 
 def test_stores_created_at_once_by_several_processes_all_open(tmp_path):

@@ -54,7 +54,7 @@ import trio
 
 from ..batches import EventRuns
 from ..events import Event, EventValidationError, converter
-from . import chunks
+from . import chunks, segments
 from . import query as q
 from .base import (
     AmbiguousSessionError,
@@ -69,7 +69,7 @@ from .base import (
 from .retention import SessionPruning
 from .sessions import apply_changes, check_batch, new_session, process_alive, process_start_time
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 APPLICATION_ID: Final = 0x74737472  # "tstr": marks a database as a tstream store
 DEFAULT_BUSY_TIMEOUT: Final = 15.0
 READ_CONNECTIONS: Final = 4
@@ -130,6 +130,14 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     # Chunks may hold lines read together as one text (see chunks.py), which schema 2
     # readers cannot read.
     3: (),
+    # A chunk's body may be kept in a segment file beside the database (see segments.py):
+    # the row names the segment, the offset and the length, and its body is empty.
+    4: (
+        "ALTER TABLE chunks ADD COLUMN segment INTEGER",
+        "ALTER TABLE chunks ADD COLUMN segment_offset INTEGER",
+        "ALTER TABLE chunks ADD COLUMN segment_length INTEGER",
+        "CREATE INDEX chunks_by_segment ON chunks (segment) WHERE segment IS NOT NULL",
+    ),
 }
 
 _SESSION_COLUMNS: Final = (
@@ -137,9 +145,11 @@ _SESSION_COLUMNS: Final = (
     "workflow_session_id, metadata, tags, events, last_offset, pid, host"
 )
 _INSERT_CHUNK: Final = (
-    "INSERT INTO chunks (sid, first_offset, last_offset, events, min_ts, max_ts, body) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO chunks (sid, first_offset, last_offset, events, min_ts, max_ts, body, "
+    "segment, segment_offset, segment_length) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# A chunk's body as SegmentReader.body takes it.
+_BODY: Final = "body, segment, segment_offset, segment_length"
 
 
 def _row_session(row: tuple[Any, ...]) -> SessionInfo:
@@ -220,6 +230,12 @@ class SQLiteStore(SessionPruning):
         # SQLite's included, and another process would then take the database for its own
         # and remove the WAL this one still writes to.
         self._sync_fd: int | None = None
+        # Large writes keep their chunks in segment files (see segments.py), once the
+        # database is known to be a file of its own.
+        self._external = False
+        self._segments = segments.SegmentWriter(path)
+        # Segments that the running write transaction freed: removed once it commits.
+        self._freed: list[int] = []
 
     @classmethod
     async def open(cls, path: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> SQLiteStore:
@@ -302,6 +318,7 @@ class SQLiteStore(SessionPruning):
             lambda: conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
         )
         self._epoch = row[0]
+        self._external = os.path.isfile(self.path)
 
     def _switch_to_wal(self, conn: sqlite3.Connection) -> str:
         """``PRAGMA journal_mode = WAL``, tried again while another process holds the file.
@@ -401,6 +418,7 @@ class SQLiteStore(SessionPruning):
                 # not at every transaction.
                 whole = self._checkpoint_sync(conn)
                 self._wal_bytes = 0 if whole else WAL_LIMIT_BYTES - CHECKPOINT_BYTES
+            self._freed = []
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(conn)
@@ -409,6 +427,8 @@ class SQLiteStore(SessionPruning):
                     conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+            if self._freed:
+                segments.remove(self.path, self._freed)
             return result
 
         async with self._write_lock:
@@ -578,11 +598,20 @@ class SQLiteStore(SessionPruning):
 
         return await self._write(update)
 
-    @staticmethod
-    def _destroy(conn: sqlite3.Connection, sids: list[int]) -> None:
+    def _destroy(self, conn: sqlite3.Connection, sids: list[int]) -> None:
         """Delete the sessions ``sids`` and their events."""
-        conn.executemany("DELETE FROM chunks WHERE sid = ?", [(sid,) for sid in sids])
+        self._delete_chunks(conn, "sid = ?", [(sid,) for sid in sids])
         conn.executemany("DELETE FROM sessions WHERE sid = ?", [(sid,) for sid in sids])
+
+    def _delete_chunks(self, conn: sqlite3.Connection, where: str, params: list[Any]) -> None:
+        """Delete the chunks matching ``where`` for each of ``params``; the segments that
+        no row names any more are removed once the transaction commits."""
+        named: set[int] = set()
+        for values in params:
+            named |= segments.segments_of(conn, where, values)
+        conn.executemany(f"DELETE FROM chunks WHERE {where}", params)
+        if named:
+            self._freed += segments.unreferenced(conn, named)
 
     async def destroy_session(self, session_id: str) -> None:
         await self._write(lambda conn: self._destroy(conn, [self._sid(conn, session_id)]))
@@ -636,20 +665,31 @@ class SQLiteStore(SessionPruning):
             if first <= stored:
                 raise OffsetConflictError(session_id, first, stored)
             rows = []
+            bodies = []
             for piece in chunks.split(events):
                 oldest, newest_ts = chunks.stamps(piece)
-                rows.append(
-                    (
-                        sid,
-                        *chunks.span(piece),
-                        len(piece),
-                        oldest,
-                        newest_ts,
-                        chunks.encode(piece, joined=True),
-                    )
+                rows.append((sid, *chunks.span(piece), len(piece), oldest, newest_ts))
+                bodies.append(chunks.encode(piece, joined=True))
+            size = sum(map(len, bodies))
+            if self._external and size >= segments.EXTERNAL_BYTES:
+                # A burst: its chunks go to a segment, synced before the rows commit.
+                number, offsets = self._segments.write(conn, bodies)
+                conn.executemany(
+                    _INSERT_CHUNK,
+                    [
+                        (*row, b"", number, offset, len(body))
+                        for row, body, offset in zip(rows, bodies, offsets, strict=True)
+                    ],
                 )
-            conn.executemany(_INSERT_CHUNK, rows)
-            written = sum(len(row[-1]) for row in rows)
+            else:
+                conn.executemany(
+                    _INSERT_CHUNK,
+                    [
+                        (*row, body, None, None, None)
+                        for row, body in zip(rows, bodies, strict=True)
+                    ],
+                )
+                written = size
             conn.execute(
                 "UPDATE sessions SET events = events + ?, last_offset = ?, "
                 "last_activity = max(last_activity, ?) WHERE sid = ?",
@@ -661,6 +701,7 @@ class SQLiteStore(SessionPruning):
     @staticmethod
     def _scan(
         conn: sqlite3.Connection,
+        reader: segments.SegmentReader,
         session_id: str,
         query: HistoryQuery,
         *,
@@ -673,7 +714,7 @@ class SQLiteStore(SessionPruning):
         thrown away).
         """
         sid = SQLiteStore._sid(conn, session_id)
-        sql = "SELECT body FROM chunks WHERE sid = ? AND last_offset > ?"
+        sql = f"SELECT {_BODY} FROM chunks WHERE sid = ? AND last_offset > ?"
         params: list[Any] = [sid, query.after]
         # Chunks entirely outside the time range are skipped without decoding them.
         if query.start_time is not None:
@@ -684,27 +725,39 @@ class SQLiteStore(SessionPruning):
             params.append(query.end_time)
         sql += " ORDER BY last_offset DESC" if newest_first else " ORDER BY last_offset"
         predicate = q.matcher(query)
-        for (body,) in conn.execute(sql, params):
+        for row in conn.execute(sql, params):
             limit = wanted if predicate is None and not newest_first else None
-            events = chunks.decode(session_id, body, query.after, limit)
+            events = chunks.decode(session_id, reader.body(*row), query.after, limit)
             if newest_first:
                 events.reverse()
             yield events if predicate is None else [e for e in events if predicate(e)]
 
+    def _read_sync(
+        self, conn: sqlite3.Connection, session_id: str, query: HistoryQuery
+    ) -> list[Event]:
+        with segments.SegmentReader(self.path) as reader:
+            return self._select(conn, reader, session_id, query)
+
     @staticmethod
-    def _read_sync(conn: sqlite3.Connection, session_id: str, query: HistoryQuery) -> list[Event]:
+    def _select(
+        conn: sqlite3.Connection,
+        reader: segments.SegmentReader,
+        session_id: str,
+        query: HistoryQuery,
+    ) -> list[Event]:
         if query.last is None:
             wanted = None if query.limit is None else query.skip + query.limit
             found: list[Event] = []
             if wanted != 0:
-                for events in SQLiteStore._scan(conn, session_id, query, wanted=wanted):
+                for events in SQLiteStore._scan(conn, reader, session_id, query, wanted=wanted):
                     found.extend(events)
                     if wanted is not None and len(found) >= wanted:
                         break
         else:
             found = []
             if query.last > 0:
-                for events in SQLiteStore._scan(conn, session_id, query, newest_first=True):
+                scan = SQLiteStore._scan(conn, reader, session_id, query, newest_first=True)
+                for events in scan:
                     found.extend(events)
                     if len(found) >= query.last:
                         break
@@ -748,18 +801,19 @@ class SQLiteStore(SessionPruning):
         """The chunks holding about ``limit`` events after ``after``, in order."""
         sid = self._sid(conn, session_id)
         rows = conn.execute(
-            "SELECT body, first_offset, last_offset FROM chunks "
+            f"SELECT {_BODY}, first_offset, last_offset FROM chunks "
             "WHERE sid = ? AND last_offset > ? ORDER BY last_offset",
             (sid, after),
         )
         bodies: list[bytes] = []
         count = 0
-        for body, first, last in rows:
-            bodies.append(body)
-            # A chunk's offsets are consecutive; the first one may start before after.
-            count += last - max(first, after + 1) + 1
-            if count >= limit:
-                break
+        with segments.SegmentReader(self.path) as reader:
+            for *body, first, last in rows:
+                bodies.append(reader.body(*body))
+                # A chunk's offsets are consecutive; the first one may start before after.
+                count += last - max(first, after + 1) + 1
+                if count >= limit:
+                    break
         return bodies
 
     async def count(self, session_id: str, query: HistoryQuery = HistoryQuery()) -> int:
@@ -783,13 +837,12 @@ class SQLiteStore(SessionPruning):
     async def clear(self, session_id: str) -> None:
         def clear(conn: sqlite3.Connection) -> None:
             sid = self._sid(conn, session_id)
-            conn.execute("DELETE FROM chunks WHERE sid = ?", (sid,))
+            self._delete_chunks(conn, "sid = ?", [(sid,)])
             conn.execute("UPDATE sessions SET events = 0 WHERE sid = ?", (sid,))
 
         await self._write(clear)
 
-    @staticmethod
-    def _compact(conn: sqlite3.Connection, sid: int, keep_last: int) -> int:
+    def _compact(self, conn: sqlite3.Connection, sid: int, keep_last: int) -> int:
         total = conn.execute("SELECT events FROM sessions WHERE sid = ?", (sid,)).fetchone()[0]
         excess = total - keep_last
         if excess <= 0:
@@ -808,16 +861,22 @@ class SQLiteStore(SessionPruning):
             else:
                 boundary = (rowid, excess - removed)
                 break
-        conn.executemany("DELETE FROM chunks WHERE rowid = ?", doomed)
+        self._delete_chunks(conn, "rowid = ?", doomed)
         if boundary is not None:
             rowid, drop = boundary
-            (body,) = conn.execute("SELECT body FROM chunks WHERE rowid = ?", (rowid,)).fetchone()
+            row = conn.execute(f"SELECT {_BODY} FROM chunks WHERE rowid = ?", (rowid,)).fetchone()
+            with segments.SegmentReader(self.path) as reader:
+                body = reader.body(*row)
             body, first, count, min_ts, max_ts = chunks.trim(body, drop)
+            # What is left of the chunk is kept in its row.
             conn.execute(
                 "UPDATE chunks SET body = ?, first_offset = ?, events = ?, min_ts = ?, "
-                "max_ts = ? WHERE rowid = ?",
+                "max_ts = ?, segment = NULL, segment_offset = NULL, segment_length = NULL "
+                "WHERE rowid = ?",
                 (body, first, count, min_ts, max_ts, rowid),
             )
+            if row[1] is not None:
+                self._freed += segments.unreferenced(conn, [row[1]])
             removed += drop
         conn.execute("UPDATE sessions SET events = events - ? WHERE sid = ?", (removed, sid))
         return removed
@@ -869,6 +928,7 @@ class SQLiteStore(SessionPruning):
                 # what one threshold's worth of commits wrote).
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(done.wait)
+            self._segments.close()
             connections = [self._checkpointer] if self._checkpointer else []
             connections += self._all_readers
             # The writer last: closing the last connection checkpoints what is left.
