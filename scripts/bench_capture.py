@@ -30,6 +30,7 @@ import os
 import random
 import resource
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -162,7 +163,11 @@ def tstream_run(options: list[str], command: list[str], store: Path) -> None:
         )
     finally:
         for path in store.parent.glob(store.name + "*"):
-            path.unlink()
+            if path.is_dir():
+                # Its segment files (the chunks of large writes).
+                shutil.rmtree(path)
+            else:
+                path.unlink()
 
 
 def script_pty(command: list[str]) -> None:

@@ -116,7 +116,9 @@ def test_redacted_secrets_never_reach_the_events_or_the_store(env, tmp_path):
     assert secret.encode() not in done.stdout
     texts = [e.data.text for e in events_of(done) if e.type is EventType.OUTPUT]
     assert sorted(texts) == ["login token=[REDACTED] ok", "token=[REDACTED]"]
-    stored = b"".join(p.read_bytes() for p in tmp_path.glob("tstream.db*"))
+    files = [p for p in tmp_path.glob("tstream.db*") if p.is_file()]
+    files += tmp_path.glob("tstream.db-chunks/*")
+    stored = b"".join(p.read_bytes() for p in files)
     assert b"[REDACTED]" in stored
     assert secret.encode() not in stored
 

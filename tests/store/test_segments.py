@@ -69,8 +69,8 @@ async def test_a_burst_is_written_once_to_a_segment_and_read_back(db):
             "small",
         ]
         assert texts_of(await store.read("s", HistoryQuery(last=2))) == [texts[-1], "small"]
-        assert len((await store.read_runs("s", after=-1, limit=30_000))) == 20_001
-        assert len((await store.read_rows("s", after=9_999, limit=30_000))) == 10_001
+        assert len(await store.read_runs("s", after=-1, limit=30_000)) == 20_001
+        assert len(await store.read_rows("s", after=9_999, limit=30_000)) == 10_001
 
 
 async def test_the_segment_is_synced_before_its_rows_commit(db, small, monkeypatch):
@@ -106,8 +106,8 @@ async def test_segments_roll_over_and_reads_cross_them(db, small):
             await store.append("s", lines("s", n * 10, batch))
             expected += batch
         assert texts_of(await store.read("s")) == expected
-        assert texts_of(await store.read("s", HistoryQuery(after=54, limit=20))) == (
-            expected[55:75]
+        assert (
+            texts_of(await store.read("s", HistoryQuery(after=54, limit=20))) == (expected[55:75])
         )
         assert texts_of(await store.read("s", HistoryQuery(last=25))) == expected[-25:]
     # About 4 KB a write, at most 10 KB a segment: two writes each.
@@ -177,7 +177,7 @@ async def test_a_missing_or_cut_segment_is_a_clear_error(db, small):
         with pytest.raises(StoreError, match="00000001 ends before the recorded events"):
             await store.read("s")
         segment.unlink()
-        with pytest.raises(StoreError, match="cannot read recorded events from .*00000001"):
+        with pytest.raises(StoreError, match=r"cannot read recorded events from .*00000001"):
             await store.read_runs("s")
 
 

@@ -17,8 +17,8 @@ from trio_stream.store import (
     StoreError,
     chunks,
     open_store,
+    segments,
 )
-from trio_stream.store import segments
 from trio_stream.store import sqlite as sqlite_store
 from trio_stream.store.query import read_batches
 from trio_stream.store.sqlite import APPLICATION_ID, PAGE_SIZE, SCHEMA_VERSION, SQLiteStore

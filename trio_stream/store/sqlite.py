@@ -6,6 +6,11 @@ Layout and rules:
   transaction (``BEGIN IMMEDIATE``) run behind :func:`trio.to_thread.run_sync`. A batch of
   events becomes a few rows of up to 1000 events each (:mod:`.chunks`) and one commit, so a
   session costs one transaction per recorder flush and one row per thousand lines.
+* The chunks of a large write (a burst of output, at least
+  :data:`~trio_stream.store.segments.EXTERNAL_BYTES`) are not written into the database:
+  they are appended to a segment file beside it, synced before the transaction that adds
+  their rows commits, and each row names where its body is (:mod:`.segments`). Through the
+  WAL they were written, and synced, twice.
 * Reads use their own connections (a small pool), so they run while a write is in
   progress: WAL lets readers see the last committed state without waiting.
 * Connections are created with ``check_same_thread=False`` because trio's worker threads
