@@ -152,6 +152,26 @@ async def test_segments_no_row_names_are_removed_and_the_current_one_is_kept(db,
         assert segment_files(db) == ["00000012", "00000013"]
 
 
+async def test_a_segment_that_cannot_be_removed_only_keeps_its_space(
+    db, small, monkeypatch, caplog
+):
+    def refused(path):
+        raise PermissionError(13, "Permission denied", path)
+
+    async with open_store(db) as store:
+        for sid in ("a", "b"):
+            await store.create_session(SessionInfo(sid))
+            for n in range(4):
+                await store.append(sid, lines(sid, n * 10, [sid * 300] * 10))
+        before = segment_files(db)
+        monkeypatch.setattr(segments.os, "unlink", refused)
+        await store.destroy_session("a")
+        assert segment_files(db) == before
+        assert "cannot remove" in caplog.text and "Permission denied" in caplog.text
+        assert texts_of(await store.read("b")) == ["b" * 300] * 40
+        assert await store.list_sessions() and await store.count("b") == 40
+
+
 async def test_pruning_removes_the_segments_of_the_sessions_it_removes(db, small):
     async with open_store(db) as store:
         for sid in ("old", "new"):

@@ -24,6 +24,7 @@ writes (a command printing now and then) keep their chunks in the database, as b
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -38,6 +39,8 @@ EXTERNAL_BYTES: Final = 1 << 20
 # A segment holding this many bytes is left for a new one (a single larger write goes
 # to a segment of its own).
 SEGMENT_BYTES: Final = 64 << 20
+
+logger = logging.getLogger(__name__)
 
 
 def directory_of(store_path: str) -> str:
@@ -108,8 +111,7 @@ class SegmentWriter:
                 f"store {self.store_path}: cannot write recorded events to {path}: "
                 f"{exc.strerror or exc}"
             ) from None
-        offsets = [end, *accumulate((len(body) for body in bodies[:-1]), initial=end)][1:]
-        return number, offsets
+        return number, list(accumulate((len(body) for body in bodies[:-1]), initial=end))
 
     def _open(self, number: int) -> int:
         """The descriptor of segment ``number``, created (durably) if it is new."""
@@ -210,10 +212,16 @@ def segments_of(conn: sqlite3.Connection, where: str, params: Sequence[object]) 
 
 
 def remove(store_path: str, numbers: Iterable[int]) -> None:
-    """Remove the segments ``numbers`` (once the transaction that freed them committed)."""
+    """Remove the segments ``numbers`` (once the transaction that freed them committed).
+
+    A segment that cannot be removed only keeps its space: no row names it any more.
+    """
     directory = directory_of(store_path)
     for number in numbers:
+        path = _path(directory, number)
         try:
-            os.unlink(_path(directory, number))
+            os.unlink(path)
         except FileNotFoundError:
             pass
+        except OSError as exc:
+            logger.warning("store %s: cannot remove %s: %s", store_path, path, exc.strerror)
