@@ -5,7 +5,7 @@ import pytest
 from redis_helpers import RedisServer, free_port, redis_cluster
 
 from trio_stream.events import EventType, Output, Status, make_event
-from trio_stream.store import SessionInfo, open_store
+from trio_stream.store import SessionInfo, open_store, segments
 
 
 def lines(session, first, texts, *, source="stdout", ts=1000.0):
@@ -49,7 +49,8 @@ async def flush_redis(*servers):
 
 @contextlib.asynccontextmanager
 async def open_test_store(request, kind, tmp_path):
-    """A fresh, empty store of ``kind``: memory, sqlite, redis or redis-cluster."""
+    """A fresh, empty store of ``kind``: memory, sqlite, sqlite-segments (every write's
+    chunks in segment files of at most 4 KB), redis or redis-cluster."""
     if kind == "redis":
         server = request.getfixturevalue("redis_server")
         await flush_redis(server)
@@ -60,12 +61,16 @@ async def open_test_store(request, kind, tmp_path):
         # Two seeds of three: the client learns the third from them.
         url = "redis+cluster://" + ",".join(f"127.0.0.1:{s.port}" for s in servers[:2])
     else:
+        if kind == "sqlite-segments":
+            monkeypatch = request.getfixturevalue("monkeypatch")
+            monkeypatch.setattr(segments, "EXTERNAL_BYTES", 1)
+            monkeypatch.setattr(segments, "SEGMENT_BYTES", 4096)
         url = "memory:" if kind == "memory" else f"sqlite:{tmp_path / 'store.db'}"
     async with open_store(url) as opened:
         yield opened
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "sqlite-segments", "redis"])
 async def store(request, tmp_path):
     async with open_test_store(request, request.param, tmp_path) as opened:
         yield opened

@@ -20,7 +20,7 @@ from trio_stream.store import (
 from .conftest import lines, open_test_store, status
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster"])
+@pytest.fixture(params=["memory", "sqlite", "sqlite-segments", "redis", "redis-cluster"])
 async def store(request, tmp_path):
     """The contract runs against a Redis Cluster too (the other store tests need not)."""
     async with open_test_store(request, request.param, tmp_path) as opened:
