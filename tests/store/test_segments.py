@@ -118,7 +118,7 @@ async def test_segments_roll_over_and_reads_cross_them(db, small):
     assert all((directory / name).stat().st_size <= 10_000 for name in files)
 
 
-async def test_segments_no_row_names_are_removed_and_the_current_one_is_kept(db, monkeypatch):
+async def test_segments_no_row_names_are_removed(db, monkeypatch):
     # Every write in a segment of its own.
     monkeypatch.setattr(segments, "EXTERNAL_BYTES", 1000)
     monkeypatch.setattr(segments, "SEGMENT_BYTES", 1000)
@@ -144,12 +144,13 @@ async def test_segments_no_row_names_are_removed_and_the_current_one_is_kept(db,
         assert texts_of(await store.read("b")) == ["b" * 300] * 25
         assert segment_files(db) == ["00000011", "00000012"]
         assert [segment for _, segment, _, _ in rows(db, "b")] == [None, 11, 12]
-        # Segment 12 is the one writers append to: kept though nothing names it.
+        # Segment 12 is the one writers append to: once nothing names it, writers move
+        # on to 13 and it goes too.
         await store.clear("b")
-        assert segment_files(db) == ["00000012"]
+        assert segment_files(db) == []
         await store.append("b", lines("b", 60, ["c" * 300] * 10))
         assert texts_of(await store.read("b")) == ["c" * 300] * 10
-        assert segment_files(db) == ["00000012", "00000013"]
+        assert segment_files(db) == ["00000013"]
 
 
 async def test_a_segment_that_cannot_be_removed_only_keeps_its_space(

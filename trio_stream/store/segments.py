@@ -16,8 +16,8 @@ writes (a command printing now and then) keep their chunks in the database, as b
 * Bytes past the last body that a row names (a writer that died between its write and
   its commit) are never read; the next write goes after them.
 * A segment that no row names any more (its sessions destroyed, cleared, compacted or
-  pruned) is removed once the transaction that deleted its last row has committed. The
-  current segment, and any later one, is kept: writers append to it.
+  pruned) is removed once the transaction that deleted its last row has committed; when
+  it is the current one, that transaction also moves writers on to the next.
 * Each read opens the segments it needs and closes them when it ends: no descriptor is
   shared between threads.
 """
@@ -194,15 +194,21 @@ class SegmentReader:
 
 def unreferenced(conn: sqlite3.Connection, candidates: Iterable[int]) -> list[int]:
     """Those of ``candidates`` (segments whose rows the caller's transaction deleted)
-    that no row names any more and that writers no longer append to."""
+    that no row names any more. When the current segment is one of them, writers are
+    moved on to the next one within the transaction, so that it can go too."""
     current = current_segment(conn)
-    return [
+    freed = [
         number
         for number in sorted(set(candidates))
-        if number < current
+        if number <= current
         and conn.execute("SELECT 1 FROM chunks WHERE segment = ? LIMIT 1", (number,)).fetchone()
         is None
     ]
+    if current in freed:
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('segment', ?)", (str(current + 1),)
+        )
+    return freed
 
 
 def segments_of(conn: sqlite3.Connection, where: str, params: Sequence[object]) -> set[int]:
