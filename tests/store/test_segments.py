@@ -202,6 +202,34 @@ async def test_a_missing_or_cut_segment_is_a_clear_error(db, small):
             await store.read_runs("s")
 
 
+async def test_a_read_that_meets_a_segment_removed_meanwhile_reads_again(db, monkeypatch):
+    monkeypatch.setattr(segments, "EXTERNAL_BYTES", 1000)
+    monkeypatch.setattr(segments, "SEGMENT_BYTES", 1000)
+    body = segments.SegmentReader.body
+    raced = []
+
+    def racing(self, inline, number, offset, length):
+        if number == 1 and not raced:
+            # Another process compacts the session now: the rows of segment 1 go, then
+            # the segment, after the read selected them.
+            raced.append(number)
+            conn = sqlite3.connect(db)
+            conn.execute("DELETE FROM chunks WHERE segment = 1")
+            conn.execute("UPDATE sessions SET events = events - 10")
+            conn.commit()
+            conn.close()
+            (db.with_name(db.name + "-chunks") / "00000001").unlink()
+        return body(self, inline, number, offset, length)
+
+    async with open_store(db) as store:
+        await store.create_session(SessionInfo("s"))
+        for n in range(3):
+            await store.append("s", lines("s", n * 10, [f"{n}" * 300] * 10))
+        monkeypatch.setattr(segments.SegmentReader, "body", racing)
+        assert texts_of(await store.read("s")) == ["1" * 300] * 10 + ["2" * 300] * 10
+        assert raced == [1]
+
+
 async def test_bytes_a_dead_writer_left_past_the_last_row_are_never_read(db, small):
     async with open_store(db) as store:
         await store.create_session(SessionInfo("s"))

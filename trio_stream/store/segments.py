@@ -138,6 +138,11 @@ class SegmentWriter:
         self._number, self._fd = 0, -1
 
 
+class SegmentGone(StoreError):
+    """A segment that a row named was removed: a compaction or prune committed after the
+    read selected the row. Reading again sees the rows without it."""
+
+
 class SegmentReader:
     """Reads chunk bodies, from the database's rows or from their segments, for one read.
 
@@ -164,7 +169,8 @@ class SegmentReader:
         """A chunk's body: ``inline`` for a row that holds it, else read from its segment.
 
         Raises:
-            StoreError: when the segment is missing or shorter than the row says.
+            SegmentGone: when the segment is missing.
+            StoreError: when it cannot be read, or is shorter than the row says.
         """
         if number is None:
             return inline
@@ -174,6 +180,10 @@ class SegmentReader:
             if fd is None:
                 fd = self._fds[number] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             data = os.pread(fd, length, offset)
+        except FileNotFoundError as exc:
+            raise SegmentGone(
+                f"store {self.store_path}: cannot read recorded events from {path}: {exc.strerror}"
+            ) from None
         except OSError as exc:
             raise StoreError(
                 f"store {self.store_path}: cannot read recorded events from {path}: "

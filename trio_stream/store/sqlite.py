@@ -494,7 +494,12 @@ class SQLiteStore(SessionPruning):
                 if conn is None:
                     conn = self._connect()
                     self._all_readers.append(conn)
-                return self._guard(lambda: fn(conn))  # type: ignore[arg-type]
+                try:
+                    return self._guard(lambda: fn(conn))  # type: ignore[arg-type]
+                except segments.SegmentGone:
+                    # Its rows were deleted meanwhile (a compaction or a prune): read
+                    # again, from what is committed now. Missing again, it is an error.
+                    return self._guard(lambda: fn(conn))  # type: ignore[arg-type]
 
             try:
                 return await trio.to_thread.run_sync(run)
