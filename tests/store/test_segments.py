@@ -1,5 +1,6 @@
 """The SQLite store's segment files: chunks of large writes kept beside the database."""
 
+import errno
 import os
 import signal
 import sqlite3
@@ -252,6 +253,26 @@ async def test_a_segment_that_cannot_be_written_is_a_clear_error_and_commits_not
         db.with_name(db.name + "-chunks").unlink()
         await store.append("s", lines("s", 0, ["x" * 300] * 5))
         assert texts_of(await store.read("s")) == ["x" * 300] * 5
+
+
+@pytest.mark.parametrize("code", [errno.EINVAL, errno.EIO])
+async def test_a_file_system_that_cannot_sync_a_directory(db, small, monkeypatch, code):
+    # As for SQLite, a directory that cannot be synced (EINVAL: not supported there) is
+    # let be; any other failure to sync it is an error.
+    def fsync(fd):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(segments.os, "fsync", fsync)
+    async with open_store(db) as store:
+        await store.create_session(SessionInfo("s"))
+        burst = lines("s", 0, ["x" * 300] * 5)
+        if code == errno.EINVAL:
+            await store.append("s", burst)
+            assert texts_of(await store.read("s")) == ["x" * 300] * 5
+        else:
+            with pytest.raises(StoreError, match="cannot write recorded events"):
+                await store.append("s", burst)
+            assert await store.count("s") == 0
 
 
 async def test_two_stores_write_bursts_into_one_file_at_once(db, small):

@@ -24,6 +24,7 @@ writes (a command printing now and then) keep their chunks in the database, as b
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sqlite3
@@ -59,10 +60,14 @@ def current_segment(conn: sqlite3.Connection) -> int:
 
 
 def _sync_directory(path: str) -> None:
-    """Make the entries of the directory ``path`` durable (a file created in it)."""
+    """Make the entries of the directory ``path`` durable (a file created in it), where
+    the file system can sync a directory (as SQLite, those that cannot are let be)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
     finally:
         os.close(fd)
 
