@@ -270,8 +270,7 @@ class _Builder:
         )
 
 
-# Every byte but the two of line endings: what bytes.translate deletes to leave a read's
-# line endings in order.
+# Every byte but the two of line endings: what bytes.translate deletes to leave only those.
 _NOT_LINE_ENDS: Final = bytes(b for b in range(256) if b not in b"\r\n")
 
 
@@ -394,15 +393,12 @@ class LineSplitter:
         cr = buf.find(b"\r", last + 1)
         if cr != -1 and cr != len(buf) - 1:
             return None
-        # Every "\r" and "\n" is part of a "\r\n": a lone one ends a line of its own. The
-        # read's line endings (every other byte deleted by bytes.translate, the held "\r"
-        # aside) are then "\r\n" repeated, and as many "\r\n" are in the read. One pass
-        # over the bytes and one count cost four fifths of three counts of the text.
-        ends = buf.translate(None, _NOT_LINE_ENDS)
-        if cr != -1:
-            ends = ends[:-1]
-        count = len(ends) >> 1
-        if ends != b"\r\n" * count or buf.count(b"\r\n") != count:
+        # Every "\r" and "\n" is part of a "\r\n" (a lone one ends a line of its own) when
+        # there are twice as many of them as of "\r\n", the held "\r" aside. Counted with
+        # one bytes.translate that keeps only them, and one count: three counts of the
+        # text took a quarter longer.
+        count = buf.count(b"\r\n")
+        if len(buf.translate(None, _NOT_LINE_ENDS)) - (cr != -1) != 2 * count:
             return None
         try:
             text = _decode_head(buf, last + 1)
