@@ -59,6 +59,11 @@ def current_segment(conn: sqlite3.Connection) -> int:
     return 1 if row is None else int(row[0])
 
 
+def _move_writers_to(conn: sqlite3.Connection, number: int) -> None:
+    """Make ``number`` the current segment (within the caller's transaction)."""
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('segment', ?)", (str(number),))
+
+
 def _sync_directory(path: str) -> None:
     """Make the entries of the directory ``path`` durable (a file created in it), where
     the file system can sync a directory (as SQLite, those that cannot are let be)."""
@@ -102,10 +107,7 @@ class SegmentWriter:
                 path = _path(self.directory, number)
                 fd = self._open(number)
                 end = os.fstat(fd).st_size
-                conn.execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('segment', ?)",
-                    (str(number),),
-                )
+                _move_writers_to(conn, number)
             view = memoryview(data)
             done = 0
             while done < len(data):
@@ -220,9 +222,7 @@ def unreferenced(conn: sqlite3.Connection, candidates: Iterable[int]) -> list[in
         is None
     ]
     if current in freed:
-        conn.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('segment', ?)", (str(current + 1),)
-        )
+        _move_writers_to(conn, current + 1)
     return freed
 
 

@@ -857,21 +857,24 @@ class SQLiteStore(SessionPruning):
         excess = total - keep_last
         if excess <= 0:
             return 0
-        doomed: list[tuple[int]] = []
+        # The chunks that go are the oldest: those up to the last offset of the last one.
+        doomed_through: int | None = None
         removed = 0
         boundary: tuple[int, int] | None = None
-        for rowid, count in conn.execute(
-            "SELECT rowid, events FROM chunks WHERE sid = ? ORDER BY last_offset", (sid,)
+        for rowid, count, last in conn.execute(
+            "SELECT rowid, events, last_offset FROM chunks WHERE sid = ? ORDER BY last_offset",
+            (sid,),
         ).fetchall():
             if removed + count <= excess:
-                doomed.append((rowid,))
+                doomed_through = last
                 removed += count
                 if removed == excess:
                     break
             else:
                 boundary = (rowid, excess - removed)
                 break
-        self._delete_chunks(conn, "rowid = ?", doomed)
+        if doomed_through is not None:
+            self._delete_chunks(conn, "sid = ? AND last_offset <= ?", [(sid, doomed_through)])
         if boundary is not None:
             rowid, drop = boundary
             row = conn.execute(f"SELECT {_BODY} FROM chunks WHERE rowid = ?", (rowid,)).fetchone()
